@@ -1,0 +1,37 @@
+//! `nodewright apply --spec URL`: converge to a spec named on the command line, e.g.
+//! by hand on a node, or in an image build.
+
+use std::path::Path;
+
+use super::DeadlineArg;
+use crate::bootstrap::{Options, SpecSource};
+use crate::spec::Sha256Hex;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The node spec: s3://bucket/key or file:///path.
+    #[arg(long, value_name = "URL")]
+    spec: String,
+    /// Refuse the spec unless its sha256 is this.
+    #[arg(long, value_name = "HEX", value_parser = parse_sha256)]
+    sha256: Option<Sha256Hex>,
+    #[command(flatten)]
+    deadline: DeadlineArg,
+}
+
+pub fn parse_sha256(value: &str) -> Result<Sha256Hex, String> {
+    Sha256Hex::try_from(value)
+}
+
+pub async fn run(root: &Path, args: Args) -> u8 {
+    let options = Options {
+        root: root.to_owned(),
+        source: SpecSource::Url {
+            url: args.spec,
+            sha256: args.sha256,
+        },
+        deadline: args.deadline.duration(),
+        command: "apply".to_owned(),
+    };
+    super::boot::converge_and_report(&options).await
+}

@@ -1,0 +1,115 @@
+//! The command line: one file per subcommand; each parses its arguments and calls the
+//! library.
+
+mod apply;
+mod boot;
+mod plan;
+mod schema;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::bootstrap::{BootError, exit};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success: the node is converged (or, for plan, the plan was printed)
+  1  internal error
+  2  usage error
+  3  invalid input: user data, boot config or node spec refused (parse, validation, digest)
+  4  a source (IMDS, the state store) did not answer before the deadline
+  5  a change failed; the node is not converged
+  6  no recorded run (status)";
+
+#[derive(Debug, Parser)]
+#[command(name = "nodewright", version = crate::VERSION, about = "Bootstraps a Kubernetes node on AWS", after_help = EXIT_CODES)]
+pub struct Cli {
+    /// The root directory everything is written under.
+    #[arg(long, global = true, env = "NODEWRIGHT_ROOT", default_value = "/")]
+    root: PathBuf,
+    /// Log debug detail.
+    #[arg(long, short, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The boot flow: user data, facts, node spec, then converge the node.
+    Boot(boot::Args),
+    /// Show what would change, without changing anything.
+    Plan(plan::Args),
+    /// Converge the node to a spec named on the command line.
+    Apply(apply::Args),
+    /// Show the last run, its timeline and the services' state.
+    Status(status::Args),
+    /// Print the JSON Schema of the node spec (or of the boot config).
+    Schema(schema::Args),
+    /// Print the version.
+    Version,
+}
+
+/// How long remote sources are retried, shared by the commands that read them.
+#[derive(Debug, clap::Args)]
+struct DeadlineArg {
+    /// Seconds to keep retrying IMDS and the state store before giving up.
+    #[arg(long = "deadline", default_value_t = 180, value_name = "SECONDS")]
+    seconds: u64,
+}
+
+impl DeadlineArg {
+    fn duration(&self) -> Duration {
+        Duration::from_secs(self.seconds)
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
+        }
+    };
+    crate::logging::init(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("nodewright: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::INTERNAL);
+        }
+    };
+    let code = runtime.block_on(async move {
+        match cli.command {
+            Command::Boot(args) => boot::run(&cli.root, args).await,
+            Command::Plan(args) => plan::run(&cli.root, args).await,
+            Command::Apply(args) => apply::run(&cli.root, args).await,
+            Command::Status(args) => status::run(&cli.root, args),
+            Command::Schema(args) => schema::run(args),
+            Command::Version => {
+                println!("nodewright {}", crate::VERSION);
+                exit::OK
+            }
+        }
+    });
+    ExitCode::from(code)
+}
+
+/// Reports a failed run on stderr and in the log, and gives its exit code.
+fn fail(error: &BootError) -> u8 {
+    tracing::error!(error = %error, "run failed");
+    eprintln!("nodewright: {error}");
+    error.exit_code()
+}

@@ -1,0 +1,60 @@
+//! `nodewright plan`: what `boot` (or `apply --spec`) would change. Reads only.
+
+use std::path::{Path, PathBuf};
+
+use super::{DeadlineArg, fail};
+use crate::bootstrap::{self, Options, SpecSource, exit};
+use crate::spec::Sha256Hex;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Plan for this spec instead of the one user data names.
+    #[arg(long, value_name = "URL")]
+    spec: Option<String>,
+    /// With --spec: refuse the spec unless its sha256 is this.
+    #[arg(long, value_name = "HEX", requires = "spec", value_parser = super::apply::parse_sha256)]
+    sha256: Option<Sha256Hex>,
+    /// Read user data from this file instead of the instance metadata service.
+    #[arg(long, value_name = "FILE", conflicts_with = "spec")]
+    user_data: Option<PathBuf>,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    deadline: DeadlineArg,
+}
+
+pub async fn run(root: &Path, args: Args) -> u8 {
+    let source = match args.spec {
+        Some(url) => SpecSource::Url {
+            url,
+            sha256: args.sha256,
+        },
+        None => SpecSource::UserData {
+            file: args.user_data,
+        },
+    };
+    let options = Options {
+        root: root.to_owned(),
+        source,
+        deadline: args.deadline.duration(),
+        command: "plan".to_owned(),
+    };
+    match bootstrap::plan_only(&options).await {
+        Ok((plan, _)) => {
+            if args.json {
+                match serde_json::to_string_pretty(&plan) {
+                    Ok(json) => println!("{json}"),
+                    Err(e) => {
+                        eprintln!("nodewright: {e}");
+                        return exit::INTERNAL;
+                    }
+                }
+            } else {
+                print!("{}", plan.render());
+            }
+            exit::OK
+        }
+        Err(error) => fail(&error),
+    }
+}

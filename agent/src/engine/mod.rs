@@ -1,0 +1,12 @@
+//! The engine: plan the difference between desired and actual state, apply it in
+//! dependency order, and remember what was done.
+
+pub mod apply;
+pub mod plan;
+pub mod state;
+pub mod timeline;
+
+pub use apply::{ApplyReport, Outcome, apply};
+pub use plan::{Action, Plan, PlanError, Step, plan};
+pub use state::{RunRecord, RunResult, State, StateError};
+pub use timeline::{Timeline, TimelineEntry};

@@ -1,0 +1,174 @@
+//! What nodewright remembers between runs, in `/var/lib/nodewright/state.json`.
+//!
+//! - the last run: when, how it ended, the spec's digest, and its timeline;
+//! - every file it manages with its digest and the stat it had when hashed, so a no-op
+//!   run need not re-read unchanged files (`verify` always re-reads);
+//! - for each trigger (a service, the sysctls, the modules, systemd's unit set), the
+//!   digests of the inputs it last acted on: a service restarts when these differ, even
+//!   if the run that wrote the new files was killed before it could restart it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::timeline::TimelineEntry;
+use crate::host::fs::{self, FileStat};
+
+pub const STATE_VERSION: u32 = 1;
+pub const STATE_FILE: &str = "state.json";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct State {
+    pub version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<RunRecord>,
+    /// Managed paths, keyed by node path.
+    #[serde(default)]
+    pub files: BTreeMap<String, FileRecord>,
+    /// Trigger key (`service:kubelet.service`, `sysctls`, `modules`, `daemon-reload`)
+    /// to the inputs it last acted on.
+    #[serde(default)]
+    pub applied: BTreeMap<String, AppliedRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileRecord {
+    /// `file`, `directory` or `symlink`.
+    pub kind: String,
+    /// Content digest for files; the target for symlinks; empty for directories.
+    pub digest: String,
+    pub mode: u32,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secret: bool,
+    /// The stat the file had when `digest` was computed (files only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stat: Option<StatRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatRecord {
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+    pub inode: u64,
+}
+
+impl StatRecord {
+    pub fn of(stat: &FileStat) -> Self {
+        Self {
+            size: stat.size,
+            mtime_ns: stat.mtime_ns,
+            ctime_ns: stat.ctime_ns,
+            inode: stat.inode,
+        }
+    }
+
+    /// Whether the file can be assumed unchanged since it was hashed. Any write or
+    /// chmod moves ctime, which no one can set back by hand.
+    pub fn matches(&self, stat: &FileStat) -> bool {
+        *self == Self::of(stat)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedRecord {
+    /// Input path to digest.
+    pub inputs: BTreeMap<String, String>,
+    pub at: String,
+    /// `done`, or `skipped: <reason>`.
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRecord {
+    pub command: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub result: RunResult,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_sha256: Option<String>,
+    pub agent_version: String,
+    /// How many changes the run planned.
+    pub changes: usize,
+    pub timeline: Vec<TimelineEntry>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunResult {
+    Converged,
+    Failed,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("writing state {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("reading state {path}: {detail}")]
+    Read { path: PathBuf, detail: String },
+}
+
+impl State {
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join(STATE_FILE)
+    }
+
+    /// Reads the state; a missing file is a fresh node.
+    pub fn load(state_dir: &Path) -> Result<Self, StateError> {
+        let path = Self::path(state_dir);
+        let text = match std::fs::read(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => {
+                return Err(StateError::Read {
+                    path,
+                    detail: e.to_string(),
+                });
+            }
+        };
+        serde_json::from_slice(&text).map_err(|e| StateError::Read {
+            path,
+            detail: e.to_string(),
+        })
+    }
+
+    /// Like `load`, but a corrupt file is set aside and treated as a fresh node: the
+    /// state is a record and a cache, and the safe reading of "unknown" is "redo".
+    pub fn load_or_reset(state_dir: &Path) -> Self {
+        match Self::load(state_dir) {
+            Ok(state) => state,
+            Err(error) => {
+                tracing::warn!(%error, "state unreadable; starting from a fresh record");
+                let path = Self::path(state_dir);
+                let _ = std::fs::rename(&path, path.with_extension("json.corrupt"));
+                Self::default()
+            }
+        }
+    }
+
+    pub fn save(&mut self, state_dir: &Path) -> Result<(), StateError> {
+        self.version = STATE_VERSION;
+        let path = Self::path(state_dir);
+        let write = |p: &Path| -> std::io::Result<()> {
+            std::fs::create_dir_all(state_dir)?;
+            let mut bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+            bytes.push(b'\n');
+            let (uid, gid) = fs::current_ids();
+            fs::write_atomic(p, &bytes, 0o600, uid, gid)
+        };
+        write(&path).map_err(|source| StateError::Write { path, source })
+    }
+}

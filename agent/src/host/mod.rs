@@ -1,0 +1,77 @@
+//! The only code that touches the OS. Every path is under the root (`--root`, default
+//! `/`), so the whole agent runs against a temp directory in tests.
+
+pub mod fs;
+pub mod kernel;
+pub mod os;
+pub mod systemd;
+pub mod users;
+
+use std::path::{Path, PathBuf};
+
+use crate::spec::{AbsPath, Principal};
+
+/// Whether actions on the running system (systemd, sysctl, modprobe) are performed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveMode {
+    /// Root is `/` and systemd is running: act on the live system.
+    Live,
+    /// Act on files only; every live action is recorded as skipped with this reason.
+    FilesOnly(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Host {
+    root: PathBuf,
+    live: LiveMode,
+}
+
+impl Host {
+    /// A host rooted at `root`. Live actions happen only when the root is `/` and
+    /// systemd is PID 1 (`/run/systemd/system` exists, as `sd_booted()` checks).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root: PathBuf = root.into();
+        let live = if root != Path::new("/") {
+            LiveMode::FilesOnly(format!("root is {}, not /", root.display()))
+        } else if !Path::new("/run/systemd/system").exists() {
+            LiveMode::FilesOnly("systemd is not running on this host".to_owned())
+        } else {
+            LiveMode::Live
+        };
+        Self { root, live }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn live(&self) -> &LiveMode {
+        &self.live
+    }
+
+    /// Why live actions are skipped, or `None` when they run.
+    pub fn skip_reason(&self) -> Option<&str> {
+        match &self.live {
+            LiveMode::Live => None,
+            LiveMode::FilesOnly(reason) => Some(reason),
+        }
+    }
+
+    /// Where a node path is on this machine.
+    pub fn path(&self, path: &AbsPath) -> PathBuf {
+        self.root.join(path.relative())
+    }
+
+    pub fn uid(&self, owner: &Principal) -> Result<u32, String> {
+        users::resolve(&self.root.join("etc/passwd"), owner.as_str())
+    }
+
+    pub fn gid(&self, group: &Principal) -> Result<u32, String> {
+        users::resolve(&self.root.join("etc/group"), group.as_str())
+    }
+
+    /// Where nodewright keeps its state and records.
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join("var/lib/nodewright")
+    }
+}

@@ -1,0 +1,18 @@
+//! nodewright: the node-side bootstrap agent for Kubernetes on AWS.
+//!
+//! Data flows one way: `source -> spec -> model -> engine -> host`, with `cloud` called
+//! from a few named steps of [`bootstrap`]. `model` is pure; `host` alone touches the OS.
+
+pub mod bootstrap;
+pub mod cli;
+pub mod cloud;
+pub mod engine;
+pub mod host;
+pub mod logging;
+pub mod model;
+pub mod retry;
+pub mod source;
+pub mod spec;
+
+/// The agent's version, recorded with every run.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

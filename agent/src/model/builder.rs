@@ -1,0 +1,238 @@
+//! Collects what the components render and refuses conflicts: two components may not
+//! both own a path, a unit, a sysctl or a module with different values.
+
+use std::collections::BTreeMap;
+
+use super::ModelError;
+use super::desired::{
+    Content, DesiredDirectory, DesiredFile, DesiredService, DesiredState, DesiredSymlink, FileKind,
+    Ownership,
+};
+use crate::spec::{AbsPath, UnitName};
+
+#[derive(Default)]
+pub struct StateBuilder {
+    state: DesiredState,
+    /// Which component declared each path, for conflict messages.
+    owners: BTreeMap<String, &'static str>,
+}
+
+impl StateBuilder {
+    fn claim(&mut self, path: &AbsPath, component: &'static str) -> Result<(), ModelError> {
+        if let Some(first) = self.owners.insert(path.to_string(), component) {
+            return Err(ModelError::Conflict {
+                what: path.to_string(),
+                first,
+                second: component,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn directory(
+        &mut self,
+        component: &'static str,
+        path: AbsPath,
+        ownership: Ownership,
+    ) -> Result<(), ModelError> {
+        self.claim(&path, component)?;
+        self.state
+            .directories
+            .push(DesiredDirectory { path, ownership });
+        Ok(())
+    }
+
+    pub fn file(
+        &mut self,
+        component: &'static str,
+        path: AbsPath,
+        content: impl Into<Vec<u8>>,
+        ownership: Ownership,
+    ) -> Result<(), ModelError> {
+        self.add_file(
+            component,
+            path,
+            Content::new(content),
+            ownership,
+            FileKind::Plain,
+            false,
+        )
+    }
+
+    pub fn secret_file(
+        &mut self,
+        component: &'static str,
+        path: AbsPath,
+        content: impl Into<Vec<u8>>,
+        ownership: Ownership,
+    ) -> Result<(), ModelError> {
+        self.add_file(
+            component,
+            path,
+            Content::new(content),
+            ownership,
+            FileKind::Plain,
+            true,
+        )
+    }
+
+    pub fn add_file(
+        &mut self,
+        component: &'static str,
+        path: AbsPath,
+        content: Content,
+        ownership: Ownership,
+        kind: FileKind,
+        secret: bool,
+    ) -> Result<(), ModelError> {
+        self.claim(&path, component)?;
+        self.state.files.push(DesiredFile {
+            path,
+            content,
+            ownership,
+            kind,
+            secret,
+        });
+        Ok(())
+    }
+
+    pub fn symlink(
+        &mut self,
+        component: &'static str,
+        path: AbsPath,
+        target: AbsPath,
+    ) -> Result<(), ModelError> {
+        self.claim(&path, component)?;
+        self.state.symlinks.push(DesiredSymlink { path, target });
+        Ok(())
+    }
+
+    /// A unit file under /etc/systemd/system; returns its path.
+    pub fn unit_file(
+        &mut self,
+        component: &'static str,
+        unit: &UnitName,
+        content: &str,
+    ) -> Result<AbsPath, ModelError> {
+        let path = unit_path(unit, None)?;
+        self.add_file(
+            component,
+            path.clone(),
+            Content::new(content),
+            Ownership::root(0o644),
+            FileKind::Systemd,
+            false,
+        )?;
+        Ok(path)
+    }
+
+    /// A drop-in under /etc/systemd/system/<unit>.d; returns its path.
+    pub fn drop_in(
+        &mut self,
+        component: &'static str,
+        unit: &UnitName,
+        name: &str,
+        content: &str,
+    ) -> Result<AbsPath, ModelError> {
+        let path = unit_path(unit, Some(name))?;
+        self.add_file(
+            component,
+            path.clone(),
+            Content::new(content),
+            Ownership::root(0o644),
+            FileKind::Systemd,
+            false,
+        )?;
+        Ok(path)
+    }
+
+    pub fn sysctl(
+        &mut self,
+        component: &'static str,
+        key: &str,
+        value: String,
+    ) -> Result<(), ModelError> {
+        if let Some(existing) = self.state.sysctls.get(key)
+            && *existing != value
+        {
+            return Err(ModelError::Conflict {
+                what: format!("sysctl {key}"),
+                first: self
+                    .owners
+                    .get(&format!("sysctl:{key}"))
+                    .copied()
+                    .unwrap_or("?"),
+                second: component,
+            });
+        }
+        self.owners.insert(format!("sysctl:{key}"), component);
+        self.state.sysctls.insert(key.to_owned(), value);
+        Ok(())
+    }
+
+    pub fn module(&mut self, name: &str) {
+        if !self.state.modules.iter().any(|m| m == name) {
+            self.state.modules.push(name.to_owned());
+        }
+    }
+
+    pub fn service(
+        &mut self,
+        component: &'static str,
+        service: DesiredService,
+    ) -> Result<(), ModelError> {
+        let key = format!("unit:{}", service.unit);
+        if let Some(first) = self.owners.insert(key, component) {
+            return Err(ModelError::Conflict {
+                what: service.unit.to_string(),
+                first,
+                second: component,
+            });
+        }
+        self.state.services.push(service);
+        Ok(())
+    }
+
+    /// Adds the files that persist sysctls and modules, then returns the state.
+    pub fn finish(mut self) -> Result<DesiredState, ModelError> {
+        if !self.state.sysctls.is_empty() {
+            let mut text =
+                String::from("# Managed by nodewright; local changes are overwritten.\n");
+            for (key, value) in &self.state.sysctls {
+                text.push_str(&format!("{key} = {value}\n"));
+            }
+            let path = fixed_path(SYSCTL_FILE);
+            self.file("host", path.clone(), text, Ownership::root(0o644))?;
+            self.state.sysctl_file = Some(path);
+        }
+        if !self.state.modules.is_empty() {
+            let mut text =
+                String::from("# Managed by nodewright; local changes are overwritten.\n");
+            for module in &self.state.modules {
+                text.push_str(module);
+                text.push('\n');
+            }
+            let path = fixed_path(MODULES_FILE);
+            self.file("host", path.clone(), text, Ownership::root(0o644))?;
+            self.state.modules_file = Some(path);
+        }
+        Ok(self.state)
+    }
+}
+
+pub const SYSCTL_FILE: &str = "/etc/sysctl.d/99-nodewright.conf";
+pub const MODULES_FILE: &str = "/etc/modules-load.d/nodewright.conf";
+pub const UNIT_DIR: &str = "/etc/systemd/system";
+
+/// A path the code itself spells; a typo is a bug, so it may panic.
+pub fn fixed_path(path: &str) -> AbsPath {
+    AbsPath::try_from(path).expect("a valid constant path")
+}
+
+pub fn unit_path(unit: &UnitName, drop_in: Option<&str>) -> Result<AbsPath, ModelError> {
+    let path = match drop_in {
+        None => format!("{UNIT_DIR}/{unit}"),
+        Some(name) => format!("{UNIT_DIR}/{unit}.d/{name}"),
+    };
+    AbsPath::try_from(path).map_err(ModelError::Render)
+}

@@ -1,0 +1,121 @@
+//! The desired state of a node: what the engine makes true.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::spec::{AbsPath, FileMode, Principal, UnitName};
+
+/// The content of a file, with its digest computed once.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Content {
+    bytes: Arc<[u8]>,
+    sha256: String,
+}
+
+impl Content {
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        let bytes: Vec<u8> = bytes.into();
+        let sha256 = crate::spec::digest(&bytes);
+        Self {
+            bytes: bytes.into(),
+            sha256,
+        }
+    }
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+}
+
+impl std::fmt::Debug for Content {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Content({} bytes, sha256 {})",
+            self.bytes.len(),
+            &self.sha256[..12]
+        )
+    }
+}
+
+/// Why the engine cares about a file beyond its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FileKind {
+    Plain,
+    /// A systemd unit or drop-in: a change needs `systemctl daemon-reload`.
+    Systemd,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ownership {
+    pub mode: FileMode,
+    pub owner: Principal,
+    pub group: Principal,
+}
+
+impl Ownership {
+    pub fn root(mode: u32) -> Self {
+        Self {
+            mode: FileMode::new(mode),
+            owner: Principal::try_from("root").expect("a valid constant"),
+            group: Principal::try_from("root").expect("a valid constant"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredFile {
+    pub path: AbsPath,
+    pub content: Content,
+    pub ownership: Ownership,
+    pub kind: FileKind,
+    /// Never logged or shown; redacted from support bundles.
+    pub secret: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredDirectory {
+    pub path: AbsPath,
+    pub ownership: Ownership,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredSymlink {
+    pub path: AbsPath,
+    pub target: AbsPath,
+}
+
+/// A systemd unit the node runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredService {
+    pub unit: UnitName,
+    pub enabled: bool,
+    pub running: bool,
+    /// Files whose change restarts the service: its unit, drop-ins, configs, binaries.
+    pub inputs: Vec<AbsPath>,
+}
+
+/// Everything a node should have. Built by the model, made true by the engine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DesiredState {
+    pub directories: Vec<DesiredDirectory>,
+    pub files: Vec<DesiredFile>,
+    pub symlinks: Vec<DesiredSymlink>,
+    /// Kernel parameters to hold now (their persisted file is one of `files`).
+    pub sysctls: BTreeMap<String, String>,
+    /// The file that persists `sysctls`; applying them is re-done when it changes.
+    pub sysctl_file: Option<AbsPath>,
+    /// Kernel modules to load now (their persisted file is one of `files`).
+    pub modules: Vec<String>,
+    pub modules_file: Option<AbsPath>,
+    /// In start order.
+    pub services: Vec<DesiredService>,
+}
+
+impl DesiredState {
+    pub fn file(&self, path: &str) -> Option<&DesiredFile> {
+        self.files.iter().find(|f| f.path.as_str() == path)
+    }
+}

@@ -1,0 +1,65 @@
+//! What the model knows about the machine it renders for.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use serde::{Deserialize, Serialize};
+
+/// Facts from the instance metadata service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceFacts {
+    pub instance_id: String,
+    pub account_id: String,
+    pub region: String,
+    pub availability_zone: String,
+    pub instance_type: String,
+    pub private_ipv4: Ipv4Addr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Addr>,
+    /// The private DNS name, e.g. `ip-10-0-1-23.ec2.internal`.
+    pub hostname: String,
+    pub mac: String,
+}
+
+/// Facts read from the host itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostFacts {
+    /// Kubernetes' name for the CPU architecture: `amd64` or `arm64`.
+    pub arch: String,
+    /// `ID` from os-release, e.g. `debian`, `ubuntu`, `amzn`.
+    pub distro: String,
+    /// `VERSION_ID` from os-release, e.g. `12`.
+    pub distro_version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Facts {
+    pub instance: InstanceFacts,
+    pub host: HostFacts,
+}
+
+impl Facts {
+    /// Facts for tests and golden files: a fixed, realistic instance.
+    pub fn example() -> Self {
+        Self {
+            instance: InstanceFacts {
+                instance_id: "i-0a1b2c3d4e5f60718".to_owned(),
+                account_id: "123456789012".to_owned(),
+                region: "us-east-1".to_owned(),
+                availability_zone: "us-east-1a".to_owned(),
+                instance_type: "m6i.large".to_owned(),
+                private_ipv4: Ipv4Addr::new(10, 0, 1, 23),
+                ipv6: None,
+                hostname: "ip-10-0-1-23.ec2.internal".to_owned(),
+                mac: "0e:1f:2a:3b:4c:5d".to_owned(),
+            },
+            host: HostFacts {
+                arch: "amd64".to_owned(),
+                distro: "debian".to_owned(),
+                distro_version: "12".to_owned(),
+            },
+        }
+    }
+}

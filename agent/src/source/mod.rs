@@ -1,0 +1,7 @@
+//! Where the agent's inputs come from: EC2 user data and the state store.
+
+pub mod store;
+pub mod userdata;
+
+pub use store::{StoreError, error_chain, fetch};
+pub use userdata::{BOOT_CONFIG_CONTENT_TYPE, UserDataError, boot_config_text};

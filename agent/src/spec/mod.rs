@@ -1,0 +1,170 @@
+//! The documents nodewright reads: the `BootConfig` from user data and the `NodeSpec`
+//! from the state store. Parsing is strict: unknown fields, wrong types and invalid
+//! values are errors that name the field path and the line.
+
+mod boot;
+mod locate;
+mod location;
+mod node;
+mod types;
+mod validate;
+
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+pub use boot::{BOOT_CONFIG_KIND, BootConfig, NodeSpecSource, ProxySettings};
+pub use locate::line_of;
+pub use location::SpecLocation;
+pub use node::{
+    ClusterSpec, DirectoryEntry, DropInEntry, FileEntry, NODE_SPEC_KIND, NodeSpec, SymlinkEntry,
+    SysctlValue, SystemdSpec, UnitEntry, UnitState,
+};
+pub use types::{
+    AbsPath, DnsName, DropInName, FileMode, KubernetesVersion, ModuleName, Principal, Sha256Hex,
+    SysctlKey, UnitName,
+};
+pub use validate::Problem;
+
+/// The one API version this build reads.
+pub const API_VERSION: &str = "nodewright.io/v1alpha1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    ControlPlane,
+    Worker,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::ControlPlane => "control-plane",
+            Self::Worker => "worker",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The YAML did not parse into the types: syntax, unknown field, wrong type or value.
+    /// yaml_serde's message already carries the field path and the line.
+    #[error("{source_name}: {detail}")]
+    Parse { source_name: String, detail: String },
+    #[error("{source_name} is invalid:\n{}", list(problems))]
+    Invalid {
+        source_name: String,
+        problems: Vec<Problem>,
+    },
+    #[error(
+        "{source_name}: sha256 is {actual} but the boot config requires {expected}; refusing it"
+    )]
+    DigestMismatch {
+        source_name: String,
+        expected: String,
+        actual: String,
+    },
+}
+
+fn list(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Largest document we parse; a spec is a few KiB, and this bounds a hostile one.
+pub const MAX_DOCUMENT_BYTES: usize = 4 << 20;
+
+pub(crate) fn parse_yaml<T: DeserializeOwned>(source: &str, text: &str) -> Result<T, SpecError> {
+    if text.len() > MAX_DOCUMENT_BYTES {
+        return Err(SpecError::Parse {
+            source_name: source.to_owned(),
+            detail: format!(
+                "{} bytes is more than the {MAX_DOCUMENT_BYTES} a document may have",
+                text.len()
+            ),
+        });
+    }
+    if text.trim().is_empty() {
+        return Err(SpecError::Parse {
+            source_name: source.to_owned(),
+            detail: "the document is empty".to_owned(),
+        });
+    }
+    yaml_serde::from_str(text).map_err(|e| SpecError::Parse {
+        source_name: source.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
+/// sha256 of a document's bytes, lowercase hex.
+pub fn digest(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Refuses `bytes` unless their sha256 is `expected`.
+pub fn verify_digest(source: &str, bytes: &[u8], expected: &Sha256Hex) -> Result<(), SpecError> {
+    let actual = digest(bytes);
+    if actual == expected.as_str() {
+        Ok(())
+    } else {
+        Err(SpecError::DigestMismatch {
+            source_name: source.to_owned(),
+            expected: expected.to_string(),
+            actual,
+        })
+    }
+}
+
+/// Checks that a node spec belongs to the instance its boot config describes.
+pub fn check_spec_matches_boot(
+    source: &str,
+    text: &str,
+    spec: &NodeSpec,
+    boot: &BootConfig,
+) -> Result<(), SpecError> {
+    let mut problems = validate::Problems::new(source, text);
+    if spec.cluster.name != boot.cluster_name {
+        problems.add(
+            "cluster.name",
+            format!(
+                "the spec is for cluster {} but this instance belongs to {}",
+                spec.cluster.name, boot.cluster_name
+            ),
+        );
+    }
+    if spec.role != boot.role {
+        problems.add(
+            "role",
+            format!(
+                "the spec is for role {} but this instance's boot config says {}",
+                spec.role, boot.role
+            ),
+        );
+    }
+    if let Some(group) = &spec.node_group
+        && *group != boot.node_group
+    {
+        problems.add(
+            "nodeGroup",
+            format!(
+                "the spec is for node group {group} but this instance is in {}",
+                boot.node_group
+            ),
+        );
+    }
+    problems.finish()
+}
+
+/// The JSON Schema of the node spec (or of the boot config).
+pub fn json_schema(boot_config: bool) -> serde_json::Value {
+    let schema = if boot_config {
+        schemars::schema_for!(BootConfig)
+    } else {
+        schemars::schema_for!(NodeSpec)
+    };
+    schema.to_value()
+}

@@ -1,0 +1,299 @@
+//! `NodeSpec` v1alpha1: everything a node needs, kept in the state store.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::types::{
+    AbsPath, DnsName, DropInName, FileMode, KubernetesVersion, ModuleName, Principal, SysctlKey,
+    UnitName,
+};
+use super::validate::Problems;
+use super::{Role, SpecError, parse_yaml};
+
+pub const NODE_SPEC_KIND: &str = "NodeSpec";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NodeSpec {
+    /// Always `nodewright.io/v1alpha1`.
+    pub api_version: String,
+    /// Always `NodeSpec`.
+    pub kind: String,
+    pub cluster: ClusterSpec,
+    pub role: Role,
+    /// The node group this spec is for; when set it must match the boot config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_group: Option<DnsName>,
+    /// Kernel parameters, persisted in /etc/sysctl.d and applied at once.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctls: BTreeMap<SysctlKey, SysctlValue>,
+    /// Kernel modules loaded now and at every boot (modules-load.d).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel_modules: Vec<ModuleName>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub directories: Vec<DirectoryEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub symlinks: Vec<SymlinkEntry>,
+    #[serde(default, skip_serializing_if = "SystemdSpec::is_empty")]
+    pub systemd: SystemdSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClusterSpec {
+    pub name: DnsName,
+    pub kubernetes_version: KubernetesVersion,
+    #[serde(default = "default_cluster_domain")]
+    pub cluster_domain: DnsName,
+    /// Service network, e.g. `100.64.0.0/13`.
+    #[schemars(with = "String")]
+    pub service_cidr: IpNet,
+    /// Pod network, e.g. `100.96.0.0/11`.
+    #[schemars(with = "String")]
+    pub pod_cidr: IpNet,
+    /// The cluster DNS service IP; must lie in the service network.
+    #[schemars(with = "String")]
+    pub dns_ip: IpAddr,
+}
+
+fn default_cluster_domain() -> DnsName {
+    DnsName::try_from("cluster.local").expect("a valid constant")
+}
+
+/// A sysctl value: YAML numbers are accepted and kept as their text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum SysctlValue {
+    Number(i64),
+    Text(String),
+}
+
+impl SysctlValue {
+    pub fn render(&self) -> String {
+        match self {
+            Self::Number(n) => n.to_string(),
+            Self::Text(t) => t.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DirectoryEntry {
+    pub path: AbsPath,
+    #[serde(default = "default_dir_mode")]
+    pub mode: FileMode,
+    #[serde(default = "root")]
+    pub owner: Principal,
+    #[serde(default = "root")]
+    pub group: Principal,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FileEntry {
+    pub path: AbsPath,
+    /// The file's text, written byte for byte.
+    pub content: String,
+    #[serde(default = "default_file_mode")]
+    pub mode: FileMode,
+    #[serde(default = "root")]
+    pub owner: Principal,
+    #[serde(default = "root")]
+    pub group: Principal,
+    /// Holds a secret: never logged, redacted from support bundles, mode 0600 at most.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub secret: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SymlinkEntry {
+    pub path: AbsPath,
+    pub target: AbsPath,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SystemdSpec {
+    #[serde(default)]
+    pub units: Vec<UnitEntry>,
+}
+
+impl SystemdSpec {
+    fn is_empty(&self) -> bool {
+        self.units.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UnitEntry {
+    pub name: UnitName,
+    /// The unit file. Leave it out to manage only drop-ins of a unit the OS ships.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drop_ins: Vec<DropInEntry>,
+    /// Enable the unit so that it starts at boot.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub state: UnitState,
+    /// Files whose change restarts this unit (its unit file and drop-ins always do).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restart_on: Vec<AbsPath>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DropInEntry {
+    pub name: DropInName,
+    pub content: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum UnitState {
+    /// Running; restarted when one of its inputs changes.
+    #[default]
+    Started,
+    /// Installed but left stopped (e.g. started by a timer or another unit).
+    Stopped,
+}
+
+fn default_dir_mode() -> FileMode {
+    FileMode::new(0o755)
+}
+fn default_file_mode() -> FileMode {
+    FileMode::new(0o644)
+}
+fn root() -> Principal {
+    Principal::try_from("root").expect("a valid constant")
+}
+fn yes() -> bool {
+    true
+}
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+impl NodeSpec {
+    /// Parses and checks a node spec. `source` names the document in errors.
+    pub fn parse(source: &str, text: &str) -> Result<Self, SpecError> {
+        let spec: NodeSpec = parse_yaml(source, text)?;
+        let mut problems = Problems::new(source, text);
+        spec.check(&mut problems);
+        problems.finish()?;
+        Ok(spec)
+    }
+
+    /// Checks that need more than one field at a time.
+    fn check(&self, problems: &mut Problems) {
+        problems.check_header("", &self.api_version, &self.kind, NODE_SPEC_KIND);
+
+        let cluster = &self.cluster;
+        if !cluster.service_cidr.contains(&cluster.dns_ip) {
+            problems.add(
+                "cluster.dnsIp",
+                format!(
+                    "{} is not inside serviceCidr {}",
+                    cluster.dns_ip, cluster.service_cidr
+                ),
+            );
+        }
+        if cluster.service_cidr.contains(&cluster.pod_cidr.network())
+            || cluster.pod_cidr.contains(&cluster.service_cidr.network())
+        {
+            problems.add(
+                "cluster.podCidr",
+                format!(
+                    "{} overlaps serviceCidr {}",
+                    cluster.pod_cidr, cluster.service_cidr
+                ),
+            );
+        }
+
+        let mut seen: BTreeMap<String, String> = BTreeMap::new();
+        let mut claim = |problems: &mut Problems, path: &AbsPath, at: String| {
+            if let Some(first) = seen.get(path.as_str()) {
+                problems.add(&at, format!("{path} is already declared at {first}"));
+            } else {
+                seen.insert(path.to_string(), at);
+            }
+        };
+        for (i, dir) in self.directories.iter().enumerate() {
+            claim(problems, &dir.path, format!("directories[{i}].path"));
+        }
+        for (i, file) in self.files.iter().enumerate() {
+            let at = format!("files[{i}]");
+            claim(problems, &file.path, format!("{at}.path"));
+            if file.secret && file.mode.bits() & 0o077 != 0 {
+                problems.add(
+                    &format!("{at}.mode"),
+                    format!(
+                        "a secret file must not be readable by group or others (mode {}, use 0600)",
+                        file.mode
+                    ),
+                );
+            }
+        }
+        for (i, link) in self.symlinks.iter().enumerate() {
+            claim(problems, &link.path, format!("symlinks[{i}].path"));
+        }
+
+        let mut units = BTreeSet::new();
+        for (i, unit) in self.systemd.units.iter().enumerate() {
+            let at = format!("systemd.units[{i}]");
+            if !units.insert(unit.name.as_str()) {
+                problems.add(
+                    &format!("{at}.name"),
+                    format!("unit {} is declared twice", unit.name),
+                );
+            }
+            if unit.content.is_none() && unit.drop_ins.is_empty() {
+                problems.add(
+                    &at,
+                    format!(
+                        "unit {} has neither content nor dropIns: nothing to manage",
+                        unit.name
+                    ),
+                );
+            }
+            let mut drop_ins = BTreeSet::new();
+            for (j, drop_in) in unit.drop_ins.iter().enumerate() {
+                if !drop_ins.insert(drop_in.name.as_str()) {
+                    problems.add(
+                        &format!("{at}.dropIns[{j}].name"),
+                        format!("drop-in {} is declared twice", drop_in.name),
+                    );
+                }
+            }
+        }
+
+        let mut modules = BTreeSet::new();
+        for (i, module) in self.kernel_modules.iter().enumerate() {
+            if !modules.insert(module.as_str()) {
+                problems.add(
+                    &format!("kernelModules[{i}]"),
+                    format!("module {module} is listed twice"),
+                );
+            }
+        }
+        for (key, value) in &self.sysctls {
+            let text = value.render();
+            if text.is_empty() || text.contains('\n') {
+                problems.add(
+                    &format!("sysctls[{:?}]", key.as_str()),
+                    "a sysctl value must be one non-empty line".to_owned(),
+                );
+            }
+        }
+    }
+}
