@@ -31,7 +31,8 @@ pub enum NetworkError {
 }
 
 impl NetworkSettings {
-    /// Hosts that bypass the proxy: the configured ones, IMDS, and loopback.
+    /// Hosts that bypass the proxy: the configured ones and IMDS, wherever it is
+    /// (`AWS_EC2_METADATA_SERVICE_ENDPOINT` can move it, e.g. in tests).
     pub fn no_proxy(&self) -> Vec<String> {
         let mut hosts: Vec<String> = self
             .proxy
@@ -39,7 +40,12 @@ impl NetworkSettings {
             .map(|p| p.no_proxy.clone())
             .unwrap_or_default();
         hosts.extend(IMDS_HOSTS.iter().map(|h| h.to_string()));
-        hosts.extend(["localhost", "127.0.0.1", "::1"].map(String::from));
+        if let Some(host) = std::env::var("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+            .ok()
+            .and_then(|url| host_of(&url))
+        {
+            hosts.push(host);
+        }
         hosts
     }
 
@@ -139,4 +145,47 @@ pub fn direct_http_client() -> SharedHttpClient {
     NetworkSettings::default()
         .aws_http_client()
         .expect("the default network settings are always valid")
+}
+
+/// The host of a URL such as `http://169.254.169.254:80/`.
+fn host_of(url: &str) -> Option<String> {
+    let rest = url.split("://").nth(1)?;
+    let authority = rest.split('/').next()?;
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    (!host.is_empty()).then(|| host.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imds_is_never_proxied() {
+        let settings = NetworkSettings {
+            proxy: Some(ProxySettings {
+                http: Some("http://proxy:3128".into()),
+                https: None,
+                no_proxy: vec![".internal".into()],
+            }),
+            ca_bundle: None,
+        };
+        let hosts = settings.no_proxy();
+        assert!(hosts.contains(&".internal".to_owned()));
+        assert!(hosts.contains(&"169.254.169.254".to_owned()));
+        assert!(hosts.contains(&"fd00:ec2::254".to_owned()));
+    }
+
+    #[test]
+    fn hosts_of_urls() {
+        assert_eq!(host_of("http://127.0.0.1:8080/"), Some("127.0.0.1".into()));
+        assert_eq!(
+            host_of("http://[fd00:ec2::254]"),
+            Some("fd00:ec2::254".into())
+        );
+        assert_eq!(host_of("http://imds"), Some("imds".into()));
+        assert_eq!(host_of("nonsense"), None);
+    }
 }

@@ -62,7 +62,9 @@ impl ApplyReport {
     }
 
     pub fn record(&self, timeline: &mut Timeline) {
-        for step in &self.steps {
+        let mut steps: Vec<&StepReport> = self.steps.iter().collect();
+        steps.sort_by_key(|s| s.began);
+        for step in steps {
             timeline.record_span(
                 format!("apply: {}", step.description),
                 step.began,
@@ -97,6 +99,20 @@ pub async fn apply(plan: &Plan, host: &Host, state: &mut State) -> ApplyReport {
     }
     for (path, record) in &plan.unchanged {
         state.files.insert(path.clone(), record.clone());
+    }
+    for (path, mode) in &plan.directories {
+        if host.path(path).is_dir() {
+            state.files.insert(
+                path.to_string(),
+                FileRecord {
+                    kind: "directory".to_owned(),
+                    digest: String::new(),
+                    mode: *mode,
+                    secret: false,
+                    stat: None,
+                },
+            );
+        }
     }
     report
 }
@@ -252,7 +268,7 @@ async fn run_action(action: &Action, host: &Host) -> Outcome {
             })
             .await
         }
-        Action::EnableUnit { unit } => systemd::enable(unit.as_str())
+        Action::EnableUnit { unit, .. } => systemd::enable(unit.as_str())
             .await
             .map_err(|e| e.to_string()),
         Action::StartUnit { unit, .. } => systemd::start(unit.as_str())
@@ -339,15 +355,17 @@ fn remember(step: &Step, outcome: &Outcome, host: &Host, state: &mut State) {
         Action::RemoveFile { path } => {
             state.files.remove(path.as_str());
         }
-        Action::CreateDirectory { .. } | Action::EnableUnit { .. } => {}
+        Action::CreateDirectory { .. } => {}
         Action::DaemonReload { trigger }
+        | Action::EnableUnit { trigger, .. }
         | Action::LoadModules { trigger, .. }
         | Action::ApplySysctls { trigger, .. }
         | Action::StartUnit { trigger, .. }
         | Action::RestartUnit { trigger, .. } => record_trigger(state, trigger),
         Action::StopUnit { forget, .. } => {
-            if let Some(key) = forget {
-                state.applied.remove(key);
+            if let Some(unit) = forget {
+                state.applied.remove(&format!("service:{unit}"));
+                state.applied.remove(&format!("enable:{unit}"));
             }
         }
     }

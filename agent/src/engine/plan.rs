@@ -67,6 +67,7 @@ pub enum Action {
     },
     EnableUnit {
         unit: UnitName,
+        trigger: Trigger,
     },
     StartUnit {
         unit: UnitName,
@@ -95,7 +96,7 @@ impl Action {
             Self::DaemonReload { .. } => "systemd".to_owned(),
             Self::LoadModules { .. } => "kernel modules".to_owned(),
             Self::ApplySysctls { .. } => "sysctls".to_owned(),
-            Self::EnableUnit { unit }
+            Self::EnableUnit { unit, .. }
             | Self::StartUnit { unit, .. }
             | Self::RestartUnit { unit, .. }
             | Self::StopUnit { unit, .. } => unit.to_string(),
@@ -162,6 +163,10 @@ pub struct Plan {
     /// they have; recorded after apply so the next run need not hash them again.
     #[serde(skip)]
     pub unchanged: BTreeMap<String, FileRecord>,
+    /// The directories the spec declares (not implicit parents), with their modes:
+    /// recorded as managed once they exist.
+    #[serde(skip)]
+    pub directories: Vec<(AbsPath, u32)>,
 }
 
 impl Plan {
@@ -223,6 +228,11 @@ pub async fn plan(desired: &DesiredState, host: &Host, state: &State) -> Result<
     Ok(Plan {
         steps: planner.steps,
         unchanged: planner.unchanged,
+        directories: desired
+            .directories
+            .iter()
+            .map(|d| (d.path.clone(), d.ownership.mode.bits()))
+            .collect(),
     })
 }
 
@@ -668,45 +678,53 @@ impl Planner<'_> {
             after.extend(reload);
             after.extend(previous);
 
-            if service.enabled && (!live || !systemd::is_enabled(service.unit.as_str()).await?) {
-                // Off a live host, enabling is planned with the first start only.
-                if live || !self.state.applied.contains_key(&trigger.key) {
-                    let index = self.push(
-                        Action::EnableUnit {
-                            unit: service.unit.clone(),
-                        },
-                        "not enabled".to_owned(),
-                        after.clone(),
-                    );
-                    after.push(index);
-                    previous = Some(index);
-                }
+            let enable = Trigger {
+                key: enable_key(&service.unit),
+                inputs: BTreeMap::new(),
+            };
+            let needs_enable = if live {
+                !systemd::is_enabled(service.unit.as_str()).await?
+            } else {
+                // Off a live host, only our record can tell.
+                !self.state.applied.contains_key(&enable.key)
+            };
+            if service.enabled && needs_enable {
+                let index = self.push(
+                    Action::EnableUnit {
+                        unit: service.unit.clone(),
+                        trigger: enable,
+                    },
+                    "not enabled".to_owned(),
+                    after.clone(),
+                );
+                after.push(index);
+                previous = Some(index);
             }
             if let Some(index) = self.service_action(service, trigger, after, live).await? {
                 previous = Some(index);
             }
         }
         // Services an earlier spec had: stop them and forget them.
-        let wanted: BTreeSet<String> = desired
-            .services
-            .iter()
-            .map(|s| service_key(&s.unit))
-            .collect();
-        let gone: Vec<String> = self
+        let wanted: BTreeSet<&str> = desired.services.iter().map(|s| s.unit.as_str()).collect();
+        let gone: BTreeSet<String> = self
             .state
             .applied
             .keys()
-            .filter(|k| k.starts_with("service:") && !wanted.contains(*k))
-            .cloned()
+            .filter_map(|k| {
+                k.strip_prefix("service:")
+                    .or_else(|| k.strip_prefix("enable:"))
+            })
+            .filter(|unit| !wanted.contains(unit))
+            .map(str::to_owned)
             .collect();
-        for key in gone {
-            let Ok(unit) = UnitName::try_from(key.trim_start_matches("service:")) else {
+        for unit in gone {
+            let Ok(unit) = UnitName::try_from(unit.as_str()) else {
                 continue;
             };
             self.push(
                 Action::StopUnit {
+                    forget: Some(unit.to_string()),
                     unit,
-                    forget: Some(key),
                 },
                 "no longer in the spec".to_owned(),
                 reload.into_iter().collect(),
@@ -762,6 +780,10 @@ impl Planner<'_> {
 
 pub fn service_key(unit: &UnitName) -> String {
     format!("service:{unit}")
+}
+
+pub fn enable_key(unit: &UnitName) -> String {
+    format!("enable:{unit}")
 }
 
 fn perms_differ(mode: u32, uid: u32, gid: u32, want: Perms) -> Option<String> {

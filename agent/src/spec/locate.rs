@@ -37,7 +37,8 @@ fn parse_path(path: &str) -> Option<Vec<Segment>> {
 /// An empty path gives the line of the document's first node.
 pub fn line_of(text: &str, path: &str) -> Option<usize> {
     let wanted = parse_path(path)?;
-    let mut events = Parser::new_from_str(text).filter_map(Result::ok);
+    // Stop at the first syntax error: the parser would keep repeating it.
+    let mut events = Parser::new_from_str(text).map_while(Result::ok);
     // Skip to the document's root node.
     loop {
         match events.next()? {
@@ -139,6 +140,12 @@ flow: {a: 1, b: [x, y]}
         assert_eq!(line_of(DOC, "flow.b[1]"), Some(14));
         assert_eq!(line_of(DOC, "files[7].path"), None);
         assert_eq!(line_of(DOC, "nothing"), None);
+    }
+
+    #[test]
+    fn malformed_documents_end_the_search() {
+        assert_eq!(line_of("a: [1, 2\nb: {", "b"), None);
+        assert_eq!(line_of("a: 1\n  b: 2\n c", "z"), None);
     }
 
     #[test]

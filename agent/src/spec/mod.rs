@@ -93,10 +93,49 @@ pub(crate) fn parse_yaml<T: DeserializeOwned>(source: &str, text: &str) -> Resul
             detail: "the document is empty".to_owned(),
         });
     }
-    yaml_serde::from_str(text).map_err(|e| SpecError::Parse {
+    let deserializer = yaml_serde::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|e| SpecError::Parse {
         source_name: source.to_owned(),
-        detail: e.to_string(),
+        detail: describe_parse_error(text, &e),
     })
+}
+
+/// "<field path>: <what is wrong> at line N". yaml_serde knows the line of the
+/// enclosing mapping and a partial path; serde_path_to_error knows the whole path, from
+/// which the field's own line is found.
+fn describe_parse_error(
+    text: &str,
+    error: &serde_path_to_error::Error<yaml_serde::Error>,
+) -> String {
+    let inner = error.inner();
+    let mut message = inner.to_string();
+    // Drop yaml_serde's own "<path>: " prefix and " at line L column C" suffix.
+    if let Some(location) = inner.location() {
+        let suffix = format!(" at line {} column {}", location.line(), location.column());
+        if let Some(stripped) = message.strip_suffix(&suffix) {
+            message = stripped.to_owned();
+        }
+    }
+    let path = error.path().to_string();
+    let path = if path == "." { String::new() } else { path };
+    if let Some((prefix, rest)) = message.split_once(": ")
+        && !prefix.contains(' ')
+        && (path.starts_with(prefix) || prefix == ".")
+    {
+        message = rest.to_owned();
+    }
+    let line = locate::line_of(text, &path)
+        .filter(|_| !path.is_empty())
+        .or_else(|| inner.location().map(|l| l.line()));
+    let mut out = if path.is_empty() {
+        message
+    } else {
+        format!("{path}: {message}")
+    };
+    if let Some(line) = line {
+        out.push_str(&format!(" at line {line}"));
+    }
+    out
 }
 
 /// sha256 of a document's bytes, lowercase hex.

@@ -297,3 +297,141 @@ impl NodeSpec {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> String {
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/worker/nodespec.yaml"
+        ))
+        .unwrap()
+    }
+
+    fn error_of(text: &str) -> String {
+        NodeSpec::parse("spec.yaml", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_examples_parse() {
+        let spec = NodeSpec::parse("worker", &example()).unwrap();
+        assert_eq!(spec.role, Role::Worker);
+        assert_eq!(spec.cluster.kubernetes_version.minor(), "1.33");
+        let cp = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/control-plane/nodespec.yaml"
+        ))
+        .unwrap();
+        assert_eq!(NodeSpec::parse("cp", &cp).unwrap().role, Role::ControlPlane);
+    }
+
+    #[test]
+    fn malformed_yaml_names_the_line() {
+        let text = example().replace("  dnsIp: 100.64.0.10", "  dnsIp: [100.64.0.10");
+        let err = error_of(&text);
+        assert!(err.starts_with("spec.yaml: "), "{err}");
+        assert!(err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn unknown_field_names_path_and_line() {
+        let text = example().replace(
+            "    mode: \"0700\"",
+            "    mode: \"0700\"\n    recursive: true",
+        );
+        let err = error_of(&text);
+        assert!(err.contains("directories[1]"), "{err}");
+        assert!(err.contains("recursive"), "{err}");
+        assert!(err.contains("directories[1].recursive"), "{err}");
+        assert!(err.contains("line 32"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_path_and_line() {
+        let text = example().replace("kubernetesVersion: 1.33.4", "kubernetesVersion: [1, 33]");
+        let err = error_of(&text);
+        assert!(err.contains("cluster.kubernetesVersion"), "{err}");
+        assert!(err.contains("line 8"), "{err}");
+    }
+
+    #[test]
+    fn relative_path_names_path_and_line() {
+        let text = example().replace(
+            "  - path: /etc/security/limits.d/90-kubernetes.conf",
+            "  - path: etc/security/limits.d/90-kubernetes.conf",
+        );
+        let err = error_of(&text);
+        assert!(err.contains("files[1].path"), "{err}");
+        assert!(err.contains("must be absolute"), "{err}");
+        assert!(err.contains("line 39"), "{err}");
+    }
+
+    #[test]
+    fn dot_dot_and_bad_modes_are_refused() {
+        let text = example().replace("/var/lib/kubelet", "/var/lib/../kubelet");
+        assert!(error_of(&text).contains("must not contain `..`"));
+        let text = example().replace("mode: \"0700\"", "mode: \"0799\"");
+        let err = error_of(&text);
+        assert!(
+            err.contains("directories[1].mode") && err.contains("octal"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn cross_field_checks_point_at_the_field() {
+        let text = example().replace("dnsIp: 100.64.0.10", "dnsIp: 10.0.0.10");
+        let err = error_of(&text);
+        assert!(
+            err.contains("cluster.dnsIp: 10.0.0.10 is not inside serviceCidr"),
+            "{err}"
+        );
+        assert!(err.contains("line 12"), "{err}");
+
+        let text = example().replace(
+            "  - path: /etc/security/limits.d/90-kubernetes.conf",
+            "  - path: /etc/systemd/journald.conf.d/50-nodewright.conf",
+        );
+        let err = error_of(&text);
+        assert!(err.contains("files[1].path: /etc/systemd/journald.conf.d/50-nodewright.conf is already declared at files[0].path"), "{err}");
+    }
+
+    #[test]
+    fn secret_files_must_be_private() {
+        let text = example().replace(
+            "      *       hard    nofile  1048576\n",
+            "      *       hard    nofile  1048576\n    secret: true\n",
+        );
+        let err = error_of(&text);
+        assert!(
+            err.contains("files[1].mode") && err.contains("secret"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn several_problems_are_listed_together() {
+        let text = example()
+            .replace("dnsIp: 100.64.0.10", "dnsIp: 10.0.0.10")
+            .replace(
+                "apiVersion: nodewright.io/v1alpha1",
+                "apiVersion: nodewright.io/v2",
+            );
+        let err = error_of(&text);
+        assert!(err.contains("apiVersion") && err.contains("dnsIp"), "{err}");
+    }
+
+    #[test]
+    fn schema_is_generated_from_the_types() {
+        let schema = crate::spec::json_schema(false);
+        assert_eq!(schema["additionalProperties"], false);
+        assert!(schema["properties"]["cluster"].is_object());
+        let text = schema.to_string();
+        assert!(
+            text.contains("kubernetesVersion") && text.contains("FileMode"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,107 @@
+//! Runs the real `nodewright` binary against a temp root, with IMDS and AWS pointed at
+//! the harness's stand-ins and nothing inherited from the machine's AWS settings.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use tempfile::TempDir;
+
+use crate::tools::workspace_bin;
+
+pub struct Agent {
+    root: TempDir,
+    home: TempDir,
+    env: Vec<(String, String)>,
+}
+
+/// What a run printed and how it ended.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(output: Output) -> Self {
+        Self {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Panics with the output unless the run exited with `code`.
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}, got {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+impl Agent {
+    /// An agent whose IMDS is at `imds_url` and whose AWS endpoint is `aws_url`.
+    pub fn new(imds_url: &str, aws_url: &str) -> Self {
+        let root = tempfile::Builder::new()
+            .prefix("nodewright-root-")
+            .tempdir()
+            .expect("a temp root");
+        let home = tempfile::tempdir().expect("a temp home");
+        let env = vec![
+            (
+                "AWS_EC2_METADATA_SERVICE_ENDPOINT".to_owned(),
+                imds_url.to_owned(),
+            ),
+            ("AWS_ENDPOINT_URL".to_owned(), aws_url.to_owned()),
+            ("NODEWRIGHT_LOG".to_owned(), "info".to_owned()),
+        ];
+        Self { root, home, env }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// The command, ready to run: a clean environment plus the harness's settings.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(workspace_bin("nodewright"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.home.path())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .arg("--root")
+            .arg(self.root.path())
+            .args(args)
+            .stdin(Stdio::null());
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::from(
+            self.command(args)
+                .output()
+                .unwrap_or_else(|e| panic!("running nodewright {args:?}: {e}")),
+        )
+    }
+
+    /// A path under the root.
+    pub fn path(&self, node_path: &str) -> PathBuf {
+        self.root.path().join(node_path.trim_start_matches('/'))
+    }
+
+    /// The recorded state, as JSON.
+    pub fn state(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.path("/var/lib/nodewright/state.json"))
+            .expect("a state file");
+        serde_json::from_str(&text).expect("state is JSON")
+    }
+}
