@@ -195,6 +195,8 @@ pub enum PlanError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Unsupported(String),
     #[error("asking systemd: {0}")]
     Systemd(#[from] systemd::SystemctlError),
 }
@@ -217,6 +219,13 @@ pub async fn plan(desired: &DesiredState, host: &Host, state: &State) -> Result<
         writes: BTreeMap::new(),
         unchanged: BTreeMap::new(),
     };
+    if let Some(file) = desired.asset_files.first() {
+        // The assets engine (issue 3) installs these; until then, refuse loudly.
+        return Err(PlanError::Unsupported(format!(
+            "{}: files from assets ({}) are not supported by this build yet",
+            file.path, file.asset
+        )));
+    }
     planner.directories(desired)?;
     planner.files(desired)?;
     planner.symlinks(desired)?;

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use super::ModelError;
 use super::desired::{
-    Content, DesiredDirectory, DesiredFile, DesiredService, DesiredState, DesiredSymlink, FileKind,
-    Ownership,
+    Content, DesiredAssetFile, DesiredDirectory, DesiredFile, DesiredService, DesiredState,
+    DesiredSymlink, FileKind, Ownership,
 };
 use crate::spec::{AbsPath, UnitName};
 
@@ -92,6 +92,25 @@ impl StateBuilder {
             ownership,
             kind,
             secret,
+        });
+        Ok(())
+    }
+
+    /// A file installed from an asset (or one member of an archive asset).
+    pub fn asset_file(
+        &mut self,
+        component: &'static str,
+        path: AbsPath,
+        asset: &str,
+        member: Option<&str>,
+        ownership: Ownership,
+    ) -> Result<(), ModelError> {
+        self.claim(&path, component)?;
+        self.state.asset_files.push(DesiredAssetFile {
+            path,
+            asset: asset.to_owned(),
+            member: member.map(str::to_owned),
+            ownership,
         });
         Ok(())
     }

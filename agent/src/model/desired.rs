@@ -75,6 +75,18 @@ pub struct DesiredFile {
     pub secret: bool,
 }
 
+/// A file installed from a verified download (see the spec's `assets`): the asset
+/// itself, or one member of it when it is an archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredAssetFile {
+    pub path: AbsPath,
+    /// The asset's name in the spec.
+    pub asset: String,
+    /// The path of the member inside an archive asset; `None` for a plain file.
+    pub member: Option<String>,
+    pub ownership: Ownership,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredDirectory {
     pub path: AbsPath,
@@ -102,6 +114,8 @@ pub struct DesiredService {
 pub struct DesiredState {
     pub directories: Vec<DesiredDirectory>,
     pub files: Vec<DesiredFile>,
+    /// Binaries and other files that come from assets (downloads checked by sha256).
+    pub asset_files: Vec<DesiredAssetFile>,
     pub symlinks: Vec<DesiredSymlink>,
     /// Kernel parameters to hold now (their persisted file is one of `files`).
     pub sysctls: BTreeMap<String, String>,

@@ -8,8 +8,8 @@ mod facts;
 
 pub use builder::{MODULES_FILE, SYSCTL_FILE, StateBuilder, UNIT_DIR, fixed_path, unit_path};
 pub use desired::{
-    Content, DesiredDirectory, DesiredFile, DesiredService, DesiredState, DesiredSymlink, FileKind,
-    Ownership,
+    Content, DesiredAssetFile, DesiredDirectory, DesiredFile, DesiredService, DesiredState,
+    DesiredSymlink, FileKind, Ownership,
 };
 pub use facts::{Facts, HostFacts, InstanceFacts};
 
