@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::plan::{Action, Perms, Plan, Step, Trigger};
+use super::plan::{Action, BLOCK_KIND, Perms, Plan, Step, Trigger};
 use super::state::{AppliedRecord, FileRecord, StatRecord, State};
 use super::timeline::{Timeline, rfc3339};
 use crate::host::fs::{self as hostfs, Existing};
-use crate::host::{Host, kernel, systemd};
+use crate::host::{Host, kernel, packages, swap, systemd};
 
 /// How many steps may run at once.
 const PARALLEL_STEPS: usize = 8;
@@ -79,7 +79,7 @@ impl ApplyReport {
 pub async fn apply(plan: &Plan, host: &Host, state: &mut State) -> ApplyReport {
     // A killed earlier run may have left temp files beside the files we manage.
     for step in &plan.steps {
-        if let Action::WriteFile { path, .. } = &step.action {
+        if let Action::WriteFile { path, .. } | Action::WriteBlocks { path, .. } = &step.action {
             let _ = hostfs::remove_stale_temp(&host.path(path));
         }
     }
@@ -99,6 +99,9 @@ pub async fn apply(plan: &Plan, host: &Host, state: &mut State) -> ApplyReport {
     }
     for (path, record) in &plan.unchanged {
         state.files.insert(path.clone(), record.clone());
+    }
+    for key in &plan.forget {
+        state.files.remove(key);
     }
     for (path, mode) in &plan.directories {
         if host.path(path).is_dir() {
@@ -217,7 +220,7 @@ async fn run_action(action: &Action, host: &Host) -> Outcome {
             let Perms { mode, uid, gid } = *perms;
             blocking(move || hostfs::create_dir(&real, mode, uid, gid)).await
         }
-        Action::WriteFile { file, perms, .. } => {
+        Action::WriteFile { file, perms, .. } | Action::WriteBlocks { file, perms, .. } => {
             let real = host.path(&file.path);
             let bytes = file.content.clone();
             let Perms { mode, uid, gid } = *perms;
@@ -268,6 +271,18 @@ async fn run_action(action: &Action, host: &Host) -> Outcome {
             })
             .await
         }
+        Action::InstallPackages {
+            manager, packages, ..
+        } => {
+            packages::install(
+                &packages::Tools::default(),
+                *manager,
+                packages,
+                crate::retry::RetryPolicy::with_deadline(packages::DEADLINE),
+            )
+            .await
+        }
+        Action::SwapOff { .. } => swap::off().await,
         Action::EnableUnit { unit, .. } => systemd::enable(unit.as_str())
             .await
             .map_err(|e| e.to_string()),
@@ -355,11 +370,40 @@ fn remember(step: &Step, outcome: &Outcome, host: &Host, state: &mut State) {
         Action::RemoveFile { path } => {
             state.files.remove(path.as_str());
         }
+        Action::WriteBlocks {
+            path,
+            blocks,
+            perms,
+            ..
+        } => {
+            for (name, digest) in blocks {
+                let key = format!("{path}#{name}");
+                match digest {
+                    Some(digest) => {
+                        state.files.insert(
+                            key,
+                            FileRecord {
+                                kind: BLOCK_KIND.to_owned(),
+                                digest: digest.clone(),
+                                mode: perms.mode,
+                                secret: false,
+                                stat: None,
+                            },
+                        );
+                    }
+                    None => {
+                        state.files.remove(&key);
+                    }
+                }
+            }
+        }
         Action::CreateDirectory { .. } => {}
         Action::DaemonReload { trigger }
         | Action::EnableUnit { trigger, .. }
         | Action::LoadModules { trigger, .. }
         | Action::ApplySysctls { trigger, .. }
+        | Action::InstallPackages { trigger, .. }
+        | Action::SwapOff { trigger, .. }
         | Action::StartUnit { trigger, .. }
         | Action::RestartUnit { trigger, .. } => record_trigger(state, trigger),
         Action::StopUnit { forget, .. } => {

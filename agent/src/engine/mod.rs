@@ -2,6 +2,7 @@
 //! dependency order, and remember what was done.
 
 pub mod apply;
+pub mod blocks;
 pub mod plan;
 pub mod state;
 pub mod timeline;

@@ -9,10 +9,14 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use super::blocks;
 use super::state::{FileRecord, StatRecord, State};
 use crate::host::fs::{self as hostfs, Existing};
-use crate::host::{Host, kernel, systemd};
-use crate::model::{DesiredFile, DesiredService, DesiredState, FileKind, Ownership};
+use crate::host::{Host, kernel, packages, swap, systemd};
+use crate::model::{
+    Content, DesiredFile, DesiredService, DesiredState, FileKind, Ownership, PackageManager,
+    UNIT_DIR,
+};
 use crate::spec::{AbsPath, UnitName};
 
 /// Resolved owner and mode of a path.
@@ -54,6 +58,15 @@ pub enum Action {
     RemoveFile {
         path: AbsPath,
     },
+    /// Rewrites a shared file (e.g. /etc/hosts) with nodewright's blocks set or removed.
+    WriteBlocks {
+        path: AbsPath,
+        #[serde(skip)]
+        file: Box<DesiredFile>,
+        perms: Perms,
+        /// Block name to the digest of its lines, or `None` when the block is removed.
+        blocks: BTreeMap<String, Option<String>>,
+    },
     DaemonReload {
         trigger: Trigger,
     },
@@ -63,6 +76,16 @@ pub enum Action {
     },
     ApplySysctls {
         values: BTreeMap<String, String>,
+        trigger: Trigger,
+    },
+    InstallPackages {
+        manager: PackageManager,
+        packages: Vec<String>,
+        trigger: Trigger,
+    },
+    SwapOff {
+        /// The active swap areas seen when planning (empty off a live host).
+        swaps: Vec<String>,
         trigger: Trigger,
     },
     EnableUnit {
@@ -92,8 +115,11 @@ impl Action {
             | Self::WriteFile { path, .. }
             | Self::SetPermissions { path, .. }
             | Self::Symlink { path, .. }
-            | Self::RemoveFile { path } => path.to_string(),
+            | Self::RemoveFile { path }
+            | Self::WriteBlocks { path, .. } => path.to_string(),
             Self::DaemonReload { .. } => "systemd".to_owned(),
+            Self::InstallPackages { manager, .. } => format!("{} packages", manager.as_str()),
+            Self::SwapOff { .. } => "swap".to_owned(),
             Self::LoadModules { .. } => "kernel modules".to_owned(),
             Self::ApplySysctls { .. } => "sysctls".to_owned(),
             Self::EnableUnit { unit, .. }
@@ -111,7 +137,10 @@ impl Action {
             Self::SetPermissions { .. } => "set permissions",
             Self::Symlink { .. } => "link",
             Self::RemoveFile { .. } => "remove",
+            Self::WriteBlocks { .. } => "edit",
             Self::DaemonReload { .. } => "daemon-reload",
+            Self::InstallPackages { .. } => "install",
+            Self::SwapOff { .. } => "turn off",
             Self::LoadModules { .. } => "load",
             Self::ApplySysctls { .. } => "apply",
             Self::EnableUnit { .. } => "enable",
@@ -128,6 +157,8 @@ impl Action {
             Self::DaemonReload { .. }
                 | Self::LoadModules { .. }
                 | Self::ApplySysctls { .. }
+                | Self::InstallPackages { .. }
+                | Self::SwapOff { .. }
                 | Self::EnableUnit { .. }
                 | Self::StartUnit { .. }
                 | Self::RestartUnit { .. }
@@ -167,6 +198,9 @@ pub struct Plan {
     /// recorded as managed once they exist.
     #[serde(skip)]
     pub directories: Vec<(AbsPath, u32)>,
+    /// Records to drop after apply (blocks of files that are gone).
+    #[serde(skip)]
+    pub forget: Vec<String>,
 }
 
 impl Plan {
@@ -199,6 +233,8 @@ pub enum PlanError {
     Unsupported(String),
     #[error("asking systemd: {0}")]
     Systemd(#[from] systemd::SystemctlError),
+    #[error("asking the package manager: {0}")]
+    Packages(String),
 }
 
 struct Planner<'a> {
@@ -208,6 +244,7 @@ struct Planner<'a> {
     /// Path to the index of the step that creates or writes it.
     writes: BTreeMap<String, usize>,
     unchanged: BTreeMap<String, FileRecord>,
+    forget: Vec<String>,
 }
 
 /// Computes the plan. Reads only.
@@ -218,6 +255,7 @@ pub async fn plan(desired: &DesiredState, host: &Host, state: &State) -> Result<
         steps: Vec::new(),
         writes: BTreeMap::new(),
         unchanged: BTreeMap::new(),
+        forget: Vec::new(),
     };
     if let Some(file) = desired.asset_files.first() {
         // The assets engine (issue 3) installs these; until then, refuse loudly.
@@ -229,14 +267,23 @@ pub async fn plan(desired: &DesiredState, host: &Host, state: &State) -> Result<
     planner.directories(desired)?;
     planner.files(desired)?;
     planner.symlinks(desired)?;
+    planner.blocks(desired)?;
     planner.removals(desired)?;
     let reload = planner.daemon_reload(desired);
+    // What the services need of the host before they start.
+    let packages = planner.packages(desired).await?;
     let modules = planner.modules(desired);
-    planner.sysctls(desired, modules);
-    planner.services(desired, reload).await?;
+    let sysctls = planner.sysctls(desired, modules);
+    let swap = planner.swap_off(desired);
+    let host_steps: Vec<usize> = [packages, modules, sysctls, swap]
+        .into_iter()
+        .flatten()
+        .collect();
+    planner.services(desired, reload, &host_steps).await?;
     Ok(Plan {
         steps: planner.steps,
         unchanged: planner.unchanged,
+        forget: planner.forget,
         directories: desired
             .directories
             .iter()
@@ -507,7 +554,11 @@ impl Planner<'_> {
             .state
             .files
             .iter()
-            .filter(|(path, record)| !wanted.contains(path.as_str()) && record.kind != "directory")
+            .filter(|(path, record)| {
+                !wanted.contains(path.as_str())
+                    && record.kind != "directory"
+                    && record.kind != BLOCK_KIND
+            })
             .map(|(p, r)| (p.clone(), r.clone()))
             .collect();
         for (path, _) in gone {
@@ -574,11 +625,20 @@ impl Planner<'_> {
     }
 
     fn daemon_reload(&mut self, desired: &DesiredState) -> Option<usize> {
+        let unit_dir = crate::model::fixed_path(UNIT_DIR);
         let units: Vec<AbsPath> = desired
             .files
             .iter()
             .filter(|f| f.kind == FileKind::Systemd)
             .map(|f| f.path.clone())
+            // A mask (a link to /dev/null) changes what systemd loads too.
+            .chain(
+                desired
+                    .symlinks
+                    .iter()
+                    .filter(|l| l.path.starts_with(&unit_dir))
+                    .map(|l| l.path.clone()),
+            )
             .collect();
         let trigger = Trigger {
             key: "daemon-reload".to_owned(),
@@ -628,10 +688,8 @@ impl Planner<'_> {
         Some(self.push(Action::LoadModules { modules, trigger }, reason, after))
     }
 
-    fn sysctls(&mut self, desired: &DesiredState, modules: Option<usize>) {
-        let Some(file) = desired.sysctl_file.clone() else {
-            return;
-        };
+    fn sysctls(&mut self, desired: &DesiredState, modules: Option<usize>) -> Option<usize> {
+        let file = desired.sysctl_file.clone()?;
         let trigger = Trigger {
             key: "sysctls".to_owned(),
             inputs: self.input_digests(std::slice::from_ref(&file), desired),
@@ -647,7 +705,7 @@ impl Planner<'_> {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             if differing.is_empty() {
-                return;
+                return None;
             }
             let reason = format!(
                 "differ on the running kernel: {}",
@@ -655,9 +713,7 @@ impl Planner<'_> {
             );
             (differing, reason)
         } else {
-            let Some(changed) = self.changed(&trigger) else {
-                return;
-            };
+            let changed = self.changed(&trigger)?;
             let reason = if changed.is_empty() {
                 "never applied by nodewright".to_owned()
             } else {
@@ -668,13 +724,211 @@ impl Planner<'_> {
         // Bridge sysctls exist only once br_netfilter is loaded.
         let mut after = self.steps_writing([file.to_string()]);
         after.extend(modules);
-        self.push(Action::ApplySysctls { values, trigger }, reason, after);
+        Some(self.push(Action::ApplySysctls { values, trigger }, reason, after))
+    }
+
+    /// Installs the packages that are missing (on a live host), or that nodewright
+    /// has not installed yet (off one, where it can only skip).
+    async fn packages(&mut self, desired: &DesiredState) -> Result<Option<usize>, PlanError> {
+        let Some(wanted) = &desired.packages else {
+            return Ok(None);
+        };
+        let manager = wanted.manager;
+        let trigger = Trigger {
+            key: "packages".to_owned(),
+            inputs: wanted
+                .names
+                .iter()
+                .map(|n| (format!("{}:{n}", manager.as_str()), "installed".to_owned()))
+                .collect(),
+        };
+        let (names, reason) = if self.host.skip_reason().is_none() {
+            let missing = packages::missing(&packages::Tools::default(), manager, &wanted.names)
+                .await
+                .map_err(PlanError::Packages)?;
+            if missing.is_empty() {
+                return Ok(None);
+            }
+            let reason = format!("not installed: {}", missing.join(", "));
+            (missing, reason)
+        } else {
+            let Some(changed) = self.changed(&trigger) else {
+                return Ok(None);
+            };
+            let reason = if changed.is_empty() {
+                "never installed by nodewright".to_owned()
+            } else {
+                format!("changed: {}", changed.join(", "))
+            };
+            (wanted.names.clone(), reason)
+        };
+        Ok(Some(self.push(
+            Action::InstallPackages {
+                manager,
+                packages: names,
+                trigger,
+            },
+            reason,
+            vec![],
+        )))
+    }
+
+    /// Turns swap off when it is on (the model masks swap.target to keep it off).
+    fn swap_off(&mut self, desired: &DesiredState) -> Option<usize> {
+        if !desired.swap_off {
+            return None;
+        }
+        let trigger = Trigger {
+            key: "swap-off".to_owned(),
+            inputs: BTreeMap::new(),
+        };
+        let (swaps, reason) = if self.host.skip_reason().is_none() {
+            let active = swap::active(self.host.root()).unwrap_or_default();
+            if active.is_empty() {
+                return None;
+            }
+            let reason = format!("swap is on: {}", active.join(", "));
+            (active, reason)
+        } else {
+            self.changed(&trigger)?;
+            (Vec::new(), "never turned off by nodewright".to_owned())
+        };
+        Some(self.push(Action::SwapOff { swaps, trigger }, reason, vec![]))
+    }
+
+    /// Sets nodewright's blocks in shared files, and removes blocks an earlier spec had.
+    fn blocks(&mut self, desired: &DesiredState) -> Result<(), PlanError> {
+        // Path -> block name -> lines (None: remove).
+        let mut by_path: BTreeMap<String, BTreeMap<String, Option<String>>> = BTreeMap::new();
+        for block in &desired.blocks {
+            by_path
+                .entry(block.path.to_string())
+                .or_default()
+                .insert(block.name.clone(), Some(block.lines.clone()));
+        }
+        for (key, record) in &self.state.files {
+            if record.kind != BLOCK_KIND {
+                continue;
+            }
+            if let Some((path, name)) = key.split_once('#') {
+                by_path
+                    .entry(path.to_owned())
+                    .or_default()
+                    .entry(name.to_owned())
+                    .or_insert(None);
+            }
+        }
+        let explicit = BTreeSet::new();
+        for (path, wanted) in by_path {
+            let path = AbsPath::try_from(path).map_err(|detail| PlanError::Path {
+                path: "a recorded block".to_owned(),
+                detail,
+            })?;
+            let real = self.host.path(&path);
+            let (existing, perms) = match self.inspect(&path)? {
+                Existing::Missing => {
+                    if wanted.values().all(Option::is_none) {
+                        // Nothing to remove from a file that is gone.
+                        for name in wanted.keys() {
+                            self.forget_block(&path, name);
+                        }
+                        continue;
+                    }
+                    self.ensure_parents(&path, &explicit)?;
+                    (String::new(), self.perms(&path, &Ownership::root(0o644))?)
+                }
+                Existing::File(stat) => {
+                    let text = std::fs::read_to_string(&real).map_err(|source| PlanError::Io {
+                        path: real.clone(),
+                        source,
+                    })?;
+                    (
+                        text,
+                        Perms {
+                            mode: stat.mode,
+                            uid: stat.uid,
+                            gid: stat.gid,
+                        },
+                    )
+                }
+                other => {
+                    return Err(PlanError::Path {
+                        path: path.to_string(),
+                        detail: format!(
+                            "is {} but nodewright edits blocks only in regular files",
+                            describe(&other)
+                        ),
+                    });
+                }
+            };
+            let mut text = existing.clone();
+            let mut changes = Vec::new();
+            let mut records = BTreeMap::new();
+            for (name, lines) in &wanted {
+                let before = blocks::current(&text, name).map(str::to_owned);
+                text = blocks::replace(&text, name, lines.as_deref());
+                records.insert(
+                    name.clone(),
+                    lines.as_deref().map(|l| crate::spec::digest(l.as_bytes())),
+                );
+                match (before.as_deref(), lines.as_deref()) {
+                    (None, Some(_)) => changes.push(format!("block {name} missing")),
+                    (Some(_), None) => changes.push(format!("block {name} no longer in the spec")),
+                    (Some(a), Some(b)) if a != b => changes.push(format!("block {name} differs")),
+                    _ => {}
+                }
+            }
+            if text == existing {
+                // Already right: make sure the state knows the blocks are ours.
+                for (name, digest) in records {
+                    if let Some(digest) = digest {
+                        self.unchanged.insert(
+                            format!("{path}#{name}"),
+                            FileRecord {
+                                kind: BLOCK_KIND.to_owned(),
+                                digest,
+                                mode: perms.mode,
+                                secret: false,
+                                stat: None,
+                            },
+                        );
+                    }
+                }
+                continue;
+            }
+            let after = self.parent_steps(&path);
+            let file = DesiredFile {
+                path: path.clone(),
+                content: Content::new(text),
+                ownership: Ownership::root(perms.mode),
+                kind: FileKind::Plain,
+                secret: false,
+            };
+            let index = self.push(
+                Action::WriteBlocks {
+                    path: path.clone(),
+                    file: Box::new(file),
+                    perms,
+                    blocks: records,
+                },
+                changes.join(", "),
+                after,
+            );
+            self.writes.insert(path.to_string(), index);
+        }
+        Ok(())
+    }
+
+    /// A removed block whose file is gone: apply drops its record.
+    fn forget_block(&mut self, path: &AbsPath, name: &str) {
+        self.forget.push(format!("{path}#{name}"));
     }
 
     async fn services(
         &mut self,
         desired: &DesiredState,
         reload: Option<usize>,
+        host_steps: &[usize],
     ) -> Result<(), PlanError> {
         let live = self.host.skip_reason().is_none();
         let mut previous: Option<usize> = None;
@@ -686,6 +940,7 @@ impl Planner<'_> {
             let mut after = self.steps_writing(service.inputs.iter().map(|p| p.to_string()));
             after.extend(reload);
             after.extend(previous);
+            after.extend(host_steps);
 
             let enable = Trigger {
                 key: enable_key(&service.unit),
@@ -786,6 +1041,9 @@ impl Planner<'_> {
         Ok(Some(self.push(action, reason, after)))
     }
 }
+
+/// The kind of a block's record in the state (`<path>#<name>`).
+pub const BLOCK_KIND: &str = "block";
 
 pub fn service_key(unit: &UnitName) -> String {
     format!("service:{unit}")

@@ -4,6 +4,8 @@
 pub mod fs;
 pub mod kernel;
 pub mod os;
+pub mod packages;
+pub mod swap;
 pub mod systemd;
 pub mod users;
 

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use super::ModelError;
 use super::desired::{
-    Content, DesiredAssetFile, DesiredDirectory, DesiredFile, DesiredService, DesiredState,
-    DesiredSymlink, FileKind, Ownership,
+    Content, DesiredAssetFile, DesiredBlock, DesiredDirectory, DesiredFile, DesiredPackages,
+    DesiredService, DesiredState, DesiredSymlink, FileKind, Ownership, PackageManager,
 };
 use crate::spec::{AbsPath, UnitName};
 
@@ -195,6 +195,64 @@ impl StateBuilder {
         }
     }
 
+    /// OS packages through `manager`; several components may ask for the same one.
+    pub fn packages(
+        &mut self,
+        component: &'static str,
+        manager: PackageManager,
+        names: impl IntoIterator<Item = String>,
+    ) -> Result<(), ModelError> {
+        let packages = self.state.packages.get_or_insert(DesiredPackages {
+            manager,
+            names: Vec::new(),
+        });
+        if packages.manager != manager {
+            return Err(ModelError::Conflict {
+                what: "the package manager".to_owned(),
+                first: self.owners.get("packages").copied().unwrap_or("?"),
+                second: component,
+            });
+        }
+        for name in names {
+            if !packages.names.contains(&name) {
+                packages.names.push(name);
+            }
+        }
+        self.owners
+            .entry("packages".to_owned())
+            .or_insert(component);
+        Ok(())
+    }
+
+    /// Swap off now (the caller keeps it off, e.g. by masking swap.target).
+    pub fn swap_off(&mut self) {
+        self.state.swap_off = true;
+    }
+
+    /// A named block of lines in a shared file such as /etc/hosts.
+    pub fn file_block(
+        &mut self,
+        component: &'static str,
+        path: AbsPath,
+        name: &str,
+        lines: String,
+    ) -> Result<(), ModelError> {
+        let key = format!("{path}#{name}");
+        if let Some(first) = self.owners.insert(key.clone(), component) {
+            return Err(ModelError::Conflict {
+                what: format!("block {name} of {path}"),
+                first,
+                second: component,
+            });
+        }
+        self.state.blocks.push(DesiredBlock {
+            path,
+            name: name.to_owned(),
+            lines,
+        });
+        Ok(())
+    }
+
     pub fn service(
         &mut self,
         component: &'static str,
@@ -214,6 +272,20 @@ impl StateBuilder {
 
     /// Adds the files that persist sysctls and modules, then returns the state.
     pub fn finish(mut self) -> Result<DesiredState, ModelError> {
+        // A file is either ours whole or shared through blocks, never both.
+        for block in &self.state.blocks {
+            if let Some(first) = self.owners.get(block.path.as_str()) {
+                return Err(ModelError::Conflict {
+                    what: block.path.to_string(),
+                    first,
+                    second: self
+                        .owners
+                        .get(&format!("{}#{}", block.path, block.name))
+                        .copied()
+                        .unwrap_or("?"),
+                });
+            }
+        }
         if !self.state.sysctls.is_empty() {
             let mut text =
                 String::from("# Managed by nodewright; local changes are overwritten.\n");

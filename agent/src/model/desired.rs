@@ -109,6 +109,49 @@ pub struct DesiredService {
     pub inputs: Vec<AbsPath>,
 }
 
+/// The OS package manager of the node's distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackageManager {
+    Apt,
+    Dnf,
+}
+
+impl PackageManager {
+    /// The manager of a distribution (`ID` from os-release), if nodewright knows it.
+    pub fn for_distro(distro: &str) -> Option<Self> {
+        match distro {
+            "debian" | "ubuntu" => Some(Self::Apt),
+            "amzn" | "rhel" | "centos" | "fedora" | "rocky" | "almalinux" | "ol" => Some(Self::Dnf),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Apt => "apt",
+            Self::Dnf => "dnf",
+        }
+    }
+}
+
+/// OS packages to have installed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredPackages {
+    pub manager: PackageManager,
+    pub names: Vec<String>,
+}
+
+/// A block of lines nodewright keeps inside a file that others also write (e.g.
+/// /etc/hosts), between `# BEGIN nodewright <name>` and `# END nodewright <name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredBlock {
+    pub path: AbsPath,
+    pub name: String,
+    /// The lines, each ending in a newline.
+    pub lines: String,
+}
+
 /// Everything a node should have. Built by the model, made true by the engine.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DesiredState {
@@ -126,6 +169,10 @@ pub struct DesiredState {
     pub modules_file: Option<AbsPath>,
     /// In start order.
     pub services: Vec<DesiredService>,
+    pub packages: Option<DesiredPackages>,
+    /// Turn active swap off (the model also masks swap.target so it stays off).
+    pub swap_off: bool,
+    pub blocks: Vec<DesiredBlock>,
 }
 
 impl DesiredState {

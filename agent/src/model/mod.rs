@@ -3,13 +3,22 @@
 
 mod base;
 mod builder;
+pub mod cluster;
+pub mod cni;
+pub mod containerd;
 mod desired;
 mod facts;
+pub mod host;
+pub mod kube_proxy;
+pub mod kubeconfig;
+pub mod kubelet;
+pub mod merge;
+pub mod render;
 
 pub use builder::{MODULES_FILE, SYSCTL_FILE, StateBuilder, UNIT_DIR, fixed_path, unit_path};
 pub use desired::{
-    Content, DesiredAssetFile, DesiredDirectory, DesiredFile, DesiredService, DesiredState,
-    DesiredSymlink, FileKind, Ownership,
+    Content, DesiredAssetFile, DesiredBlock, DesiredDirectory, DesiredFile, DesiredPackages,
+    DesiredService, DesiredState, DesiredSymlink, FileKind, Ownership, PackageManager,
 };
 pub use facts::{Facts, HostFacts, InstanceFacts};
 
@@ -27,9 +36,16 @@ pub enum ModelError {
     Render(String),
 }
 
-/// Renders the node's desired state.
-pub fn desired_state(spec: &NodeSpec, _facts: &Facts) -> Result<DesiredState, ModelError> {
+/// Renders the node's desired state. Services are listed in start order: the
+/// container runtime before the kubelet, the spec's own units last.
+pub fn desired_state(spec: &NodeSpec, facts: &Facts) -> Result<DesiredState, ModelError> {
     let mut out = StateBuilder::default();
+    host::render(spec, facts, &mut out)?;
+    cluster::render(spec, &mut out)?;
+    containerd::render(spec, &mut out)?;
+    cni::render(spec, &mut out)?;
+    kubelet::render(spec, facts, &mut out)?;
+    kube_proxy::render(spec, facts, &mut out)?;
     base::render(spec, &mut out)?;
     out.finish()
 }

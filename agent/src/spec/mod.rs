@@ -3,28 +3,51 @@
 //! values are errors that name the field path and the line.
 
 mod boot;
+mod cni;
+mod containerd;
+mod host;
+mod kube_proxy;
+mod kubelet;
 mod locate;
 mod location;
 mod node;
+mod program;
 mod types;
 mod validate;
+mod values;
 
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use boot::{BOOT_CONFIG_KIND, BootConfig, NodeSpecSource, ProxySettings};
+pub use cni::{CNI_PLUGINS, CniSpec};
+pub use containerd::{
+    ContainerdSpec, check_extra_config as check_containerd_extra_config,
+    config_version as containerd_config_version, describe_toml_error as containerd_toml_error,
+};
+pub use host::{HostSpec, TimeDaemon, TimeSync};
+pub use kube_proxy::{KubeProxySpec, ProxyMode};
+pub use kubelet::{
+    EcrCredentialProvider, KubeletConfigFields, KubeletSpec, NodeIpFamily, NodeNameSource,
+    PROTECTED_KERNEL_DEFAULTS, Taint, TaintEffect,
+};
 pub use locate::line_of;
 pub use location::SpecLocation;
 pub use node::{
-    ClusterSpec, DirectoryEntry, DropInEntry, FileEntry, NODE_SPEC_KIND, NodeSpec, SymlinkEntry,
-    SysctlValue, SystemdSpec, UnitEntry, UnitState,
+    ApiEndpoint, ClusterSpec, DirectoryEntry, DropInEntry, FileEntry, NODE_SPEC_KIND, NodeSpec,
+    SymlinkEntry, SysctlValue, SystemdSpec, UnitEntry, UnitState,
 };
+pub use program::{Program, ProgramSet};
 pub use types::{
     AbsPath, DnsName, DropInName, FileMode, KubernetesVersion, ModuleName, Principal, Sha256Hex,
     SysctlKey, UnitName,
 };
 pub use validate::Problem;
+pub use values::{
+    ArchiveMember, AssetName, ContainerdVersion, GoDuration, ImageRef, LabelKey, LabelValue,
+    MirrorUrl, PackageName, Quantity, RegistryHost,
+};
 
 /// The one API version this build reads.
 pub const API_VERSION: &str = "nodewright.io/v1alpha1";

@@ -7,6 +7,11 @@ use ipnet::IpNet;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::cni::CniSpec;
+use super::containerd::ContainerdSpec;
+use super::host::HostSpec;
+use super::kube_proxy::KubeProxySpec;
+use super::kubelet::{KubeletSpec, PROTECTED_KERNEL_DEFAULTS};
 use super::types::{
     AbsPath, DnsName, DropInName, FileMode, KubernetesVersion, ModuleName, Principal, SysctlKey,
     UnitName,
@@ -42,6 +47,20 @@ pub struct NodeSpec {
     pub symlinks: Vec<SymlinkEntry>,
     #[serde(default, skip_serializing_if = "SystemdSpec::is_empty")]
     pub systemd: SystemdSpec,
+    /// Packages, swap, the default sysctls and modules, time sync.
+    #[serde(default, skip_serializing_if = "HostSpec::is_default")]
+    pub host: HostSpec,
+    /// The container runtime (with runc). Required with `kubelet`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containerd: Option<ContainerdSpec>,
+    /// The CNI plugin binaries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<CniSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubelet: Option<KubeletSpec>,
+    /// kube-proxy as a static pod; leave it out (or disable it) for CNIs that replace it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_proxy: Option<KubeProxySpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -60,6 +79,42 @@ pub struct ClusterSpec {
     /// The cluster DNS service IP; must lie in the service network.
     #[schemars(with = "String")]
     pub dns_ip: IpAddr,
+    /// How nodes reach the Kubernetes API. Required with `kubelet`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<ApiEndpoint>,
+    /// The cluster CA certificate (PEM), written to /etc/kubernetes/pki/ca.crt.
+    /// Required with `kubelet`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificate: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ApiEndpoint {
+    /// The name in the API server's certificate, e.g. `api.internal.prod.example.com`.
+    pub name: DnsName,
+    #[serde(default = "default_api_port")]
+    pub port: u16,
+    /// The load balancer's addresses. When given, `name` is pinned to them in
+    /// /etc/hosts, so nodes need no DNS record for it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<String>")]
+    pub load_balancer_ips: Vec<IpAddr>,
+}
+
+impl ApiEndpoint {
+    /// `https://<name>` (with `:<port>` unless 443).
+    pub fn server_url(&self) -> String {
+        if self.port == 443 {
+            format!("https://{}", self.name)
+        } else {
+            format!("https://{}:{}", self.name, self.port)
+        }
+    }
+}
+
+fn default_api_port() -> u16 {
+    443
 }
 
 fn default_cluster_domain() -> DnsName {
@@ -220,6 +275,8 @@ impl NodeSpec {
             );
         }
 
+        self.check_components(problems);
+
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
         let mut claim = |problems: &mut Problems, path: &AbsPath, at: String| {
             if let Some(first) = seen.get(path.as_str()) {
@@ -296,6 +353,112 @@ impl NodeSpec {
             }
         }
     }
+}
+
+impl NodeSpec {
+    /// Checks of the node components' sections, alone and against each other.
+    fn check_components(&self, problems: &mut Problems) {
+        let cluster = &self.cluster;
+        self.host.check(problems);
+        if let Some(containerd) = &self.containerd {
+            containerd.check(problems);
+        }
+        if let Some(cni) = &self.cni {
+            cni.check(problems);
+        }
+        if let Some(pem) = &cluster.ca_certificate
+            && let Err(message) = check_pem_certificate(pem)
+        {
+            problems.add("cluster.caCertificate", message);
+        }
+        if let Some(api) = &cluster.api {
+            let mut seen = BTreeSet::new();
+            for (i, ip) in api.load_balancer_ips.iter().enumerate() {
+                if !seen.insert(ip) {
+                    problems.add(
+                        &format!("cluster.api.loadBalancerIps[{i}]"),
+                        format!("{ip} is listed twice"),
+                    );
+                }
+            }
+        }
+        let kube_proxy = self.kube_proxy.as_ref().filter(|k| k.enabled);
+        if let Some(kube_proxy) = &self.kube_proxy {
+            kube_proxy.check(problems);
+        }
+        if kube_proxy.is_some() && self.kubelet.is_none() {
+            problems.add(
+                "kubeProxy",
+                "kube-proxy runs as a static pod of the kubelet: add a kubelet section".to_owned(),
+            );
+        }
+        let Some(kubelet) = &self.kubelet else {
+            return;
+        };
+        kubelet.check(problems);
+        if self.containerd.is_none() {
+            problems.add(
+                "kubelet",
+                "the kubelet needs a container runtime: add a containerd section".to_owned(),
+            );
+        }
+        if cluster.api.is_none() {
+            problems.add(
+                "cluster",
+                "the kubelet needs cluster.api (the API server's name) to reach the cluster"
+                    .to_owned(),
+            );
+        }
+        if cluster.ca_certificate.is_none() {
+            problems.add(
+                "cluster",
+                "the kubelet needs cluster.caCertificate to trust the API server".to_owned(),
+            );
+        }
+        if kubelet.protects_kernel_defaults() {
+            for (key, wanted) in PROTECTED_KERNEL_DEFAULTS {
+                let set = self
+                    .sysctls
+                    .iter()
+                    .find(|(k, _)| k.as_str() == *key)
+                    .map(|(k, v)| (k, v.render()));
+                match set {
+                    Some((k, value)) if value.trim() != *wanted => problems.add(
+                        &format!("sysctls[{:?}]", k.as_str()),
+                        format!(
+                            "the kubelet (protectKernelDefaults) refuses to start unless {key} = {wanted}"
+                        ),
+                    ),
+                    None if !self.host.default_sysctls => problems.add(
+                        "host.defaultSysctls",
+                        format!(
+                            "the kubelet (protectKernelDefaults) refuses to start unless {key} = {wanted}: set it in sysctls or keep the default sysctls"
+                        ),
+                    ),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// A PEM certificate: the armour, and a base64 body.
+fn check_pem_certificate(pem: &str) -> Result<(), String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let text = pem.trim();
+    let body = text
+        .strip_prefix(BEGIN)
+        .and_then(|rest| rest.strip_suffix(END))
+        .ok_or_else(|| format!("must be one PEM certificate ({BEGIN} ... {END})"))?;
+    let base64_ok = body
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c));
+    if !base64_ok || body.trim().is_empty() || body.contains("-----") {
+        return Err("holds something other than one base64 certificate body".to_owned());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 macro_rules! checked_string {
     ($(#[$meta:meta])* $name:ident, $check:path, $description:literal $(, pattern = $pattern:literal)?) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, ::serde::Serialize, ::serde::Deserialize)]
         #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
 
@@ -45,8 +45,8 @@ macro_rules! checked_string {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(&self.0)
             }
         }
@@ -57,19 +57,22 @@ macro_rules! checked_string {
             }
         }
 
-        impl JsonSchema for $name {
-            fn schema_name() -> Cow<'static, str> {
+        impl ::schemars::JsonSchema for $name {
+            fn schema_name() -> ::std::borrow::Cow<'static, str> {
                 stringify!($name).into()
             }
-            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            fn json_schema(_: &mut ::schemars::SchemaGenerator) -> ::schemars::Schema {
                 #[allow(unused_mut)]
-                let mut schema = json_schema!({ "type": "string", "description": $description });
+                let mut schema = ::schemars::json_schema!({ "type": "string", "description": $description });
                 $(schema.insert("pattern".into(), $pattern.into());)?
                 schema
             }
         }
     };
 }
+
+// Other spec modules declare their own checked strings with it.
+pub(crate) use checked_string;
 
 checked_string!(
     /// An absolute, normalized path on the node: starts with `/`, no `.` or `..`

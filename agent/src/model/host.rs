@@ -1,0 +1,153 @@
+//! The host settings every Kubernetes node needs: kernel parameters and modules, swap
+//! off, OS packages, time sync. (The spec's own `sysctls` and `kernelModules` are
+//! rendered by `base`; here are the defaults they override or extend.)
+
+use super::ModelError;
+use super::builder::{StateBuilder, fixed_path};
+use super::desired::{DesiredService, Ownership, PackageManager};
+use super::facts::Facts;
+use crate::spec::{NodeIpFamily, NodeSpec, TimeDaemon, UnitName};
+
+const COMPONENT: &str = "host";
+
+/// Kernel modules every node loads: bridge netfilter (the bridge sysctls and kube-proxy
+/// need it) and overlayfs (containerd's snapshotter).
+pub const DEFAULT_MODULES: &[&str] = &["br_netfilter", "overlay"];
+
+/// nodewright's production sysctls, after kops's set (see docs/kops-differences.md).
+pub const DEFAULT_SYSCTLS: &[(&str, &str)] = &[
+    // mmap-heavy workloads (Elasticsearch, databases).
+    ("vm.max_map_count", "1048576"),
+    // A hung CPU should reboot the node rather than leave it half alive.
+    ("kernel.softlockup_panic", "1"),
+    ("kernel.softlockup_all_cpu_backtrace", "1"),
+    // Keep the NodePort range out of the ephemeral port range.
+    ("net.ipv4.ip_local_reserved_ports", "30000-32767"),
+    ("net.core.somaxconn", "32768"),
+    ("net.core.rmem_max", "16777216"),
+    ("net.core.wmem_max", "16777216"),
+    ("net.ipv4.tcp_wmem", "4096 87380 16777216"),
+    ("net.ipv4.tcp_rmem", "4096 87380 16777216"),
+    ("net.ipv4.tcp_max_syn_backlog", "8096"),
+    ("net.ipv4.tcp_slow_start_after_idle", "0"),
+    ("net.ipv4.tcp_tw_reuse", "1"),
+    ("net.core.netdev_max_backlog", "16384"),
+    ("fs.file-max", "2097152"),
+    ("fs.inotify.max_user_instances", "8192"),
+    ("fs.inotify.max_user_watches", "524288"),
+    // What the kubelet checks with protectKernelDefaults.
+    ("vm.overcommit_memory", "1"),
+    ("vm.panic_on_oom", "0"),
+    ("kernel.panic", "10"),
+    ("kernel.panic_on_oops", "1"),
+    ("kernel.keys.root_maxkeys", "1000000"),
+    ("kernel.keys.root_maxbytes", "25000000"),
+    // AWS: neighbour table garbage collection must not drop entries of small subnets.
+    ("net.ipv4.neigh.default.gc_thresh1", "0"),
+    // Pods' traffic is routed and bridged through the node.
+    ("net.ipv4.ip_forward", "1"),
+    ("net.bridge.bridge-nf-call-iptables", "1"),
+    ("net.bridge.bridge-nf-call-ip6tables", "1"),
+];
+
+/// The Amazon Time Sync Service, on every instance's link-local addresses.
+pub const AWS_TIME_IPV4: &str = "169.254.169.123";
+pub const AWS_TIME_IPV6: &str = "fd00:ec2::123";
+
+const SWAP_TARGET: &str = "/etc/systemd/system/swap.target";
+
+pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<(), ModelError> {
+    let host = &spec.host;
+    for module in DEFAULT_MODULES {
+        out.module(module);
+    }
+    if host.default_sysctls {
+        let overridden = |key: &str| spec.sysctls.keys().any(|k| k.as_str() == key);
+        let mut defaults: Vec<(&str, &str)> = DEFAULT_SYSCTLS.to_vec();
+        let ipv6 = spec
+            .kubelet
+            .as_ref()
+            .is_some_and(|k| k.node_ip != NodeIpFamily::Ipv4);
+        if ipv6 {
+            defaults.push(("net.ipv6.conf.all.forwarding", "1"));
+        }
+        for (key, value) in defaults {
+            if !overridden(key) {
+                out.sysctl(COMPONENT, key, value.to_owned())?;
+            }
+        }
+    }
+    if host.disable_swap {
+        // Masked, swap.target pulls in no swap unit at boot; swapoff handles the running one.
+        out.symlink(COMPONENT, fixed_path(SWAP_TARGET), fixed_path("/dev/null"))?;
+        out.swap_off();
+    }
+    if !host.packages.is_empty() {
+        let distro = &facts.host.distro;
+        let manager = PackageManager::for_distro(distro).ok_or_else(|| {
+            ModelError::Render(format!(
+                "host.packages: no package manager known for distribution {distro:?} (apt for debian and ubuntu, dnf for amzn and the RHEL family)"
+            ))
+        })?;
+        out.packages(
+            COMPONENT,
+            manager,
+            host.packages.iter().map(|p| p.to_string()),
+        )?;
+    }
+    if let Some(time_sync) = &host.time_sync {
+        time_sync_files(time_sync.daemon, facts, out)?;
+    }
+    Ok(())
+}
+
+/// Points the image's time daemon at the Amazon Time Sync Service and restarts it
+/// when that changes.
+fn time_sync_files(
+    daemon: TimeDaemon,
+    facts: &Facts,
+    out: &mut StateBuilder,
+) -> Result<(), ModelError> {
+    let mut servers = vec![AWS_TIME_IPV4];
+    if facts.instance.ipv6.is_some() {
+        servers.push(AWS_TIME_IPV6);
+    }
+    let header = "# Managed by nodewright: the Amazon Time Sync Service.\n";
+    let (path, content, unit) = match daemon {
+        TimeDaemon::Chrony => {
+            let distro = facts.host.distro.as_str();
+            if !matches!(distro, "debian" | "ubuntu") {
+                return Err(ModelError::Render(format!(
+                    "host.timeSync: chrony's sources directory is known for debian and ubuntu, not {distro:?} (Amazon Linux already uses {AWS_TIME_IPV4})"
+                )));
+            }
+            let mut text = header.to_owned();
+            for server in &servers {
+                text.push_str(&format!(
+                    "server {server} prefer iburst minpoll 4 maxpoll 4\n"
+                ));
+            }
+            (
+                "/etc/chrony/sources.d/nodewright-aws.sources",
+                text,
+                "chrony.service",
+            )
+        }
+        TimeDaemon::SystemdTimesyncd => (
+            "/etc/systemd/timesyncd.conf.d/50-nodewright-aws.conf",
+            format!("{header}[Time]\nNTP={}\n", servers.join(" ")),
+            "systemd-timesyncd.service",
+        ),
+    };
+    let path = fixed_path(path);
+    out.file(COMPONENT, path.clone(), content, Ownership::root(0o644))?;
+    out.service(
+        COMPONENT,
+        DesiredService {
+            unit: UnitName::try_from(unit).map_err(ModelError::Render)?,
+            enabled: true,
+            running: true,
+            inputs: vec![path],
+        },
+    )
+}

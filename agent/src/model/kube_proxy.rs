@@ -1,0 +1,170 @@
+//! kube-proxy as a static pod of the kubelet: its KubeProxyConfiguration, kubeconfig
+//! and pod manifest. The kubelet restarts a static pod only when its manifest changes,
+//! so the manifest carries the digest of the files the pod reads.
+
+use serde_json::{Value, json};
+
+use super::ModelError;
+use super::builder::{StateBuilder, fixed_path};
+use super::cluster::CA_CERT;
+use super::desired::{Content, Ownership};
+use super::facts::Facts;
+use super::kubeconfig::Kubeconfig;
+use super::kubelet::{MANIFESTS, node_name};
+use super::merge::merge_json;
+use super::render::to_yaml;
+use crate::spec::{NodeSpec, ProxyMode};
+
+const COMPONENT: &str = "kube-proxy";
+
+pub const DIR: &str = "/var/lib/kube-proxy";
+pub const CONFIG: &str = "/var/lib/kube-proxy/config.yaml";
+pub const KUBECONFIG: &str = "/var/lib/kube-proxy/kubeconfig";
+/// kube-proxy's client certificate (CN system:kube-proxy), issued like the kubelet's.
+pub const CLIENT_CERT: &str = "/var/lib/kube-proxy/client.crt";
+pub const CLIENT_KEY: &str = "/var/lib/kube-proxy/client.key";
+pub const MANIFEST_NAME: &str = "kube-proxy.yaml";
+/// The annotation holding the digest of everything the pod reads from the node.
+pub const INPUTS_ANNOTATION: &str = "nodewright.io/inputs-sha256";
+
+/// Modules IPVS mode needs loaded before kube-proxy starts.
+const IPVS_MODULES: &[&str] = &["ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh", "nf_conntrack"];
+
+pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<(), ModelError> {
+    let Some(proxy) = spec.kube_proxy.as_ref().filter(|p| p.enabled) else {
+        return Ok(());
+    };
+    let (Some(kubelet), Some(api)) = (&spec.kubelet, &spec.cluster.api) else {
+        return Err(ModelError::Render(
+            "kube-proxy needs the kubelet and cluster.api".to_owned(),
+        ));
+    };
+    if proxy.mode == ProxyMode::Ipvs {
+        for module in IPVS_MODULES {
+            out.module(module);
+        }
+    }
+    let node = node_name(kubelet, facts);
+    let cluster_cidr = proxy.cluster_cidr.unwrap_or(spec.cluster.pod_cidr);
+    let mut config = json!({
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+        "kind": "KubeProxyConfiguration",
+        "clientConnection": {"kubeconfig": KUBECONFIG},
+        "clusterCIDR": cluster_cidr.to_string(),
+        "conntrack": {"maxPerCore": proxy.conntrack_max_per_core},
+        "hostnameOverride": node,
+        "mode": proxy.mode.as_str(),
+    });
+    merge_json(&mut config, &Value::Object(proxy.extra_config.clone()));
+    let config = Content::new(to_yaml(config));
+
+    let server = api.server_url();
+    let kubeconfig = Content::new(
+        Kubeconfig {
+            user: "kube-proxy",
+            server: &server,
+            ca_file: CA_CERT,
+            client_certificate: CLIENT_CERT,
+            client_key: CLIENT_KEY,
+        }
+        .render(),
+    );
+
+    // The pod reads these; a change to any of them must recreate it.
+    let ca = spec
+        .cluster
+        .ca_certificate
+        .as_deref()
+        .map(|pem| format!("{}\n", pem.trim()))
+        .unwrap_or_default();
+    let inputs_digest = crate::spec::digest(
+        format!(
+            "{CONFIG} {}\n{KUBECONFIG} {}\n{CA_CERT} {}\n",
+            config.sha256(),
+            kubeconfig.sha256(),
+            crate::spec::digest(ca.as_bytes()),
+        )
+        .as_bytes(),
+    );
+
+    let image = proxy.image.as_ref().map_or_else(
+        || {
+            format!(
+                "registry.k8s.io/kube-proxy:v{}",
+                spec.cluster.kubernetes_version
+            )
+        },
+        |i| i.to_string(),
+    );
+    let mut requests = json!({"cpu": proxy.cpu_request.as_str()});
+    if let Some(memory) = &proxy.memory_request {
+        requests["memory"] = json!(memory.as_str());
+    }
+    let manifest = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "kube-proxy",
+            "namespace": "kube-system",
+            "labels": {"k8s-app": "kube-proxy", "tier": "node"},
+            "annotations": {(INPUTS_ANNOTATION): inputs_digest},
+        },
+        "spec": {
+            "hostNetwork": true,
+            "priorityClassName": "system-node-critical",
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [{
+                "name": "kube-proxy",
+                "image": image,
+                "command": [
+                    "/usr/local/bin/kube-proxy",
+                    format!("--config={CONFIG}"),
+                    format!("--v={}", proxy.verbosity),
+                ],
+                "resources": {"requests": requests},
+                "securityContext": {"privileged": true},
+                "volumeMounts": [
+                    {"name": "kube-proxy", "mountPath": DIR, "readOnly": true},
+                    // Only the CA certificate: on a control-plane node its directory
+                    // also holds keys.
+                    {"name": "ca", "mountPath": CA_CERT, "readOnly": true},
+                    {"name": "lib-modules", "mountPath": "/lib/modules", "readOnly": true},
+                    {"name": "xtables-lock", "mountPath": "/run/xtables.lock"},
+                ],
+            }],
+            "volumes": [
+                {"name": "kube-proxy", "hostPath": {"path": DIR, "type": "Directory"}},
+                {"name": "ca", "hostPath": {"path": CA_CERT, "type": "File"}},
+                {"name": "lib-modules", "hostPath": {"path": "/lib/modules", "type": "Directory"}},
+                {"name": "xtables-lock", "hostPath": {"path": "/run/xtables.lock", "type": "FileOrCreate"}},
+            ],
+        },
+    });
+
+    out.directory(COMPONENT, fixed_path(DIR), Ownership::root(0o700))?;
+    out.add_file(
+        COMPONENT,
+        fixed_path(CONFIG),
+        config,
+        Ownership::root(0o644),
+        super::FileKind::Plain,
+        false,
+    )?;
+    out.add_file(
+        COMPONENT,
+        fixed_path(KUBECONFIG),
+        kubeconfig,
+        Ownership::root(0o600),
+        super::FileKind::Plain,
+        false,
+    )?;
+    let manifest_path = fixed_path(MANIFESTS)
+        .join(MANIFEST_NAME)
+        .map_err(ModelError::Render)?;
+    out.file(
+        COMPONENT,
+        manifest_path,
+        to_yaml(manifest),
+        Ownership::root(0o644),
+    )
+}

@@ -1,0 +1,48 @@
+//! Kubeconfig files for the node's components (kubelet, kube-proxy; the control plane
+//! reuses it): the API server, the cluster CA, and a client certificate, all by path
+//! so that renewing a certificate never rewrites the kubeconfig.
+
+use serde_json::json;
+
+use super::render::to_yaml;
+
+/// One component's kubeconfig.
+pub struct Kubeconfig<'a> {
+    /// The user and context name, e.g. `kubelet`.
+    pub user: &'a str,
+    /// `https://api.internal.example.com`.
+    pub server: &'a str,
+    pub ca_file: &'a str,
+    pub client_certificate: &'a str,
+    pub client_key: &'a str,
+}
+
+impl Kubeconfig<'_> {
+    pub fn render(&self) -> String {
+        let value = json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{
+                "name": "cluster",
+                "cluster": {
+                    "certificate-authority": self.ca_file,
+                    "server": self.server,
+                },
+            }],
+            "users": [{
+                "name": self.user,
+                "user": {
+                    "client-certificate": self.client_certificate,
+                    "client-key": self.client_key,
+                },
+            }],
+            "contexts": [{
+                "name": self.user,
+                "context": {"cluster": "cluster", "user": self.user},
+            }],
+            "current-context": self.user,
+            "preferences": {},
+        });
+        to_yaml(value)
+    }
+}

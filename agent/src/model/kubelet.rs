@@ -1,0 +1,313 @@
+//! The kubelet: its binary, KubeletConfiguration, kubeconfig, unit and drop-in, and the
+//! ECR credential provider. Used for workers and control-plane nodes alike.
+
+use std::net::IpAddr;
+
+use serde_json::{Value, json};
+
+use super::ModelError;
+use super::builder::{StateBuilder, fixed_path};
+use super::cluster::CA_CERT;
+use super::desired::{DesiredService, Ownership};
+use super::facts::Facts;
+use super::kubeconfig::Kubeconfig;
+use super::merge::merge_json;
+use super::render::{MANAGED, to_yaml};
+use crate::spec::{AbsPath, KubeletSpec, NodeIpFamily, NodeNameSource, NodeSpec, UnitName};
+
+const COMPONENT: &str = "kubelet";
+
+pub const DEFAULT_BIN: &str = "/usr/local/bin/kubelet";
+pub const DIR: &str = "/var/lib/kubelet";
+pub const PKI_DIR: &str = "/var/lib/kubelet/pki";
+pub const CONFIG: &str = "/var/lib/kubelet/config.yaml";
+pub const KUBECONFIG: &str = "/var/lib/kubelet/kubeconfig";
+/// The kubelet's client certificate: issued through controller-shim on workers, on the
+/// node itself on control-plane nodes. Not written here; an input of the service.
+pub const CLIENT_CERT: &str = "/var/lib/kubelet/pki/kubelet-client.crt";
+pub const CLIENT_KEY: &str = "/var/lib/kubelet/pki/kubelet-client.key";
+pub const CREDENTIAL_PROVIDER_CONFIG: &str = "/var/lib/kubelet/credential-provider.yaml";
+pub const DEFAULT_ECR_PROVIDER: &str =
+    "/usr/local/libexec/kubelet-credential-providers/ecr-credential-provider";
+pub const MANIFESTS: &str = "/etc/kubernetes/manifests";
+pub const UNIT: &str = "kubelet.service";
+pub const DROP_IN: &str = "10-nodewright.conf";
+
+/// The node's name: the private DNS name or the instance id, as the spec says.
+pub fn node_name(kubelet: &KubeletSpec, facts: &Facts) -> String {
+    match kubelet.node_name {
+        NodeNameSource::PrivateDnsName => facts.instance.hostname.clone(),
+        NodeNameSource::InstanceId => facts.instance.instance_id.clone(),
+    }
+}
+
+/// `aws:///<zone>/<instance-id>`: lets the cloud controller find the instance at once.
+pub fn provider_id(facts: &Facts) -> String {
+    format!(
+        "aws:///{}/{}",
+        facts.instance.availability_zone, facts.instance.instance_id
+    )
+}
+
+pub fn node_ips(kubelet: &KubeletSpec, facts: &Facts) -> Result<Vec<IpAddr>, ModelError> {
+    let v4 = IpAddr::V4(facts.instance.private_ipv4);
+    let v6 = || {
+        facts.instance.ipv6.map(IpAddr::V6).ok_or_else(|| {
+            ModelError::Render(format!(
+                "kubelet.nodeIp asks for IPv6 but instance {} has no IPv6 address",
+                facts.instance.instance_id
+            ))
+        })
+    };
+    Ok(match kubelet.node_ip {
+        NodeIpFamily::Ipv4 => vec![v4],
+        NodeIpFamily::Ipv6 => vec![v6()?],
+        NodeIpFamily::DualStack => vec![v4, v6()?],
+    })
+}
+
+/// The KubeletConfiguration: our defaults, then the spec's typed fields, then its
+/// `extraConfig`.
+pub fn configuration(
+    spec: &NodeSpec,
+    kubelet: &KubeletSpec,
+    facts: &Facts,
+) -> Result<Value, ModelError> {
+    let cluster = &spec.cluster;
+    let mut config = json!({
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "authentication": {
+            "anonymous": {"enabled": false},
+            "webhook": {"enabled": true, "cacheTTL": "2m0s"},
+            "x509": {"clientCAFile": CA_CERT},
+        },
+        "authorization": {
+            "mode": "Webhook",
+            "webhook": {"cacheAuthorizedTTL": "5m0s", "cacheUnauthorizedTTL": "30s"},
+        },
+        "cgroupDriver": "systemd",
+        "cgroupRoot": "/",
+        "clusterDNS": [cluster.dns_ip.to_string()],
+        "clusterDomain": cluster.cluster_domain.as_str(),
+        "containerRuntimeEndpoint": super::containerd::SOCKET,
+        "evictionHard": {
+            "memory.available": "100Mi",
+            "nodefs.available": "10%",
+            "nodefs.inodesFree": "5%",
+            "imagefs.available": "10%",
+            "imagefs.inodesFree": "5%",
+        },
+        "failSwapOn": true,
+        "logging": {"verbosity": kubelet.verbosity},
+        "maxParallelImagePulls": 5,
+        "protectKernelDefaults": true,
+        "providerID": provider_id(facts),
+        "readOnlyPort": 0,
+        "serializeImagePulls": false,
+        "shutdownGracePeriod": "30s",
+        "shutdownGracePeriodCriticalPods": "10s",
+        "staticPodPath": MANIFESTS,
+    });
+    if !kubelet.taints.is_empty() {
+        let taints = serde_json::to_value(&kubelet.taints)
+            .map_err(|e| ModelError::Render(format!("kubelet.taints: {e}")))?;
+        merge_json(&mut config, &json!({ "registerWithTaints": taints }));
+    }
+    let typed = serde_json::to_value(&kubelet.config)
+        .map_err(|e| ModelError::Render(format!("kubelet.config: {e}")))?;
+    merge_json(&mut config, &typed);
+    merge_json(&mut config, &Value::Object(kubelet.extra_config.clone()));
+    // Our parallel-pull default is only valid with parallel pulls: the kubelet refuses
+    // maxParallelImagePulls > 1 when pulls are serialized.
+    let user_set_parallel = kubelet.config.max_parallel_image_pulls.is_some()
+        || kubelet.extra_config.contains_key("maxParallelImagePulls");
+    if config["serializeImagePulls"] == json!(true)
+        && !user_set_parallel
+        && let Some(map) = config.as_object_mut()
+    {
+        map.remove("maxParallelImagePulls");
+    }
+    Ok(config)
+}
+
+/// The flags that have no KubeletConfiguration field.
+pub fn flags(kubelet: &KubeletSpec, facts: &Facts) -> Result<Vec<String>, ModelError> {
+    let ips: Vec<String> = node_ips(kubelet, facts)?
+        .iter()
+        .map(IpAddr::to_string)
+        .collect();
+    let mut flags = vec![
+        format!("--config={CONFIG}"),
+        format!("--kubeconfig={KUBECONFIG}"),
+        // The AWS cloud controller manager initialises the node (in-tree AWS is gone).
+        "--cloud-provider=external".to_owned(),
+        format!("--hostname-override={}", node_name(kubelet, facts)),
+        format!("--node-ip={}", ips.join(",")),
+    ];
+    if !kubelet.labels.is_empty() {
+        let labels: Vec<String> = kubelet
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        flags.push(format!("--node-labels={}", labels.join(",")));
+    }
+    if let Some(ecr) = &kubelet.ecr_credential_provider {
+        let binary = ecr.binary.path_or(DEFAULT_ECR_PROVIDER);
+        let dir = binary.parent().ok_or_else(|| {
+            ModelError::Render("kubelet.ecrCredentialProvider.binary.path is /".to_owned())
+        })?;
+        flags.push(format!(
+            "--image-credential-provider-config={CREDENTIAL_PROVIDER_CONFIG}"
+        ));
+        flags.push(format!("--image-credential-provider-bin-dir={dir}"));
+    }
+    Ok(flags)
+}
+
+pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<(), ModelError> {
+    let Some(kubelet) = &spec.kubelet else {
+        return Ok(());
+    };
+    let Some(api) = &spec.cluster.api else {
+        return Err(ModelError::Render(
+            "the kubelet needs cluster.api".to_owned(),
+        ));
+    };
+    let binary = kubelet.binary.path_or(DEFAULT_BIN);
+    if let Some(asset) = &kubelet.binary.asset {
+        out.asset_file(
+            COMPONENT,
+            binary.clone(),
+            asset.as_str(),
+            kubelet.binary.member.as_ref().map(|m| m.as_str()),
+            Ownership::root(0o755),
+        )?;
+    }
+    out.directory(COMPONENT, fixed_path(DIR), Ownership::root(0o750))?;
+    out.directory(COMPONENT, fixed_path(PKI_DIR), Ownership::root(0o700))?;
+    out.directory(COMPONENT, fixed_path(MANIFESTS), Ownership::root(0o755))?;
+
+    let config = configuration(spec, kubelet, facts)?;
+    out.file(
+        COMPONENT,
+        fixed_path(CONFIG),
+        to_yaml(config),
+        Ownership::root(0o644),
+    )?;
+    let server = api.server_url();
+    let kubeconfig = Kubeconfig {
+        user: "kubelet",
+        server: &server,
+        ca_file: CA_CERT,
+        client_certificate: CLIENT_CERT,
+        client_key: CLIENT_KEY,
+    };
+    out.file(
+        COMPONENT,
+        fixed_path(KUBECONFIG),
+        kubeconfig.render(),
+        Ownership::root(0o600),
+    )?;
+
+    let mut inputs: Vec<AbsPath> = Vec::new();
+    if let Some(ecr) = &kubelet.ecr_credential_provider {
+        let provider = ecr.binary.path_or(DEFAULT_ECR_PROVIDER);
+        if let Some(asset) = &ecr.binary.asset {
+            out.asset_file(
+                "ecr-credential-provider",
+                provider.clone(),
+                asset.as_str(),
+                ecr.binary.member.as_ref().map(|m| m.as_str()),
+                Ownership::root(0o755),
+            )?;
+        }
+        let name = provider
+            .as_path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let provider_config = json!({
+            "apiVersion": "kubelet.config.k8s.io/v1",
+            "kind": "CredentialProviderConfig",
+            "providers": [{
+                "name": name,
+                "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
+                "args": ["get-credentials"],
+                "defaultCacheDuration": ecr.cache_duration.as_str(),
+                "env": [{"name": "AWS_REGION", "value": facts.instance.region}],
+                "matchImages": ecr.match_images,
+            }],
+        });
+        out.file(
+            COMPONENT,
+            fixed_path(CREDENTIAL_PROVIDER_CONFIG),
+            to_yaml(provider_config),
+            Ownership::root(0o644),
+        )?;
+        inputs.push(fixed_path(CREDENTIAL_PROVIDER_CONFIG));
+    }
+
+    let unit = UnitName::try_from(UNIT).map_err(ModelError::Render)?;
+    let unit_file = out.unit_file(COMPONENT, &unit, &unit_text(&binary))?;
+    let drop_in = out.drop_in(
+        COMPONENT,
+        &unit,
+        DROP_IN,
+        &drop_in_text(&flags(kubelet, facts)?),
+    )?;
+    inputs.extend([
+        unit_file,
+        drop_in,
+        fixed_path(CONFIG),
+        fixed_path(KUBECONFIG),
+        fixed_path(CA_CERT),
+        fixed_path(CLIENT_CERT),
+        fixed_path(CLIENT_KEY),
+        binary,
+    ]);
+    out.service(
+        COMPONENT,
+        DesiredService {
+            unit,
+            enabled: true,
+            running: true,
+            inputs,
+        },
+    )
+}
+
+/// The unit: what does not depend on the node. Its flags come from the drop-in.
+fn unit_text(binary: &AbsPath) -> String {
+    format!(
+        "{MANAGED}\
+[Unit]
+Description=Kubernetes node agent (kubelet)
+Documentation=https://kubernetes.io/docs/reference/command-line-tools-reference/kubelet/
+Wants=containerd.service network-online.target
+After=containerd.service network-online.target
+# Keep retrying: the API server may come up after the node.
+StartLimitIntervalSec=0
+
+[Service]
+ExecStart={binary} $NODEWRIGHT_KUBELET_ARGS
+Restart=always
+RestartSec=5
+CPUAccounting=true
+MemoryAccounting=true
+
+[Install]
+WantedBy=multi-user.target
+"
+    )
+}
+
+/// The node's flags, as one variable the unit expands (split at spaces; no flag value
+/// holds one: labels, names and addresses are checked).
+fn drop_in_text(flags: &[String]) -> String {
+    format!(
+        "{MANAGED}[Service]\nEnvironment=\"NODEWRIGHT_KUBELET_ARGS={}\"\n",
+        flags.join(" ")
+    )
+}
