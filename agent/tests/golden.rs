@@ -141,7 +141,11 @@ fn rendered_files_match_the_goldens() {
         let actual = read_tree(&dir);
         for (path, bytes) in &expected {
             match actual.get(path) {
-                None => failures.push(format!("{}: {} is not in the goldens", case.name, path.display())),
+                None => failures.push(format!(
+                    "{}: {} is not in the goldens",
+                    case.name,
+                    path.display()
+                )),
                 Some(golden) if golden != bytes => failures.push(format!(
                     "{}: {} differs from its golden:\n--- golden\n{}\n--- rendered\n{}",
                     case.name,

@@ -12,7 +12,19 @@ pub struct Agent {
     root: TempDir,
     home: TempDir,
     env: Vec<(String, String)>,
+    /// The root as the harness made it (the image's files), before any run.
+    baseline: crate::tree::Snapshot,
 }
+
+/// The os-release of the image the harness's roots stand for (Debian 12): the agent
+/// reads the distribution from it, e.g. to pick apt for OS packages.
+pub const OS_RELEASE: &str = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"
+NAME=\"Debian GNU/Linux\"
+VERSION_ID=\"12\"
+VERSION=\"12 (bookworm)\"
+VERSION_CODENAME=bookworm
+ID=debian
+";
 
 /// What a run printed and how it ended.
 #[derive(Debug)]
@@ -42,6 +54,12 @@ impl Run {
     }
 }
 
+/// Writes what a machine image has before nodewright runs and the agent reads.
+pub fn seed_image_files(root: &Path) {
+    std::fs::create_dir_all(root.join("etc")).expect("the root's /etc");
+    std::fs::write(root.join("etc/os-release"), OS_RELEASE).expect("os-release");
+}
+
 impl Agent {
     /// An agent whose IMDS is at `imds_url` and whose AWS endpoint is `aws_url`.
     pub fn new(imds_url: &str, aws_url: &str) -> Self {
@@ -50,6 +68,8 @@ impl Agent {
             .tempdir()
             .expect("a temp root");
         let home = tempfile::tempdir().expect("a temp home");
+        seed_image_files(root.path());
+        let baseline = crate::tree::snapshot(root.path());
         let env = vec![
             (
                 "AWS_EC2_METADATA_SERVICE_ENDPOINT".to_owned(),
@@ -58,7 +78,17 @@ impl Agent {
             ("AWS_ENDPOINT_URL".to_owned(), aws_url.to_owned()),
             ("NODEWRIGHT_LOG".to_owned(), "info".to_owned()),
         ];
-        Self { root, home, env }
+        Self {
+            root,
+            home,
+            env,
+            baseline,
+        }
+    }
+
+    /// Whether the root is still as the harness made it: nothing written, nothing moved.
+    pub fn untouched(&self) -> bool {
+        crate::tree::snapshot(self.root.path()) == self.baseline
     }
 
     pub fn root(&self) -> &Path {

@@ -7,7 +7,6 @@ use std::io::Write;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use nodewright_e2e::tree::snapshot;
 use nodewright_e2e::world::World;
 
 const CONTENT_TYPE: &str = "application/vnd.nodewright.bootconfig+yaml";
@@ -76,7 +75,7 @@ fn multipart_without_our_part_is_a_clear_error() {
         "{}",
         run.stderr
     );
-    assert!(snapshot(world.agent.root()).is_empty());
+    assert!(world.agent.untouched());
 }
 
 #[test]
@@ -91,7 +90,7 @@ fn a_bad_boot_config_names_the_field() {
         run.stderr
     );
     assert!(run.stderr.contains("line 8"), "{}", run.stderr);
-    assert!(snapshot(world.agent.root()).is_empty());
+    assert!(world.agent.untouched());
 }
 
 /// Publishes a broken spec (with its true digest in the boot config) and boots.
@@ -140,20 +139,80 @@ fn bad_specs_name_the_field_and_line_and_write_nothing() {
         (
             "wrong type",
             &|s| s.replace("    mode: \"0700\"", "    mode: [7]"),
-            &["directories[1].mode: invalid type: sequence", "line 31"],
+            &["directories[1].mode: invalid type: sequence", "line 41"],
         ),
         (
             "relative path",
-            &|s| s.replace("- path: /var/lib/kubelet", "- path: var/lib/kubelet"),
+            &|s| {
+                s.replace(
+                    "- path: /var/lib/node-problem-check",
+                    "- path: var/lib/node-problem-check",
+                )
+            },
             &[
-                "directories[1].path: path \"var/lib/kubelet\" must be absolute",
-                "line 30",
+                "directories[1].path: path \"var/lib/node-problem-check\" must be absolute",
+                "line 40",
             ],
         ),
         (
             "role mismatch",
             &|s| s.replace("role: worker", "role: control-plane"),
-            &["role: the spec is for role control-plane", "line 13"],
+            &["role: the spec is for role control-plane", "line 29"],
+        ),
+        (
+            "invalid sysctl key",
+            &|s| {
+                s.replace(
+                    "  net.ipv4.tcp_keepalive_time: 600",
+                    "  net/ipv4/tcp_keepalive_time: 600",
+                )
+            },
+            &[
+                "sysctl key \"net/ipv4/tcp_keepalive_time\" is not a dotted key",
+                "line 36",
+            ],
+        ),
+        (
+            "kubelet field of the wrong type",
+            &|s| s.replace("    maxPods: 110", "    maxPods: lots"),
+            &[
+                "kubelet.config.maxPods: invalid type: string \"lots\", expected u32",
+                "line 110",
+            ],
+        ),
+        (
+            "kubelet passthrough field of the wrong type",
+            &|s| s.replace("    containerLogMaxWorkers: 2", "    maxPods: [110]"),
+            &[
+                "kubelet.extraConfig.maxPods: invalid type: sequence, expected u32",
+                "line 122",
+            ],
+        ),
+        (
+            "containerd plugin section of another schema",
+            &|s| {
+                s.replace(
+                    "    [plugins.\"io.containerd.grpc.v1.cri\"]\n",
+                    "    [plugins.\"io.containerd.cri.v1.runtime\"]\n",
+                )
+            },
+            &[
+                "containerd.extraConfig: [plugins.\"io.containerd.cri.v1.runtime\"] is not a plugin of containerd with config version 2",
+                "io.containerd.grpc.v1.cri",
+                "line 97",
+            ],
+        ),
+        (
+            "containerd plugin section of the wrong shape",
+            &|s| {
+                s.replace(
+                    "    max_container_log_line_size = 65536\n",
+                    "    containerd = \"runc\"\n",
+                )
+            },
+            &[
+                "containerd.extraConfig: plugins.\"io.containerd.grpc.v1.cri\".containerd is a table in nodewright's config but a string in the overlay",
+            ],
         ),
     ];
     for (name, edit, expected) in cases {
@@ -171,9 +230,6 @@ fn bad_specs_name_the_field_and_line_and_write_nothing() {
             "{name}: {}",
             run.stderr
         );
-        assert!(
-            snapshot(world.agent.root()).is_empty(),
-            "{name}: something was written"
-        );
+        assert!(world.agent.untouched(), "{name}: something was written");
     }
 }

@@ -132,6 +132,9 @@ async fn run(program: &PathBuf, args: &[String], apt: bool) -> Result<String, Pa
     })
 }
 
+/// Reads one line of the query's output: the name of an installed package, if it is one.
+type InstalledLine = fn(&str) -> Option<&str>;
+
 /// Which of `names` are not installed. Reads only.
 pub async fn missing(
     tools: &Tools,
@@ -141,32 +144,31 @@ pub async fn missing(
     if names.is_empty() {
         return Ok(Vec::new());
     }
-    let (program, args, installed_line): (&PathBuf, Vec<String>, fn(&str) -> Option<&str>) =
-        match manager {
-            PackageManager::Apt => (
-                &tools.dpkg_query,
-                [
-                    "-W".to_owned(),
-                    "-f=${Package} ${db:Status-Abbrev}\\n".to_owned(),
-                    "--".to_owned(),
-                ]
+    let (program, args, installed_line): (&PathBuf, Vec<String>, InstalledLine) = match manager {
+        PackageManager::Apt => (
+            &tools.dpkg_query,
+            [
+                "-W".to_owned(),
+                "-f=${Package} ${db:Status-Abbrev}\\n".to_owned(),
+                "--".to_owned(),
+            ]
+            .into_iter()
+            .chain(names.iter().cloned())
+            .collect(),
+            |line| {
+                let (name, status) = line.split_once(' ')?;
+                status.starts_with("ii").then_some(name)
+            },
+        ),
+        PackageManager::Dnf => (
+            &tools.rpm,
+            ["-q".to_owned(), "--qf".to_owned(), "%{NAME}\\n".to_owned()]
                 .into_iter()
                 .chain(names.iter().cloned())
                 .collect(),
-                |line| {
-                    let (name, status) = line.split_once(' ')?;
-                    status.starts_with("ii").then_some(name)
-                },
-            ),
-            PackageManager::Dnf => (
-                &tools.rpm,
-                ["-q".to_owned(), "--qf".to_owned(), "%{NAME}\\n".to_owned()]
-                    .into_iter()
-                    .chain(names.iter().cloned())
-                    .collect(),
-                |line| (!line.contains(' ')).then_some(line),
-            ),
-        };
+            |line| (!line.contains(' ')).then_some(line),
+        ),
+    };
     // Both tools exit non-zero when some package is missing; their output still lists
     // the installed ones.
     let output = Command::new(program)

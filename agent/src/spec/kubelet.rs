@@ -465,6 +465,23 @@ impl KubeletSpec {
                     .to_owned(),
             );
         }
+        if config.cpu_manager_policy == Some(CpuManagerPolicy::Static) {
+            let reserves_cpu = |reserved: &Option<BTreeMap<ReservedResource, Quantity>>| {
+                reserved.as_ref().is_some_and(|r| {
+                    r.get(&ReservedResource::Cpu)
+                        .is_some_and(|q| !q.as_str().trim_start_matches(['0', '.', 'm']).is_empty())
+                })
+            };
+            if !reserves_cpu(&config.kube_reserved)
+                && !reserves_cpu(&config.system_reserved)
+                && !self.extra_config.contains_key("reservedSystemCPUs")
+            {
+                problems.add(
+                    "kubelet.config.cpuManagerPolicy",
+                    "the static CPU manager needs CPU reserved (kubeReserved.cpu, systemReserved.cpu or reservedSystemCPUs); the kubelet refuses to start without".to_owned(),
+                );
+            }
+        }
         if let Some(dns) = &config.cluster_dns
             && dns.is_empty()
         {

@@ -508,7 +508,7 @@ mod tests {
         assert!(err.contains("directories[1]"), "{err}");
         assert!(err.contains("recursive"), "{err}");
         assert!(err.contains("directories[1].recursive"), "{err}");
-        assert!(err.contains("line 32"), "{err}");
+        assert!(err.contains("line 42"), "{err}");
     }
 
     #[test]
@@ -528,12 +528,15 @@ mod tests {
         let err = error_of(&text);
         assert!(err.contains("files[1].path"), "{err}");
         assert!(err.contains("must be absolute"), "{err}");
-        assert!(err.contains("line 39"), "{err}");
+        assert!(err.contains("line 49"), "{err}");
     }
 
     #[test]
     fn dot_dot_and_bad_modes_are_refused() {
-        let text = example().replace("/var/lib/kubelet", "/var/lib/../kubelet");
+        let text = example().replace(
+            "/var/lib/node-problem-check",
+            "/var/lib/../node-problem-check",
+        );
         assert!(error_of(&text).contains("must not contain `..`"));
         let text = example().replace("mode: \"0700\"", "mode: \"0799\"");
         let err = error_of(&text);

@@ -2,6 +2,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)] // each test binary uses part of this
 
+pub mod checkers;
+
 use std::path::{Path, PathBuf};
 
 use nodewright::model::{DesiredState, Facts, desired_state};

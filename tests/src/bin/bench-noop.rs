@@ -31,6 +31,7 @@ fn main() {
     moto.put_object(&bucket, &key, &spec);
     let imds = FakeImds::start(Instance::example("i-0a1b2c3d4e5f60718"), &boot);
     let root = tempfile::tempdir().expect("a temp root");
+    nodewright_e2e::agent::seed_image_files(root.path());
     let home = tempfile::tempdir().expect("a temp home");
 
     let run = |args: &[&str]| -> Duration {

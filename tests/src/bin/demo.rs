@@ -30,6 +30,8 @@ fn main() -> ExitCode {
     let imds = FakeImds::start(Instance::example("i-0a1b2c3d4e5f60718"), &boot);
 
     std::fs::create_dir_all(&root).expect("creating the demo root");
+    // What the machine image brings: the agent reads the distribution from it.
+    nodewright_e2e::agent::seed_image_files(&root);
     let nodewright = workspace_bin("nodewright");
     let run = |args: &[&str]| {
         Command::new(&nodewright)
