@@ -265,3 +265,75 @@ WantedBy=multi-user.target
 "
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Facts, desired_state, test_spec};
+
+    fn config(containerd: &str) -> toml::Table {
+        let spec = test_spec(&format!("containerd:\n{containerd}"));
+        let desired = desired_state(&spec, &Facts::example()).unwrap();
+        let text =
+            String::from_utf8_lossy(desired.file(CONFIG).unwrap().content.bytes()).into_owned();
+        toml::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn each_version_gets_its_schema() {
+        let v2 = config("  version: 1.7.27\n");
+        assert_eq!(v2["version"].as_integer(), Some(2));
+        let cri = &v2["plugins"]["io.containerd.grpc.v1.cri"];
+        assert_eq!(
+            cri["sandbox_image"].as_str(),
+            Some("registry.k8s.io/pause:3.10")
+        );
+        assert_eq!(
+            cri["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"].as_bool(),
+            Some(true)
+        );
+        for (version, schema) in [("2.0.5", 3), ("2.2.0", 3), ("2.3.0", 4)] {
+            let v3 = config(&format!("  version: {version}\n"));
+            assert_eq!(v3["version"].as_integer(), Some(schema), "{version}");
+            let runtime = &v3["plugins"]["io.containerd.cri.v1.runtime"];
+            assert_eq!(
+                runtime["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"].as_bool(),
+                Some(true)
+            );
+            assert_eq!(
+                v3["plugins"]["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"].as_str(),
+                Some("registry.k8s.io/pause:3.10")
+            );
+            assert!(v3["plugins"].get("io.containerd.grpc.v1.cri").is_none());
+        }
+    }
+
+    #[test]
+    fn mirrors_keep_their_order() {
+        let spec = test_spec(
+            "containerd:\n  version: 2.1.4\n  registryMirrors:\n    \"*\": [https://z.example.com, https://a.example.com]\n",
+        );
+        let desired = desired_state(&spec, &Facts::example()).unwrap();
+        let hosts = desired
+            .file("/etc/containerd/certs.d/_default/hosts.toml")
+            .unwrap();
+        let text = String::from_utf8_lossy(hosts.content.bytes());
+        let z = text.find("z.example.com").unwrap();
+        let a = text.find("a.example.com").unwrap();
+        assert!(z < a, "{text}");
+        let parsed: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(parsed["host"].as_table().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn an_overlay_that_changes_a_kind_is_refused() {
+        let spec = test_spec(
+            "containerd:\n  version: 2.1.4\n  extraConfig: |\n    [plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes]\n    runc = \"fast\"\n",
+        );
+        let err = desired_state(&spec, &Facts::example())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("containerd.extraConfig"), "{err}");
+        assert!(err.contains("runtimes.runc is a table"), "{err}");
+    }
+}

@@ -151,3 +151,72 @@ fn time_sync_files(
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{desired_state, test_spec};
+
+    #[test]
+    fn the_spec_overrides_a_default_sysctl_without_a_conflict() {
+        let spec = test_spec("sysctls:\n  net.core.somaxconn: 65535\n");
+        let desired = desired_state(&spec, &Facts::example()).unwrap();
+        assert_eq!(desired.sysctls["net.core.somaxconn"], "65535");
+        assert_eq!(desired.sysctls["vm.max_map_count"], "1048576");
+        let spec =
+            test_spec("host:\n  defaultSysctls: false\nsysctls:\n  net.core.somaxconn: 65535\n");
+        let desired = desired_state(&spec, &Facts::example()).unwrap();
+        assert_eq!(desired.sysctls.len(), 1);
+    }
+
+    #[test]
+    fn packages_need_a_known_distribution() {
+        let spec = test_spec("host:\n  packages: [conntrack]\n");
+        let mut facts = Facts::example();
+        let desired = desired_state(&spec, &facts).unwrap();
+        assert_eq!(desired.packages.unwrap().manager, PackageManager::Apt);
+        facts.host.distro = "rocky".to_owned();
+        let desired = desired_state(&spec, &facts).unwrap();
+        assert_eq!(desired.packages.unwrap().manager, PackageManager::Dnf);
+        facts.host.distro = "gentoo".to_owned();
+        let err = desired_state(&spec, &facts).unwrap_err().to_string();
+        assert!(
+            err.contains("host.packages") && err.contains("gentoo"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn swap_and_time_sync() {
+        let desired = desired_state(&test_spec(""), &Facts::example()).unwrap();
+        assert!(desired.swap_off);
+        assert_eq!(desired.symlinks[0].path.as_str(), SWAP_TARGET);
+        let desired = desired_state(
+            &test_spec("host:\n  disableSwap: false\n"),
+            &Facts::example(),
+        )
+        .unwrap();
+        assert!(!desired.swap_off && desired.symlinks.is_empty());
+
+        let spec = test_spec("host:\n  timeSync:\n    daemon: chrony\n");
+        let mut facts = Facts::example();
+        facts.instance.ipv6 = Some("2600:1f18::5".parse().unwrap());
+        let desired = desired_state(&spec, &facts).unwrap();
+        let sources = desired
+            .file("/etc/chrony/sources.d/nodewright-aws.sources")
+            .unwrap();
+        let text = String::from_utf8_lossy(sources.content.bytes());
+        assert!(
+            text.contains("server 169.254.169.123 prefer iburst"),
+            "{text}"
+        );
+        assert!(
+            text.contains("server fd00:ec2::123 prefer iburst"),
+            "{text}"
+        );
+        assert_eq!(desired.services[0].unit.as_str(), "chrony.service");
+        facts.host.distro = "amzn".to_owned();
+        let err = desired_state(&spec, &facts).unwrap_err().to_string();
+        assert!(err.contains("host.timeSync"), "{err}");
+    }
+}

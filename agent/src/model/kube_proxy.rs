@@ -168,3 +168,63 @@ pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<
         Ownership::root(0o644),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{desired_state, test_spec};
+
+    fn manifest(kube_proxy: &str, facts: &Facts) -> String {
+        let spec = test_spec(&format!(
+            "containerd:\n  version: 1.7.27\nkubelet: {{}}\nkubeProxy:\n{kube_proxy}"
+        ));
+        let desired = desired_state(&spec, facts).unwrap();
+        let file = desired
+            .file("/etc/kubernetes/manifests/kube-proxy.yaml")
+            .unwrap();
+        String::from_utf8(file.content.bytes().to_vec()).unwrap()
+    }
+
+    fn annotation(manifest: &str) -> &str {
+        manifest
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("nodewright.io/inputs-sha256: "))
+            .unwrap()
+    }
+
+    #[test]
+    fn the_pod_changes_when_what_it_reads_changes() {
+        let facts = Facts::example();
+        let base = manifest("  mode: iptables\n", &facts);
+        // Same inputs, same pod.
+        assert_eq!(base, manifest("  mode: iptables\n", &facts));
+        // A config change (not visible in the manifest itself) changes the annotation.
+        let other = manifest("  mode: iptables\n  conntrackMaxPerCore: 65536\n", &facts);
+        assert_ne!(annotation(&base), annotation(&other));
+        // So does another node name (the config's hostnameOverride).
+        let mut renamed = facts.clone();
+        renamed.instance.hostname = "ip-10-0-9-9.ec2.internal".to_owned();
+        assert_ne!(
+            annotation(&base),
+            annotation(&manifest("  mode: iptables\n", &renamed))
+        );
+    }
+
+    #[test]
+    fn off_means_no_pod_and_ipvs_loads_its_modules() {
+        let spec = test_spec(
+            "containerd:\n  version: 1.7.27\nkubelet: {}\nkubeProxy:\n  enabled: false\n",
+        );
+        let desired = desired_state(&spec, &Facts::example()).unwrap();
+        assert!(
+            desired
+                .file("/etc/kubernetes/manifests/kube-proxy.yaml")
+                .is_none()
+        );
+        assert!(desired.file(KUBECONFIG).is_none());
+        let spec =
+            test_spec("containerd:\n  version: 1.7.27\nkubelet: {}\nkubeProxy:\n  mode: ipvs\n");
+        let desired = desired_state(&spec, &Facts::example()).unwrap();
+        assert!(desired.modules.iter().any(|m| m == "ip_vs_rr"));
+    }
+}

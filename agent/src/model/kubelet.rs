@@ -311,3 +311,75 @@ fn drop_in_text(flags: &[String]) -> String {
         flags.join(" ")
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::test_spec;
+
+    fn config_of(kubelet: &str) -> Value {
+        let spec = test_spec(&format!(
+            "containerd:\n  version: 1.7.27\nkubelet:\n{kubelet}"
+        ));
+        configuration(&spec, spec.kubelet.as_ref().unwrap(), &Facts::example()).unwrap()
+    }
+
+    #[test]
+    fn layers_defaults_then_typed_fields_then_extra_config() {
+        let config = config_of(
+            "  config:
+    maxPods: 58
+    evictionHard:
+      memory.available: 200Mi
+    clusterDNS: [169.254.20.10]
+  extraConfig:
+    maxPods: 64
+    evictionHard:
+      nodefs.available: null
+    shutdownGracePeriod: null
+    podLogsDir: /var/log/pods2
+",
+        );
+        // The passthrough wins over the typed field, which wins over the default.
+        assert_eq!(config["maxPods"], 64);
+        assert_eq!(config["clusterDNS"], json!(["169.254.20.10"]));
+        // A typed mapping replaces ours key by key: our other thresholds stay.
+        assert_eq!(config["evictionHard"]["memory.available"], "200Mi");
+        assert_eq!(config["evictionHard"]["imagefs.available"], "10%");
+        // null removes a default; unknown fields pass through.
+        assert!(config["evictionHard"].get("nodefs.available").is_none());
+        assert!(config.get("shutdownGracePeriod").is_none());
+        assert_eq!(config["podLogsDir"], "/var/log/pods2");
+        assert_eq!(
+            config["providerID"],
+            "aws:///us-east-1a/i-0a1b2c3d4e5f60718"
+        );
+    }
+
+    #[test]
+    fn serialized_pulls_drop_our_parallel_default() {
+        let config = config_of("  config:\n    serializeImagePulls: true\n");
+        assert!(config.get("maxParallelImagePulls").is_none());
+        let config = config_of("  verbosity: 2\n");
+        assert_eq!(config["maxParallelImagePulls"], 5);
+    }
+
+    #[test]
+    fn node_names_and_addresses() {
+        let spec = test_spec(
+            "containerd:\n  version: 1.7.27\nkubelet:\n  nodeName: instanceId\n  nodeIp: dualStack\n",
+        );
+        let kubelet = spec.kubelet.as_ref().unwrap();
+        let mut facts = Facts::example();
+        assert_eq!(node_name(kubelet, &facts), "i-0a1b2c3d4e5f60718");
+        let err = node_ips(kubelet, &facts).unwrap_err().to_string();
+        assert!(err.contains("kubelet.nodeIp asks for IPv6"), "{err}");
+        facts.instance.ipv6 = Some("2600:1f18::5".parse().unwrap());
+        let flags = flags(kubelet, &facts).unwrap();
+        assert!(
+            flags.contains(&"--node-ip=10.0.1.23,2600:1f18::5".to_owned()),
+            "{flags:?}"
+        );
+        assert!(flags.contains(&"--hostname-override=i-0a1b2c3d4e5f60718".to_owned()));
+    }
+}

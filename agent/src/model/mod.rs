@@ -49,3 +49,27 @@ pub fn desired_state(spec: &NodeSpec, facts: &Facts) -> Result<DesiredState, Mod
     base::render(spec, &mut out)?;
     out.finish()
 }
+
+/// A minimal valid worker spec plus `extra` top-level sections, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_spec(extra: &str) -> NodeSpec {
+    let text = format!(
+        "apiVersion: nodewright.io/v1alpha1
+kind: NodeSpec
+cluster:
+  name: test.example.com
+  kubernetesVersion: 1.33.4
+  serviceCidr: 100.64.0.0/13
+  podCidr: 100.96.0.0/11
+  dnsIp: 100.64.0.10
+  api:
+    name: api.test.example.com
+  caCertificate: |
+    -----BEGIN CERTIFICATE-----
+    MIIBhDCCASugAwIBAgIUYMwUB9SQWyoFWwG39APCieOHKKQwCgYIKoZIzj0EAwIw
+    -----END CERTIFICATE-----
+role: worker
+{extra}"
+    );
+    NodeSpec::parse("test", &text).unwrap_or_else(|e| panic!("{e}"))
+}

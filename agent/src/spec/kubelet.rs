@@ -496,12 +496,13 @@ impl KubeletSpec {
                 problems.add(&at, format!("is set by nodewright: {why}"));
                 continue;
             }
-            // A field nodewright types must have its type here too.
-            let mut single = serde_json::Map::new();
-            single.insert(key.clone(), value.clone());
+            // A field nodewright types must have its type here too. Nulls remove keys
+            // (of ours) and are not values, so they are not checked.
             if value.is_null() {
                 continue;
             }
+            let mut single = serde_json::Map::new();
+            single.insert(key.clone(), without_nulls(value));
             if let Err(e) =
                 serde_json::from_value::<KubeletConfigFields>(serde_json::Value::Object(single))
             {
@@ -523,6 +524,18 @@ impl KubeletSpec {
         extra
             .or(self.config.protect_kernel_defaults)
             .unwrap_or(true)
+    }
+}
+
+fn without_nulls(value: &serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => serde_json::Value::Object(
+            map.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), without_nulls(v)))
+                .collect(),
+        ),
+        other => other.clone(),
     }
 }
 

@@ -600,4 +600,121 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn component_sections_are_checked_against_each_other() {
+        // The kubelet needs containerd, the API name and the CA.
+        let text = example()
+            .replace("  api:\n    name: api.internal.prod.example.com\n", "")
+            .replace("    # The internal load balancer's addresses: pinned in /etc/hosts, no DNS record needed.\n    loadBalancerIps: [10.0.0.10, 10.0.32.10]\n", "");
+        let err = error_of(&text);
+        assert!(err.contains("the kubelet needs cluster.api"), "{err}");
+        let start = example().find("containerd:\n  version").unwrap();
+        let end = example().find("cni:\n").unwrap();
+        let text = format!("{}{}", &example()[..start], &example()[end..]);
+        let err = error_of(&text);
+        assert!(
+            err.contains("kubelet: the kubelet needs a container runtime"),
+            "{err}"
+        );
+
+        // protectKernelDefaults: a spec value the kubelet refuses.
+        let text = example().replace(
+            "  net.ipv4.tcp_keepalive_time: 600",
+            "  net.ipv4.tcp_keepalive_time: 600\n  kernel.panic: 0",
+        );
+        let err = error_of(&text);
+        assert!(
+            err.contains("sysctls[\"kernel.panic\"]: the kubelet (protectKernelDefaults) refuses to start unless kernel.panic = 10"),
+            "{err}"
+        );
+        // ...and passes once the kubelet does not check them.
+        let text = text.replace(
+            "    maxPods: 110",
+            "    maxPods: 110\n    protectKernelDefaults: false",
+        );
+        NodeSpec::parse("spec.yaml", &text).unwrap();
+    }
+
+    #[test]
+    fn kubelet_values_the_kubelet_would_refuse() {
+        let cases = [
+            (
+                "    node.kubernetes.io/node-group: nodes-us-east-1a",
+                "    node-role.kubernetes.io/worker: \"\"",
+                "a kubelet may not set node-role.kubernetes.io/worker",
+            ),
+            (
+                "    imageGCLowThresholdPercent: 75",
+                "    imageGCLowThresholdPercent: 90",
+                "imageGCLowThresholdPercent: 90 must be below imageGCHighThresholdPercent",
+            ),
+            (
+                "    containerLogMaxWorkers: 2",
+                "    staticPodPath: /srv/manifests",
+                "kubelet.extraConfig.staticPodPath: is set by nodewright",
+            ),
+            (
+                "    maxPods: 110",
+                "    maxPods: 110\n    serializeImagePulls: true\n    maxParallelImagePulls: 3",
+                "must be 1 or unset when serializeImagePulls is true",
+            ),
+            (
+                "    maxPods: 110",
+                "    maxPods: 110\n    evictionHard: {memory.available: lots}",
+                "eviction threshold \"lots\"",
+            ),
+            (
+                "    maxPods: 110",
+                "    maxPods: 110\n    shutdownGracePeriod: 30",
+                "kubelet.config.shutdownGracePeriod",
+            ),
+            (
+                "kubeProxy:\n  mode: iptables",
+                "kubeProxy:\n  mode: iptables\n  extraConfig:\n    hostnameOverride: x",
+                "kubeProxy.extraConfig.hostnameOverride: is set by nodewright",
+            ),
+            (
+                "    -----BEGIN CERTIFICATE-----\n",
+                "    -----BEGIN CERTIFICATE----\n",
+                "cluster.caCertificate: must be one PEM certificate",
+            ),
+            (
+                "      - https://mirror.gcr.io",
+                "      - mirror.gcr.io",
+                "must be an http:// or https:// URL",
+            ),
+            (
+                "  packages: [conntrack, ethtool, iptables, socat, nfs-common]",
+                "  packages: [conntrack, ethtool, conntrack, --force-yes]",
+                "package name \"--force-yes\"",
+            ),
+        ];
+        for (from, to, wanted) in cases {
+            let text = example().replace(from, to);
+            assert_ne!(text, example(), "{from} is not in the example");
+            let err = error_of(&text);
+            assert!(err.contains(wanted), "{to}: {err}");
+            assert!(err.contains("line "), "{to}: {err}");
+        }
+        // The static CPU manager without reserved CPU.
+        let text = example().replace("      cpu: 100m\n", "").replace(
+            "    maxPods: 110",
+            "    maxPods: 110\n    cpuManagerPolicy: static",
+        );
+        assert!(error_of(&text).contains("the static CPU manager needs CPU reserved"));
+        NodeSpec::parse(
+            "spec.yaml",
+            &example().replace(
+                "    maxPods: 110",
+                "    maxPods: 110\n    cpuManagerPolicy: static",
+            ),
+        )
+        .unwrap();
+        // kube-proxy without a kubelet has nothing to run it.
+        let start = example().find("kubelet:\n  binary").unwrap();
+        let end = example().find("kubeProxy:").unwrap();
+        let text = format!("{}{}", &example()[..start], &example()[end..]);
+        assert!(error_of(&text).contains("kube-proxy runs as a static pod of the kubelet"));
+    }
 }
