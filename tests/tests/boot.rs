@@ -47,8 +47,41 @@ fn worker_boots_and_a_second_run_changes_nothing() {
             .contains("OnUnitActiveSec=10min")
     );
 
+    // The node components: the runtime, the kubelet, kube-proxy, the host settings.
+    let read = |path: &str| std::fs::read_to_string(agent.path(path)).unwrap();
+    assert!(read("/etc/containerd/config.toml").contains("SystemdCgroup = true"));
+    assert!(
+        read("/var/lib/kubelet/config.yaml")
+            .contains("providerID: aws:///us-east-1a/i-0a1b2c3d4e5f60718")
+    );
+    assert_eq!(mode(&agent.path("/var/lib/kubelet/kubeconfig")), 0o600);
+    assert!(
+        read("/etc/systemd/system/kubelet.service.d/10-nodewright.conf")
+            .contains("--hostname-override=ip-10-0-1-23.ec2.internal")
+    );
+    assert!(read("/etc/kubernetes/manifests/kube-proxy.yaml").contains("kube-proxy:v1.33.4"));
+    assert!(read("/etc/hosts").contains("10.0.0.10\tapi.internal.prod.example.com\n"));
+    assert_eq!(
+        std::fs::read_link(agent.path("/etc/systemd/system/swap.target")).unwrap(),
+        std::path::Path::new("/dev/null")
+    );
+
     // Off a live host, service actions are recorded as skipped, with the reason.
     let state = agent.state();
+    for key in [
+        "packages",
+        "swap-off",
+        "service:kubelet.service",
+        "service:containerd.service",
+    ] {
+        let outcome = state["applied"][key]["outcome"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            outcome.starts_with("skipped: root is"),
+            "{key}: {outcome:?}"
+        );
+    }
     let timer = &state["applied"]["service:node-problem-check.timer"];
     assert!(
         timer["outcome"]
