@@ -118,11 +118,18 @@ pub enum PackageManager {
 }
 
 impl PackageManager {
-    /// The manager of a distribution (`ID` from os-release), if nodewright knows it.
-    pub fn for_distro(distro: &str) -> Option<Self> {
+    /// The manager of a distribution (`ID` and `VERSION_ID` from os-release), if
+    /// nodewright knows it. Releases that only have yum (Amazon Linux 2, the RHEL
+    /// family before 8) are not supported.
+    pub fn for_distro(distro: &str, version: &str) -> Option<Self> {
+        let major: Option<u32> = version.split('.').next().and_then(|m| m.parse().ok());
         match distro {
             "debian" | "ubuntu" => Some(Self::Apt),
-            "amzn" | "rhel" | "centos" | "fedora" | "rocky" | "almalinux" | "ol" => Some(Self::Dnf),
+            "amzn" if major.is_some_and(|m| m >= 2022) => Some(Self::Dnf),
+            "rhel" | "centos" | "rocky" | "almalinux" | "ol" if major.is_some_and(|m| m >= 8) => {
+                Some(Self::Dnf)
+            }
+            "fedora" => Some(Self::Dnf),
             _ => None,
         }
     }

@@ -83,10 +83,10 @@ pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<
         out.swap_off();
     }
     if !host.packages.is_empty() {
-        let distro = &facts.host.distro;
-        let manager = PackageManager::for_distro(distro).ok_or_else(|| {
+        let (distro, version) = (&facts.host.distro, &facts.host.distro_version);
+        let manager = PackageManager::for_distro(distro, version).ok_or_else(|| {
             ModelError::Render(format!(
-                "host.packages: no package manager known for distribution {distro:?} (apt for debian and ubuntu, dnf for amzn and the RHEL family)"
+                "host.packages: no package manager known for {distro} {version} (apt for debian and ubuntu, dnf for Amazon Linux 2023, Fedora and the RHEL family from 8)"
             ))
         })?;
         out.packages(
@@ -176,8 +176,14 @@ mod tests {
         let desired = desired_state(&spec, &facts).unwrap();
         assert_eq!(desired.packages.unwrap().manager, PackageManager::Apt);
         facts.host.distro = "rocky".to_owned();
+        facts.host.distro_version = "9.4".to_owned();
         let desired = desired_state(&spec, &facts).unwrap();
         assert_eq!(desired.packages.unwrap().manager, PackageManager::Dnf);
+        // Amazon Linux 2 has yum only.
+        facts.host.distro = "amzn".to_owned();
+        facts.host.distro_version = "2".to_owned();
+        let err = desired_state(&spec, &facts).unwrap_err().to_string();
+        assert!(err.contains("amzn 2"), "{err}");
         facts.host.distro = "gentoo".to_owned();
         let err = desired_state(&spec, &facts).unwrap_err().to_string();
         assert!(
