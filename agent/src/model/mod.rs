@@ -1,6 +1,7 @@
 //! The model: a pure function from a node spec and the machine's facts to the node's
 //! desired state. No I/O happens here, so every component is golden-testable.
 
+mod assets;
 mod base;
 mod builder;
 mod desired;
@@ -8,8 +9,8 @@ mod facts;
 
 pub use builder::{MODULES_FILE, SYSCTL_FILE, StateBuilder, UNIT_DIR, fixed_path, unit_path};
 pub use desired::{
-    Content, DesiredAssetFile, DesiredDirectory, DesiredFile, DesiredService, DesiredState,
-    DesiredSymlink, FileKind, Ownership,
+    Content, DesiredAsset, DesiredAssetFile, DesiredDirectory, DesiredFile, DesiredService,
+    DesiredState, DesiredSymlink, FileKind, Ownership,
 };
 pub use facts::{Facts, HostFacts, InstanceFacts};
 
@@ -31,5 +32,6 @@ pub enum ModelError {
 pub fn desired_state(spec: &NodeSpec, _facts: &Facts) -> Result<DesiredState, ModelError> {
     let mut out = StateBuilder::default();
     base::render(spec, &mut out)?;
+    assets::render(spec, &mut out)?;
     out.finish()
 }

@@ -2,6 +2,7 @@
 //! from the state store. Parsing is strict: unknown fields, wrong types and invalid
 //! values are errors that name the field path and the line.
 
+mod assets;
 mod boot;
 mod locate;
 mod location;
@@ -13,6 +14,7 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub use assets::{ArchiveKind, AssetEntry, DownloadSettings, InstallEntry, MirrorEntry};
 pub use boot::{BOOT_CONFIG_KIND, BootConfig, NodeSpecSource, ProxySettings};
 pub use locate::line_of;
 pub use location::SpecLocation;
@@ -21,8 +23,8 @@ pub use node::{
     SysctlValue, SystemdSpec, UnitEntry, UnitState,
 };
 pub use types::{
-    AbsPath, DnsName, DropInName, FileMode, KubernetesVersion, ModuleName, Principal, Sha256Hex,
-    SysctlKey, UnitName,
+    AbsPath, AssetName, AssetUrl, DnsName, DropInName, FileMode, KubernetesVersion, MemberPath,
+    ModuleName, Principal, Sha256Hex, SysctlKey, UnitName,
 };
 pub use validate::Problem;
 

@@ -7,6 +7,7 @@ use ipnet::IpNet;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::assets::{AssetEntry, DownloadSettings};
 use super::types::{
     AbsPath, DnsName, DropInName, FileMode, KubernetesVersion, ModuleName, Principal, SysctlKey,
     UnitName,
@@ -42,6 +43,12 @@ pub struct NodeSpec {
     pub symlinks: Vec<SymlinkEntry>,
     #[serde(default, skip_serializing_if = "SystemdSpec::is_empty")]
     pub systemd: SystemdSpec,
+    /// Files to download, verify by sha256 and install (binaries, archives).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assets: Vec<AssetEntry>,
+    /// How assets are downloaded: mirrors, air-gapped mode, timeouts.
+    #[serde(default, skip_serializing_if = "DownloadSettings::is_default")]
+    pub downloads: DownloadSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -247,6 +254,16 @@ impl NodeSpec {
         for (i, link) in self.symlinks.iter().enumerate() {
             claim(problems, &link.path, format!("symlinks[{i}].path"));
         }
+        for (i, asset) in self.assets.iter().enumerate() {
+            for (j, target) in asset.install.iter().enumerate() {
+                claim(
+                    problems,
+                    &target.path,
+                    format!("assets[{i}].install[{j}].path"),
+                );
+            }
+        }
+        super::assets::check(&self.assets, &self.downloads, problems);
 
         let mut units = BTreeSet::new();
         for (i, unit) in self.systemd.units.iter().enumerate() {
