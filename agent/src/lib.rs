@@ -3,6 +3,7 @@
 //! Data flows one way: `source -> spec -> model -> engine -> host`, with `cloud` called
 //! from a few named steps of [`bootstrap`]. `model` is pure; `host` alone touches the OS.
 
+pub mod assets;
 pub mod bootstrap;
 pub mod cli;
 pub mod cloud;

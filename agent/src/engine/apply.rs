@@ -110,6 +110,7 @@ pub async fn apply(plan: &Plan, host: &Host, state: &mut State) -> ApplyReport {
                     mode: *mode,
                     secret: false,
                     stat: None,
+                    source: None,
                 },
             );
         }
@@ -327,6 +328,7 @@ fn remember(step: &Step, outcome: &Outcome, host: &Host, state: &mut State) {
                         mode: perms.mode,
                         secret: file.secret,
                         stat: Some(StatRecord::of(&stat)),
+                        source: None,
                     },
                 );
             }
@@ -349,6 +351,7 @@ fn remember(step: &Step, outcome: &Outcome, host: &Host, state: &mut State) {
                     mode: 0o777,
                     secret: false,
                     stat: None,
+                    source: None,
                 },
             );
         }

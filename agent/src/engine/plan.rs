@@ -414,6 +414,7 @@ impl Planner<'_> {
                                 mode: perms.mode,
                                 secret: file.secret,
                                 stat: Some(StatRecord::of(&stat)),
+                                source: None,
                             },
                         );
                         match perms_differ(stat.mode, stat.uid, stat.gid, perms) {

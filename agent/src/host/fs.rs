@@ -166,7 +166,7 @@ pub fn remove_stale_temp(target: &Path) -> io::Result<bool> {
     }
 }
 
-fn sync_parent(path: &Path) -> io::Result<()> {
+pub fn sync_parent(path: &Path) -> io::Result<()> {
     match path.parent() {
         Some(parent) => File::open(parent)?.sync_all(),
         None => Ok(()),
