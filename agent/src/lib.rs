@@ -11,6 +11,7 @@ pub mod engine;
 pub mod host;
 pub mod logging;
 pub mod model;
+pub mod prebake;
 pub mod retry;
 pub mod source;
 pub mod spec;
