@@ -103,7 +103,7 @@ pub enum FetchError {
 fn list(failures: &[(String, String)]) -> String {
     failures
         .iter()
-        .map(|(url, failure)| format!("  - {url}: {failure}"))
+        .map(|(url, failure)| format!("    - {url}: {failure}"))
         .collect::<Vec<_>>()
         .join("\n")
 }

@@ -101,6 +101,10 @@ impl Transfer {
             bar.finish_and_clear();
         }
         let seconds = self.began.elapsed().as_secs_f64();
+        if self.done == 0 {
+            tracing::debug!(asset = %self.name, "{outcome}");
+            return;
+        }
         tracing::info!(
             asset = %self.name,
             bytes = self.done,

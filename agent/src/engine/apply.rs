@@ -68,11 +68,17 @@ impl ApplyReport {
         let mut steps: Vec<&StepReport> = self.steps.iter().collect();
         steps.sort_by_key(|s| s.began);
         for step in steps {
+            // The timeline is a table: one line per step (the full error is logged).
+            let outcome = step.outcome.describe();
+            let outcome = match outcome.split_once('\n') {
+                Some((first, _)) => format!("{first} …"),
+                None => outcome,
+            };
             timeline.record_span(
                 format!("apply: {}", step.description),
                 step.began,
                 step.duration,
-                step.outcome.describe(),
+                outcome,
             );
         }
     }
