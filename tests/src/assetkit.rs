@@ -30,14 +30,34 @@ pub fn sha256(bytes: &[u8]) -> String {
 /// links go in exactly as given.
 #[derive(Debug, Clone)]
 pub enum Entry {
-    File { name: String, data: Vec<u8>, mode: u32 },
-    Dir { name: String },
-    Symlink { name: String, target: String },
-    HardLink { name: String, target: String },
-    Device { name: String, block: bool },
-    Fifo { name: String },
+    File {
+        name: String,
+        data: Vec<u8>,
+        mode: u32,
+    },
+    Dir {
+        name: String,
+    },
+    Symlink {
+        name: String,
+        target: String,
+    },
+    HardLink {
+        name: String,
+        target: String,
+    },
+    Device {
+        name: String,
+        block: bool,
+    },
+    Fifo {
+        name: String,
+    },
     /// A header claiming `size` bytes, with no data after it.
-    Claimed { name: String, size: u64 },
+    Claimed {
+        name: String,
+        size: u64,
+    },
 }
 
 impl Entry {
@@ -57,7 +77,9 @@ pub fn tar_gz(entries: &[Entry]) -> Vec<u8> {
     for entry in entries {
         let mut header = tar::Header::new_gnu();
         let (name, kind, size, link) = match entry {
-            Entry::File { name, data, .. } => (name, tar::EntryType::Regular, data.len() as u64, None),
+            Entry::File { name, data, .. } => {
+                (name, tar::EntryType::Regular, data.len() as u64, None)
+            }
             Entry::Dir { name } => (name, tar::EntryType::Directory, 0, None),
             Entry::Symlink { name, target } => (name, tar::EntryType::Symlink, 0, Some(target)),
             Entry::HardLink { name, target } => (name, tar::EntryType::Link, 0, Some(target)),
@@ -146,13 +168,15 @@ impl AssetNode {
     pub fn apply(&self, body: &str) -> Run {
         let path = self.spec_file(body);
         let url = format!("file://{}", path.display());
-        self.agent.run(&["apply", "--spec", &url, "--deadline", "20"])
+        self.agent
+            .run(&["apply", "--spec", &url, "--deadline", "20"])
     }
 
     pub fn plan(&self, body: &str) -> Run {
         let path = self.spec_file(body);
         let url = format!("file://{}", path.display());
-        self.agent.run(&["plan", "--spec", &url, "--deadline", "20"])
+        self.agent
+            .run(&["plan", "--spec", &url, "--deadline", "20"])
     }
 
     /// The spec directory, to make it readable by other users.

@@ -145,23 +145,44 @@ fn plan_reads_only_then_apply_downloads_installs_and_a_rerun_does_nothing() {
         "{}",
         plan.stdout
     );
-    assert!(mirror.hits().is_empty(), "plan downloaded: {:?}", mirror.hits());
+    assert!(
+        mirror.hits().is_empty(),
+        "plan downloaded: {:?}",
+        mirror.hits()
+    );
     assert!(snapshot(node.agent.root()).is_empty(), "plan wrote files");
 
     node.apply(&spec).expect_code(0);
     let root = |p: &str| node.agent.path(p);
-    assert_eq!(std::fs::read(root("/usr/local/bin/kubelet")).unwrap(), release.kubelet);
+    assert_eq!(
+        std::fs::read(root("/usr/local/bin/kubelet")).unwrap(),
+        release.kubelet
+    );
     assert_eq!(
         std::fs::read(root("/usr/local/bin/containerd")).unwrap(),
         release.containerd
     );
-    assert_eq!(std::fs::read(root("/usr/local/bin/ctr")).unwrap(), release.ctr);
+    assert_eq!(
+        std::fs::read(root("/usr/local/bin/ctr")).unwrap(),
+        release.ctr
+    );
     assert_eq!(mode(&root("/usr/local/bin/kubelet")), 0o755);
     assert_eq!(mode(&root("/usr/local/bin/ctr")), 0o750);
     // Cached by digest, the archive extracted once with its manifest.
     let archive_sha = sha256(&mirror_body(&mirror, &release.archive_path));
-    assert!(root(&format!("/var/cache/nodewright/sha256/{}", sha256(&release.kubelet))).is_file());
-    assert!(root(&format!("/var/cache/nodewright/extracted/{archive_sha}/manifest.json")).is_file());
+    assert!(
+        root(&format!(
+            "/var/cache/nodewright/sha256/{}",
+            sha256(&release.kubelet)
+        ))
+        .is_file()
+    );
+    assert!(
+        root(&format!(
+            "/var/cache/nodewright/extracted/{archive_sha}/manifest.json"
+        ))
+        .is_file()
+    );
     assert!(cache_leftovers(&node).is_empty());
 
     // Recorded like any managed file, with where it came from; the service's input
@@ -223,8 +244,17 @@ fn a_new_binary_restarts_exactly_the_services_whose_binary_changed() {
     );
     // Restarts are skipped off a live host, with the reason: a changed binary gives
     // "root is ...", an unchanged one (known only after the download) is not restarted.
-    let outcome = |unit: &str| applied[format!("service:{unit}")]["outcome"].as_str().unwrap().to_owned();
-    assert!(outcome("kubelet.service").starts_with("skipped: root is"), "{}", outcome("kubelet.service"));
+    let outcome = |unit: &str| {
+        applied[format!("service:{unit}")]["outcome"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(
+        outcome("kubelet.service").starts_with("skipped: root is"),
+        "{}",
+        outcome("kubelet.service")
+    );
     assert!(outcome("containerd.service").starts_with("skipped: root is"));
     assert_eq!(
         outcome("ctr-check.service"),
@@ -243,8 +273,13 @@ fn a_503_is_retried_with_backoff() {
     let data = bytes(1, MIB);
     mirror.put("/a", data.clone());
     mirror.fault("/a", Fault::Status(503), 2);
-    node.apply(&assets(&[plain("a", &sha256(&data), &[mirror.url("/a")], "/opt/a")]))
-        .expect_code(0);
+    node.apply(&assets(&[plain(
+        "a",
+        &sha256(&data),
+        &[mirror.url("/a")],
+        "/opt/a",
+    )]))
+    .expect_code(0);
     let statuses: Vec<u16> = mirror.hits_for("/a").iter().map(|h| h.status).collect();
     assert_eq!(statuses, [503, 503, 200]);
     assert_eq!(std::fs::read(node.agent.path("/opt/a")).unwrap(), data);
@@ -271,7 +306,12 @@ fn a_cut_transfer_resumes_with_range() {
     let data = bytes(2, 4 * MIB);
     mirror.put("/a", data.clone());
     mirror.fault("/a", Fault::CloseAfter(MIB as u64), 1);
-    let run = node.apply(&assets(&[plain("a", &sha256(&data), &[mirror.url("/a")], "/opt/a")]));
+    let run = node.apply(&assets(&[plain(
+        "a",
+        &sha256(&data),
+        &[mirror.url("/a")],
+        "/opt/a",
+    )]));
     run.expect_code(0);
     let ranges = ranges(&mirror, "/a");
     assert_eq!(ranges.len(), 2, "{ranges:?}");
@@ -279,7 +319,11 @@ fn a_cut_transfer_resumes_with_range() {
     let offset = ranges[1].expect("the second request resumes");
     assert!(offset > 0 && offset <= MIB as u64, "resumed at {offset}");
     assert_eq!(mirror.hits_for("/a")[1].status, 206);
-    assert!(run.stderr.contains("transfer cut; resuming"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("transfer cut; resuming"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(std::fs::read(node.agent.path("/opt/a")).unwrap(), data);
 }
 
@@ -311,7 +355,12 @@ fn a_server_without_range_support_starts_over() {
     mirror.put("/a", data.clone());
     mirror.set_range("/a", false);
     mirror.fault("/a", Fault::CloseAfter(MIB as u64), 1);
-    let run = node.apply(&assets(&[plain("a", &sha256(&data), &[mirror.url("/a")], "/opt/a")]));
+    let run = node.apply(&assets(&[plain(
+        "a",
+        &sha256(&data),
+        &[mirror.url("/a")],
+        "/opt/a",
+    )]));
     run.expect_code(0);
     let hits = mirror.hits_for("/a");
     assert_eq!(hits.len(), 2);
@@ -357,7 +406,10 @@ fn mirrors_are_tried_in_order_and_wrong_bytes_are_discarded() {
         ]
     );
     assert!(run.stderr.contains("sha256 mismatch"), "{}", run.stderr);
-    assert_eq!(std::fs::read(node.agent.path("/usr/bin/kubelet")).unwrap(), data);
+    assert_eq!(
+        std::fs::read(node.agent.path("/usr/bin/kubelet")).unwrap(),
+        data
+    );
     assert!(cache_leftovers(&node).is_empty());
 }
 
@@ -368,10 +420,22 @@ fn redirects_are_followed() {
     let data = bytes(6, MIB);
     mirror.put("/new/a", data.clone());
     mirror.redirect("/old/a", &mirror.url("/new/a"));
-    node.apply(&assets(&[plain("a", &sha256(&data), &[mirror.url("/old/a")], "/opt/a")]))
-        .expect_code(0);
-    let statuses: Vec<(String, u16)> = mirror.hits().into_iter().map(|h| (h.path, h.status)).collect();
-    assert_eq!(statuses, [("/old/a".to_owned(), 302), ("/new/a".to_owned(), 200)]);
+    node.apply(&assets(&[plain(
+        "a",
+        &sha256(&data),
+        &[mirror.url("/old/a")],
+        "/opt/a",
+    )]))
+    .expect_code(0);
+    let statuses: Vec<(String, u16)> = mirror
+        .hits()
+        .into_iter()
+        .map(|h| (h.path, h.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        [("/old/a".to_owned(), 302), ("/new/a".to_owned(), 200)]
+    );
 }
 
 #[test]
@@ -393,7 +457,11 @@ fn a_too_slow_transfer_moves_on_to_the_next_url_and_keeps_its_bytes() {
     );
     let run = node.apply(&spec);
     run.expect_code(0);
-    assert!(run.stderr.contains("took longer than the 1s"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("took longer than the 1s"),
+        "{}",
+        run.stderr
+    );
     // The fast mirror was asked only for the rest.
     let fast = ranges(&mirror, "/fast/a");
     assert_eq!(fast.len(), 1);
@@ -410,7 +478,11 @@ fn when_every_url_fails_the_error_lists_each_with_its_own_failure() {
     mirror.always("/wrong/a", Fault::WrongBytes);
     mirror.put("/down/a", data.clone());
     mirror.always("/down/a", Fault::Status(503));
-    let urls = [mirror.url("/missing/a"), mirror.url("/wrong/a"), mirror.url("/down/a")];
+    let urls = [
+        mirror.url("/missing/a"),
+        mirror.url("/wrong/a"),
+        mirror.url("/down/a"),
+    ];
     let spec = format!(
         "downloads:\n  retrySeconds: 3\n{}",
         assets(&[plain("a", &sha256(&data), &urls, "/opt/a")])
@@ -420,16 +492,30 @@ fn when_every_url_fails_the_error_lists_each_with_its_own_failure() {
     let err = &run.stderr;
     assert!(err.contains("downloading a (sha256 "), "{err}");
     assert!(err.contains("every URL failed"), "{err}");
-    assert!(err.contains(&format!("    - {}: HTTP 404 Not Found", urls[0])), "{err}");
-    assert!(err.contains(&format!("    - {}: sha256 mismatch", urls[1])), "{err}");
-    assert!(err.contains(&format!("    - {}: HTTP 503 Service Unavailable", urls[2])), "{err}");
+    assert!(
+        err.contains(&format!("    - {}: HTTP 404 Not Found", urls[0])),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("    - {}: sha256 mismatch", urls[1])),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("    - {}: HTTP 503 Service Unavailable", urls[2])),
+        "{err}"
+    );
     // The 503 URL was retried in later rounds, the dead ones were not.
     assert!(mirror.hits_for("/down/a").len() >= 2);
     assert_eq!(mirror.hits_for("/missing/a").len(), 1);
     // Nothing installed, nothing half-downloaded left behind.
     assert!(!node.agent.path("/opt/a").exists());
     assert!(cache_leftovers(&node).is_empty());
-    assert!(!node.agent.path(&format!("/var/cache/nodewright/sha256/{}", sha256(&data))).exists());
+    assert!(
+        !node
+            .agent
+            .path(&format!("/var/cache/nodewright/sha256/{}", sha256(&data)))
+            .exists()
+    );
 }
 
 #[test]
@@ -441,7 +527,9 @@ fn a_damaged_cache_entry_is_never_installed_and_is_fetched_again() {
     let spec = assets(&[plain("a", &sha256(&data), &[mirror.url("/a")], "/opt/a")]);
     node.apply(&spec).expect_code(0);
     // Damage the cached copy (same size) and lose the installed file.
-    let blob = node.agent.path(&format!("/var/cache/nodewright/sha256/{}", sha256(&data)));
+    let blob = node
+        .agent
+        .path(&format!("/var/cache/nodewright/sha256/{}", sha256(&data)));
     std::fs::write(&blob, bytes(10, MIB)).unwrap();
     std::fs::remove_file(node.agent.path("/opt/a")).unwrap();
     mirror.clear_log();
@@ -461,29 +549,66 @@ fn cache_verify_and_prune() {
     let new = bytes(12, MIB);
     mirror.put("/old", old.clone());
     mirror.put("/new", new.clone());
-    node.apply(&assets(&[plain("a", &sha256(&old), &[mirror.url("/old")], "/opt/a")]))
-        .expect_code(0);
-    node.apply(&assets(&[plain("a", &sha256(&new), &[mirror.url("/new")], "/opt/a")]))
-        .expect_code(0);
-    let blob = |data: &[u8]| node.agent.path(&format!("/var/cache/nodewright/sha256/{}", sha256(data)));
+    node.apply(&assets(&[plain(
+        "a",
+        &sha256(&old),
+        &[mirror.url("/old")],
+        "/opt/a",
+    )]))
+    .expect_code(0);
+    node.apply(&assets(&[plain(
+        "a",
+        &sha256(&new),
+        &[mirror.url("/new")],
+        "/opt/a",
+    )]))
+    .expect_code(0);
+    let blob = |data: &[u8]| {
+        node.agent
+            .path(&format!("/var/cache/nodewright/sha256/{}", sha256(data)))
+    };
     assert!(blob(&old).exists() && blob(&new).exists());
     std::fs::create_dir_all(node.agent.path("/var/cache/nodewright/tmp")).unwrap();
-    std::fs::write(node.agent.path("/var/cache/nodewright/tmp/dead.999999.part"), b"x").unwrap();
+    std::fs::write(
+        node.agent
+            .path("/var/cache/nodewright/tmp/dead.999999.part"),
+        b"x",
+    )
+    .unwrap();
 
     let verify = node.agent.run(&["cache", "verify"]);
     verify.expect_code(0);
-    assert!(verify.stdout.contains("Verified 2 cached assets"), "{}", verify.stdout);
+    assert!(
+        verify.stdout.contains("Verified 2 cached assets"),
+        "{}",
+        verify.stdout
+    );
 
     let prune = node.agent.run(&["cache", "prune"]);
     prune.expect_code(0);
-    assert!(!blob(&old).exists(), "the old asset is no longer referenced");
+    assert!(
+        !blob(&old).exists(),
+        "the old asset is no longer referenced"
+    );
     assert!(blob(&new).exists(), "the current one is kept");
     assert!(cache_leftovers(&node).is_empty(), "leftovers removed");
-    assert!(prune.stdout.contains(&format!("removed sha256/{}", sha256(&old))), "{}", prune.stdout);
+    assert!(
+        prune
+            .stdout
+            .contains(&format!("removed sha256/{}", sha256(&old))),
+        "{}",
+        prune.stdout
+    );
 
     std::fs::write(blob(&new), b"damaged").unwrap();
     let verify = node.agent.run(&["cache", "verify", "--remove-damaged"]);
     verify.expect_code(5);
-    assert!(verify.stderr.contains(&format!("damaged: sha256/{}", sha256(&new))), "{}", verify.stderr);
+    assert!(
+        verify
+            .stderr
+            .contains(&format!("damaged: sha256/{}", sha256(&new))),
+        "{}",
+        verify.stderr
+    );
     assert!(!blob(&new).exists());
 }
