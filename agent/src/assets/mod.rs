@@ -371,7 +371,7 @@ impl Fetcher {
                         continue;
                     }
                 };
-                match self.from_url(asset, url, source, part).await {
+                match self.try_url(asset, url, source, part).await {
                     Ok(()) => return Ok(()),
                     Err(UrlFailure::Local(e)) => return Err(e),
                     Err(UrlFailure::Dead(why)) => {
@@ -414,7 +414,7 @@ impl Fetcher {
     }
 
     /// One URL: transfer, resuming after cuts as long as they make progress.
-    async fn from_url(
+    async fn try_url(
         &self,
         asset: &DesiredAsset,
         url: &str,
