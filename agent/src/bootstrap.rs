@@ -323,7 +323,14 @@ async fn converge_inner(
     let fetcher = Arc::new(fetcher_for(host, &prepared)?);
     let parallel = usize::from(prepared.spec.downloads.parallel);
     let began = Instant::now();
-    if let Some(check) = bake::verify_baked(host, &mut state, parallel.max(4)) {
+    let wanted: std::collections::BTreeSet<&str> = prepared
+        .desired
+        .files
+        .iter()
+        .map(|f| f.path.as_str())
+        .chain(prepared.desired.asset_files.iter().map(|f| f.path.as_str()))
+        .collect();
+    if let Some(check) = bake::verify_baked(host, &mut state, &wanted, parallel.max(4)) {
         timeline.record(
             "verify baked files",
             began,

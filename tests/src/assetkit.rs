@@ -145,9 +145,15 @@ impl Default for AssetNode {
 
 impl AssetNode {
     pub fn new() -> Self {
-        let imds = FakeImds::start(Instance::example("i-0a1b2c3d4e5f60718"), b"");
         // No AWS endpoint is used unless a spec names s3:// URLs.
-        let agent = Agent::new(&imds.url(), "http://127.0.0.1:9");
+        Self::with_aws("http://127.0.0.1:9")
+    }
+
+    /// A node whose AWS endpoint (for s3:// assets) is `aws_url`; its credentials come
+    /// from the instance role, through the fake IMDS.
+    pub fn with_aws(aws_url: &str) -> Self {
+        let imds = FakeImds::start(Instance::example("i-0a1b2c3d4e5f60718"), b"");
+        let agent = Agent::new(&imds.url(), aws_url);
         Self {
             imds,
             agent,

@@ -6,6 +6,8 @@
 use std::os::unix::fs::PermissionsExt;
 
 use nodewright_e2e::assetkit::{AssetNode, Entry, bytes, sha256, tar_gz};
+use nodewright_e2e::front::{AwsFront, Canned};
+use nodewright_e2e::moto::Moto;
 use nodewright_e2e::mirror::{Fault, Mirror};
 use nodewright_e2e::tree::snapshot;
 
@@ -611,4 +613,51 @@ fn cache_verify_and_prune() {
         verify.stderr
     );
     assert!(!blob(&new).exists());
+}
+
+#[test]
+fn s3_urls_use_the_instance_role_and_fall_through_like_any_other() {
+    let moto = Moto::start();
+    let front = AwsFront::start(moto.url());
+    let node = AssetNode::with_aws(&front.url());
+    let data = bytes(13, 2 * MIB);
+    moto.put_object("corp-assets", "k8s/v1.33.4/kubelet", &data);
+    // The first mirror lacks the object; S3 throttles the first request to the second.
+    front.fail(
+        Some(1),
+        |seen| seen.method == "GET" && seen.path.ends_with("/k8s/v1.33.4/kubelet"),
+        Canned::s3_error(503, "SlowDown", "Please reduce your request rate."),
+    );
+    let spec = format!(
+        "downloads:\n  airgapped: true\n  mirrors:\n    - upstream: https://dl.k8s.io/\n      mirrors: [s3://corp-assets/missing/, s3://corp-assets/k8s/]\n{}",
+        assets(&[plain(
+            "kubelet",
+            &sha256(&data),
+            &["https://dl.k8s.io/v1.33.4/kubelet".to_owned()],
+            "/usr/local/bin/kubelet"
+        )])
+    );
+    // Air-gapped: the upstream (dl.k8s.io) is never tried.
+    let run = node.apply(&spec);
+    run.expect_code(0);
+    assert!(run.stderr.contains("NoSuchKey"), "{}", run.stderr);
+    assert_eq!(std::fs::read(node.agent.path("/usr/local/bin/kubelet")).unwrap(), data);
+    let gets: Vec<String> = front
+        .log()
+        .into_iter()
+        .filter(|l| l.method == "GET")
+        .map(|l| format!("{} {}", l.path, l.status))
+        .collect();
+    assert_eq!(
+        gets,
+        [
+            "/corp-assets/missing/v1.33.4/kubelet 404",
+            "/corp-assets/k8s/v1.33.4/kubelet 503",
+            "/corp-assets/k8s/v1.33.4/kubelet 200"
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>(),
+        "{gets:?}"
+    );
 }

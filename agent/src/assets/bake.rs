@@ -6,6 +6,7 @@
 //! downloaded), one that does not is planned like any drifted file. Reading them all at
 //! once also pulls a freshly restored EBS volume's blocks in parallel.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -85,15 +86,21 @@ pub struct BakeCheck {
     pub elapsed: Duration,
 }
 
-/// Hashes, `parallel` at a time, every baked file the state has no record of yet, and
-/// records those that match. Runs once per image: afterwards the records exist.
-pub fn verify_baked(host: &Host, state: &mut State, parallel: usize) -> Option<BakeCheck> {
+/// Hashes, `parallel` at a time, every baked file that is still `wanted` and that the
+/// state has no record of yet, and records those that match. Runs once per image:
+/// afterwards the records exist.
+pub fn verify_baked(
+    host: &Host,
+    state: &mut State,
+    wanted: &BTreeSet<&str>,
+    parallel: usize,
+) -> Option<BakeCheck> {
     let manifest = BakeManifest::load(host)?;
     let began = Instant::now();
     let pending: Vec<&BakedFile> = manifest
         .files
         .iter()
-        .filter(|f| !state.files.contains_key(&f.path))
+        .filter(|f| wanted.contains(f.path.as_str()) && !state.files.contains_key(&f.path))
         .collect();
     if pending.is_empty() {
         return None;
