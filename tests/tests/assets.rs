@@ -7,8 +7,8 @@ use std::os::unix::fs::PermissionsExt;
 
 use nodewright_e2e::assetkit::{AssetNode, Entry, bytes, sha256, tar_gz};
 use nodewright_e2e::front::{AwsFront, Canned};
-use nodewright_e2e::moto::Moto;
 use nodewright_e2e::mirror::{Fault, Mirror};
+use nodewright_e2e::moto::Moto;
 use nodewright_e2e::tree::snapshot;
 
 const MIB: usize = 1 << 20;
@@ -641,7 +641,10 @@ fn s3_urls_use_the_instance_role_and_fall_through_like_any_other() {
     let run = node.apply(&spec);
     run.expect_code(0);
     assert!(run.stderr.contains("NoSuchKey"), "{}", run.stderr);
-    assert_eq!(std::fs::read(node.agent.path("/usr/local/bin/kubelet")).unwrap(), data);
+    assert_eq!(
+        std::fs::read(node.agent.path("/usr/local/bin/kubelet")).unwrap(),
+        data
+    );
     let gets: Vec<String> = front
         .log()
         .into_iter()

@@ -115,15 +115,26 @@ fn prebake_then_boot_with_the_mirror_off_downloads_nothing() {
     let mut image = image();
     let run = prebake(&mut image);
     run.expect_code(0);
-    assert!(run.stdout.contains("2 assets (2 downloaded"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("2 assets (2 downloaded"),
+        "{}",
+        run.stdout
+    );
     let agent = &image.world.agent;
-    assert_eq!(std::fs::read(agent.path("/usr/local/bin/kubelet")).unwrap(), image.kubelet);
-    assert_eq!(std::fs::read(agent.path("/usr/local/bin/ctr")).unwrap(), image.ctr);
+    assert_eq!(
+        std::fs::read(agent.path("/usr/local/bin/kubelet")).unwrap(),
+        image.kubelet
+    );
+    assert_eq!(
+        std::fs::read(agent.path("/usr/local/bin/ctr")).unwrap(),
+        image.ctr
+    );
     assert!(agent.path("/etc/systemd/system/kubelet.service").is_file());
     // The bake manifest says what, where, and its sha256; no run is recorded yet.
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(agent.path("/var/lib/nodewright/bake.json")).unwrap())
-            .unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(agent.path("/var/lib/nodewright/bake.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(manifest["specSha256"], image.spec_sha);
     let files = manifest["files"].as_array().unwrap();
     let kubelet = files
@@ -139,14 +150,21 @@ fn prebake_then_boot_with_the_mirror_off_downloads_nothing() {
     image.mirror.clear_log();
     let boot = agent.run(&["boot", "--deadline", "20"]);
     boot.expect_code(0);
-    assert!(image.mirror.hits().is_empty(), "downloads at boot: {:?}", image.mirror.hits());
+    assert!(
+        image.mirror.hits().is_empty(),
+        "downloads at boot: {:?}",
+        image.mirror.hits()
+    );
     let state = agent.state();
     let timeline = state["lastRun"]["timeline"].to_string();
     assert!(timeline.contains("verify baked files"), "{timeline}");
     assert!(timeline.contains("5 verified, 0 differ"), "{timeline}");
     assert!(!timeline.contains("apply: install"), "{timeline}");
     assert!(!timeline.contains("apply: download"), "{timeline}");
-    assert_eq!(state["files"]["/usr/local/bin/kubelet"]["digest"], sha256(&image.kubelet));
+    assert_eq!(
+        state["files"]["/usr/local/bin/kubelet"]["digest"],
+        sha256(&image.kubelet)
+    );
     assert_eq!(
         state["applied"]["service:kubelet.service"]["inputs"]["/usr/local/bin/kubelet"],
         sha256(&image.kubelet)
@@ -167,6 +185,13 @@ fn a_baked_file_damaged_in_the_image_is_reinstalled_from_the_baked_cache() {
     let boot = agent.run(&["boot", "--deadline", "20"]);
     boot.expect_code(0);
     assert!(image.mirror.hits().is_empty(), "{:?}", image.mirror.hits());
-    assert!(boot.stderr.contains("differs from the bake manifest"), "{}", boot.stderr);
-    assert_eq!(std::fs::read(agent.path("/usr/local/bin/ctr")).unwrap(), image.ctr);
+    assert!(
+        boot.stderr.contains("differs from the bake manifest"),
+        "{}",
+        boot.stderr
+    );
+    assert_eq!(
+        std::fs::read(agent.path("/usr/local/bin/ctr")).unwrap(),
+        image.ctr
+    );
 }

@@ -12,9 +12,9 @@ use std::time::Duration;
 use aws_config::SdkConfig;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
 
+use super::hash::Hasher;
 use super::progress::Transfer;
 use crate::spec::AssetUrl;
 
@@ -67,7 +67,7 @@ pub struct TransferLimits {
 pub struct Part {
     path: PathBuf,
     file: BufWriter<tokio::fs::File>,
-    hasher: Sha256,
+    hasher: Hasher,
     len: u64,
 }
 
@@ -83,7 +83,7 @@ impl Part {
         Ok(Self {
             path,
             file: BufWriter::with_capacity(super::hash::BUFFER, file),
-            hasher: Sha256::new(),
+            hasher: Hasher::new(),
             len: 0,
         })
     }
@@ -112,7 +112,7 @@ impl Part {
         self.file.flush().await?;
         self.file.get_mut().set_len(0).await?;
         self.file.get_mut().seek(SeekFrom::Start(0)).await?;
-        self.hasher = Sha256::new();
+        self.hasher = Hasher::new();
         self.len = 0;
         Ok(())
     }
@@ -121,7 +121,7 @@ impl Part {
     pub async fn finish(&mut self) -> io::Result<String> {
         self.file.flush().await?;
         self.file.get_mut().sync_all().await?;
-        Ok(hex::encode(self.hasher.clone().finalize()))
+        Ok(self.hasher.clone().finish())
     }
 }
 

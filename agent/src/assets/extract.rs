@@ -12,8 +12,8 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use super::hash::Hasher;
 use flate2::read::GzDecoder;
-use sha2::{Digest, Sha256};
 use tar::EntryType;
 
 use super::cache::{ExtractManifest, MemberRecord};
@@ -61,7 +61,7 @@ impl ExtractError {
 /// Counts and hashes the compressed bytes on their way to the decoder.
 struct HashingReader<R> {
     inner: R,
-    hasher: Sha256,
+    hasher: Hasher,
 }
 
 impl<R: Read> Read for HashingReader<R> {
@@ -83,7 +83,7 @@ pub fn extract_tar_gz(
     let file = File::open(archive).map_err(ExtractError::Read)?;
     let reader = HashingReader {
         inner: io::BufReader::with_capacity(super::hash::BUFFER, file),
-        hasher: Sha256::new(),
+        hasher: Hasher::new(),
     };
     fs::create_dir(dest).map_err(|source| ExtractError::Write {
         path: dest.to_owned(),
@@ -222,7 +222,7 @@ fn drop_remaining_and_check(
     io::copy(&mut decoder, &mut io::sink()).map_err(ExtractError::Read)?;
     let mut reader = decoder.into_inner();
     io::copy(&mut reader, &mut io::sink()).map_err(ExtractError::Read)?;
-    let actual = hex::encode(reader.hasher.finalize());
+    let actual = reader.hasher.finish();
     if actual != expected {
         return Err(ExtractError::Digest {
             expected: expected.to_owned(),
@@ -344,7 +344,7 @@ fn write_member(
         .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
         .open(target)
         .map_err(write_error)?;
-    let mut hasher = Sha256::new();
+    let mut hasher = Hasher::new();
     let mut buffer = vec![0u8; 256 * 1024];
     let mut written: u64 = 0;
     loop {
@@ -363,7 +363,7 @@ fn write_member(
         file.write_all(&buffer[..n]).map_err(write_error)?;
     }
     file.sync_all().map_err(write_error)?;
-    Ok(hex::encode(hasher.finalize()))
+    Ok(hasher.finish())
 }
 
 #[cfg(test)]

@@ -1,19 +1,47 @@
-//! sha256 of files: streamed with a large buffer (sha2 uses the CPU's SHA extensions
-//! where present), and many files at once on a few threads.
+//! sha256 of files: streamed with a large buffer, and many files at once on a few
+//! threads. Hashing is aws-lc's (the assembly OpenSSL and BoringSSL use, with the CPU's
+//! SHA extensions where present): every asset byte is hashed at least twice (download,
+//! install), so this is the agent's hottest loop, and it must not depend on the
+//! size-optimised build the binary ships with.
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use sha2::{Digest, Sha256};
+use aws_lc_rs::digest::{Context, SHA256};
 
 /// Read size: large enough that syscalls cost nothing next to hashing.
 pub const BUFFER: usize = 1 << 20;
 
+/// A running sha256.
+#[derive(Clone)]
+pub struct Hasher(Context);
+
+impl Default for Hasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Hasher {
+    pub fn new() -> Self {
+        Self(Context::new(&SHA256))
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The digest in lowercase hex.
+    pub fn finish(self) -> String {
+        hex::encode(self.0.finish().as_ref())
+    }
+}
+
 pub fn file(path: &Path) -> io::Result<String> {
     let mut file = File::open(path)?;
-    let mut hasher = Sha256::new();
+    let mut hasher = Hasher::new();
     let mut buffer = vec![0u8; BUFFER];
     loop {
         let n = file.read(&mut buffer)?;
@@ -22,7 +50,7 @@ pub fn file(path: &Path) -> io::Result<String> {
         }
         hasher.update(&buffer[..n]);
     }
-    Ok(hex::encode(hasher.finalize()))
+    Ok(hasher.finish())
 }
 
 /// Hashes `paths` on up to `parallel` threads; results in the same order. Reading many

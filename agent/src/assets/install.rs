@@ -8,8 +8,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
+use super::hash::Hasher;
 use crate::host::fs::{sync_parent, temp_path};
 
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +72,7 @@ fn copy_verified(
         .mode(0o600)
         .open(temp)
         .map_err(write_error)?;
-    let mut hasher = Sha256::new();
+    let mut hasher = Hasher::new();
     let mut buffer = vec![0u8; super::hash::BUFFER];
     loop {
         let n = input.read(&mut buffer).map_err(read_error)?;
@@ -83,7 +82,7 @@ fn copy_verified(
         hasher.update(&buffer[..n]);
         output.write_all(&buffer[..n]).map_err(write_error)?;
     }
-    let actual = hex::encode(hasher.finalize());
+    let actual = hasher.finish();
     if actual != expected {
         return Err(InstallError::Corrupt {
             source_path: source.to_owned(),
