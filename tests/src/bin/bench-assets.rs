@@ -12,6 +12,8 @@
 //!
 //! Usage: bench-assets NODEWRIGHT_BINARY [MIB_PER_SECOND] [RUNS]
 
+#![allow(clippy::unwrap_used)] // a benchmark: a panic is the failure report
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
