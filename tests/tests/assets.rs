@@ -664,3 +664,55 @@ fn s3_urls_use_the_instance_role_and_fall_through_like_any_other() {
         "{gets:?}"
     );
 }
+
+#[test]
+fn long_downloads_log_their_progress() {
+    let mirror = Mirror::start();
+    let mut node = AssetNode::new();
+    node.agent.set_env("NODEWRIGHT_PROGRESS_SECONDS", "0.3");
+    let data = bytes(14, 2 * MIB);
+    mirror.put("/a", data.clone());
+    mirror.set_rate("/a", Some(MIB as u64));
+    let run = node.apply(&assets(&[plain(
+        "a",
+        &sha256(&data),
+        &[mirror.url("/a")],
+        "/opt/a",
+    )]));
+    run.expect_code(0);
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("downloading: ") && l.contains(" of 2.0 MiB ("))
+        .collect();
+    assert!(lines.len() >= 3, "{}", run.stderr);
+    assert!(run.stderr.contains("downloaded: 2.0 MiB"), "{}", run.stderr);
+}
+
+#[test]
+fn a_member_lost_from_the_cache_is_extracted_again_without_a_download() {
+    let mirror = Mirror::start();
+    let node = AssetNode::new();
+    let release = Release::publish(&mirror, 1, 1);
+    let spec = release.spec(&mirror);
+    node.apply(&spec).expect_code(0);
+    let archive_sha = sha256(&mirror_body(&mirror, &release.archive_path));
+    let tree = node.agent.path(&format!(
+        "/var/cache/nodewright/extracted/{archive_sha}/tree"
+    ));
+    std::fs::remove_file(tree.join("bin/ctr")).unwrap();
+    std::fs::write(tree.join("bin/containerd"), b"damaged").unwrap();
+    std::fs::remove_file(node.agent.path("/usr/local/bin/ctr")).unwrap();
+    std::fs::remove_file(node.agent.path("/usr/local/bin/containerd")).unwrap();
+    mirror.clear_log();
+    node.apply(&spec).expect_code(0);
+    assert!(mirror.hits().is_empty(), "{:?}", mirror.hits());
+    assert_eq!(
+        std::fs::read(node.agent.path("/usr/local/bin/ctr")).unwrap(),
+        release.ctr
+    );
+    assert_eq!(
+        std::fs::read(node.agent.path("/usr/local/bin/containerd")).unwrap(),
+        release.containerd
+    );
+}

@@ -143,6 +143,8 @@ pub struct Fetcher {
     locks: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
     progress: Progress,
     stats: std::sync::Mutex<FetchStats>,
+    /// Digests repaired this run.
+    repaired: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Fetcher {
@@ -169,6 +171,7 @@ impl Fetcher {
             locks: Default::default(),
             progress: Progress::detect(),
             stats: Default::default(),
+            repaired: Default::default(),
         })
     }
 
@@ -230,11 +233,29 @@ impl Fetcher {
         self.ensure_locked(asset).await
     }
 
-    /// Discards the cached copy (and extraction) and fetches the asset again.
-    pub async fn refetch(&self, asset: &DesiredAsset) -> Result<(), FetchError> {
+    /// After an install found the cached bytes damaged or missing: a plain asset is
+    /// downloaded again; an archive is extracted again from its cached copy (whose hash
+    /// the extraction checks, downloading it again if that is damaged too).
+    ///
+    /// Once per asset and run: installs from the same archive that find the same damage
+    /// at once must not tear down each other's fresh extraction.
+    pub async fn repair(&self, asset: &DesiredAsset) -> Result<(), FetchError> {
         let lock = self.lock_for(asset.sha256.as_str());
         let _guard = lock.lock().await;
-        self.cache.discard(asset.sha256.as_str());
+        let sha = asset.sha256.as_str();
+        let first = self
+            .repaired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sha.to_owned());
+        if !first {
+            return self.ensure_locked(asset).await;
+        }
+        if asset.archive.is_plain() {
+            self.cache.discard(sha);
+        } else {
+            let _ = std::fs::remove_dir_all(self.cache.extracted(sha));
+        }
         self.ensure_locked(asset).await
     }
 

@@ -5,12 +5,23 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// How often a transfer logs its progress when there are no bars.
+/// How often a transfer logs its progress when there are no bars (the default of
+/// `NODEWRIGHT_PROGRESS_SECONDS`).
 const LOG_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct Progress {
     bars: Option<MultiProgress>,
+    every: Duration,
+}
+
+fn interval() -> Duration {
+    std::env::var("NODEWRIGHT_PROGRESS_SECONDS")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| *s > 0.0 && s.is_finite())
+        .map(Duration::from_secs_f64)
+        .unwrap_or(LOG_EVERY)
 }
 
 impl Progress {
@@ -21,12 +32,16 @@ impl Progress {
             && std::env::var_os("NODEWRIGHT_NO_PROGRESS_BARS").is_none();
         Self {
             bars: terminal.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
+            every: interval(),
         }
     }
 
     /// Lines only (tests, services).
     pub fn lines() -> Self {
-        Self { bars: None }
+        Self {
+            bars: None,
+            every: interval(),
+        }
     }
 
     pub fn start(&self, name: &str, url: &str) -> Transfer {
@@ -45,6 +60,7 @@ impl Progress {
         tracing::info!(asset = name, url, "downloading");
         Transfer {
             name: name.to_owned(),
+            every: self.every,
             bar,
             total: None,
             done: 0,
@@ -56,6 +72,7 @@ impl Progress {
 
 pub struct Transfer {
     name: String,
+    every: Duration,
     bar: Option<ProgressBar>,
     total: Option<u64>,
     done: u64,
@@ -76,7 +93,7 @@ impl Transfer {
         self.done = done;
         if let Some(bar) = &self.bar {
             bar.set_position(done);
-        } else if self.last_log.elapsed() >= LOG_EVERY {
+        } else if self.last_log.elapsed() >= self.every {
             self.last_log = Instant::now();
             let rate = mib(done) / self.began.elapsed().as_secs_f64().max(0.001);
             match self.total {

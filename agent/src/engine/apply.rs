@@ -321,39 +321,31 @@ async fn install_asset(
     perms: Perms,
 ) -> Result<(), String> {
     let target = host.path(path);
-    for attempt in 0..2 {
-        let source = match fetcher.source_of(asset, member) {
-            Ok((source, _)) if !source.exists() => None,
-            Ok(found) => Some(found),
-            Err(_) => None,
-        };
-        let Some((source, expected)) = source else {
-            // Gone since planning (pruned): fetch it now.
-            fetcher.ensure(asset).await.map_err(|e| e.to_string())?;
-            let (source, expected) = fetcher
-                .source_of(asset, member)
-                .map_err(|e| e.to_string())?;
-            return copy(source, target, expected, perms)
-                .await
-                .map_err(|e| e.to_string());
-        };
-        match copy(source, target.clone(), expected, perms).await {
-            Ok(()) => return Ok(()),
-            Err(InstallError::Corrupt {
-                source_path,
-                actual,
-                ..
-            }) if attempt == 0 => {
-                tracing::warn!(
-                    asset = %asset.name,
-                    path = %source_path.display(),
+    for attempt in 0..3 {
+        let found = fetcher.source_of(asset, member);
+        let problem = match found {
+            Ok((source, expected)) => match copy(source, target.clone(), expected, perms).await {
+                Ok(()) => return Ok(()),
+                Err(InstallError::Corrupt {
+                    source_path,
                     actual,
-                    "the cached copy is damaged; fetching it again"
-                );
-                fetcher.refetch(asset).await.map_err(|e| e.to_string())?;
-            }
-            Err(e) => return Err(e.to_string()),
+                    ..
+                }) => format!("{} is damaged (sha256 {actual})", source_path.display()),
+                Err(InstallError::Read { path, source })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    format!("{} is gone", path.display())
+                }
+                Err(e) => return Err(e.to_string()),
+            },
+            // Gone from the cache since planning (pruned).
+            Err(e) => e.to_string(),
+        };
+        if attempt == 2 {
+            return Err(problem);
         }
+        tracing::warn!(asset = %asset.name, problem, "the cached copy is not usable; fetching it again");
+        fetcher.repair(asset).await.map_err(|e| e.to_string())?;
     }
     Err(format!(
         "{}: the cache keeps serving damaged bytes",
