@@ -471,4 +471,19 @@ role: worker
         assert!(err.contains("downloads.mirrors[0].upstream"), "{err}");
         assert!(err.contains("downloads.mirrors[0].mirrors[0]"), "{err}");
     }
+
+    #[test]
+    fn the_schema_describes_assets_and_downloads() {
+        let schema = crate::spec::json_schema(false).to_string();
+        for word in [
+            "assets",
+            "downloads",
+            "airgapped",
+            "ArchiveKind",
+            "tar.gz",
+            "member",
+        ] {
+            assert!(schema.contains(word), "{word} missing from the schema");
+        }
+    }
 }
