@@ -2,10 +2,12 @@
 //! `boot`, `apply` and `plan` are this flow with different sources and endings.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
 
+use crate::assets::{FetchSettings, Fetcher, bake};
 use crate::cloud::{Metadata, MetadataError, NetworkSettings, aws, http::NetworkError};
 use crate::engine::{self, Plan, PlanError, RunRecord, RunResult, State, StateError, Timeline};
 use crate::host::{Host, os};
@@ -100,6 +102,8 @@ pub struct Prepared {
     pub spec_url: String,
     pub spec_sha256: String,
     pub desired: DesiredState,
+    /// The proxy and CA settings every outbound call uses.
+    pub network: NetworkSettings,
 }
 
 /// Reads the inputs and renders the desired state. Writes nothing.
@@ -182,6 +186,7 @@ pub async fn prepare(
         spec_url: url,
         spec_sha256,
         desired,
+        network,
     })
 }
 
@@ -200,7 +205,7 @@ async fn read_boot_config(
     Ok(BootConfig::parse("user data", &text)?)
 }
 
-async fn fetch_spec(
+pub(crate) async fn fetch_spec(
     url: &str,
     sha256: Option<&Sha256Hex>,
     facts: &Facts,
@@ -315,6 +320,28 @@ async fn converge_inner(
     record.spec_sha256 = Some(prepared.spec_sha256.clone());
 
     let mut state = State::load_or_reset(&host.state_dir());
+    let fetcher = Arc::new(fetcher_for(host, &prepared)?);
+    let parallel = usize::from(prepared.spec.downloads.parallel);
+    let began = Instant::now();
+    let wanted: std::collections::BTreeSet<&str> = prepared
+        .desired
+        .files
+        .iter()
+        .map(|f| f.path.as_str())
+        .chain(prepared.desired.asset_files.iter().map(|f| f.path.as_str()))
+        .collect();
+    if let Some(check) = bake::verify_baked(host, &mut state, &wanted, parallel.max(4)) {
+        timeline.record(
+            "verify baked files",
+            began,
+            format!(
+                "{} verified, {} differ",
+                check.verified,
+                check.mismatched.len()
+            ),
+        );
+    }
+    state.assets = asset_digests(&prepared.desired);
     let began = Instant::now();
     let plan = engine::plan(&prepared.desired, host, &state).await;
     timeline.record("plan", began, outcome_text(&plan));
@@ -323,8 +350,17 @@ async fn converge_inner(
     tracing::info!(changes = plan.steps.len(), "planned");
 
     let began = Instant::now();
-    let report = engine::apply(&plan, host, &mut state).await;
+    let report = engine::apply_with(&plan, host, &mut state, fetcher.clone()).await;
     report.record(timeline);
+    let stats = fetcher.stats();
+    if stats.downloads > 0 || stats.extracted > 0 {
+        tracing::info!(
+            downloads = stats.downloads,
+            bytes = stats.bytes,
+            extracted = stats.extracted,
+            "assets fetched"
+        );
+    }
     let failures = report.failures();
     timeline.record(
         "apply",
@@ -340,6 +376,26 @@ async fn converge_inner(
         return Err(BootError::Apply { failures });
     }
     Ok((plan, report))
+}
+
+/// The downloader for a run: the spec's download settings, the node's proxy and CA,
+/// and the instance's region for s3:// URLs.
+pub fn fetcher_for(host: &Host, prepared: &Prepared) -> Result<Fetcher, BootError> {
+    Ok(Fetcher::new(
+        host,
+        FetchSettings::from(&prepared.spec.downloads),
+        prepared.network.clone(),
+        Some(prepared.facts.instance.region.clone()),
+    )?)
+}
+
+/// Asset name to sha256, as recorded for `cache prune`.
+pub fn asset_digests(desired: &DesiredState) -> std::collections::BTreeMap<String, String> {
+    desired
+        .assets
+        .iter()
+        .map(|(name, asset)| (name.clone(), asset.sha256.to_string()))
+        .collect()
 }
 
 /// Plans without applying: nothing is written, started or downloaded.

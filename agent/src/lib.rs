@@ -3,6 +3,7 @@
 //! Data flows one way: `source -> spec -> model -> engine -> host`, with `cloud` called
 //! from a few named steps of [`bootstrap`]. `model` is pure; `host` alone touches the OS.
 
+pub mod assets;
 pub mod bootstrap;
 pub mod cli;
 pub mod cloud;
@@ -10,6 +11,7 @@ pub mod engine;
 pub mod host;
 pub mod logging;
 pub mod model;
+pub mod prebake;
 pub mod retry;
 pub mod source;
 pub mod spec;

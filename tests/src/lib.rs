@@ -6,10 +6,14 @@
 //!   throttling, EC2 behaviour) for the tests that need it.
 //! - [`imds::FakeImds`]: IMDSv2 as EC2 serves it, with switchable faults.
 //! - [`agent::Agent`]: runs the `nodewright` binary against a temp root.
+//! - [`mirror::Mirror`]: an asset mirror with per-URL faults (5xx, stalls, cuts, wrong
+//!   bytes, redirects, no Range, slow); [`assetkit`] makes asset bytes and archives.
 
 pub mod agent;
+pub mod assetkit;
 pub mod front;
 pub mod imds;
+pub mod mirror;
 pub mod moto;
 pub mod proxy;
 pub mod runtime;

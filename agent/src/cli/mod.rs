@@ -3,7 +3,9 @@
 
 mod apply;
 mod boot;
+mod cache;
 mod plan;
+mod prebake;
 mod schema;
 mod status;
 
@@ -46,6 +48,11 @@ enum Command {
     Plan(plan::Args),
     /// Converge the node to a spec named on the command line.
     Apply(apply::Args),
+    /// For image builds: download, verify and install what does not depend on the
+    /// instance, and write the bake manifest.
+    Prebake(prebake::Args),
+    /// The download cache: list, verify, prune.
+    Cache(cache::Args),
     /// Show the last run, its timeline and the services' state.
     Status(status::Args),
     /// Print the JSON Schema of the node spec (or of the boot config).
@@ -96,6 +103,8 @@ pub fn main() -> ExitCode {
             Command::Boot(args) => boot::run(&cli.root, args).await,
             Command::Plan(args) => plan::run(&cli.root, args).await,
             Command::Apply(args) => apply::run(&cli.root, args).await,
+            Command::Prebake(args) => prebake::run(&cli.root, args).await,
+            Command::Cache(args) => cache::run(&cli.root, args).await,
             Command::Status(args) => status::run(&cli.root, args),
             Command::Schema(args) => schema::run(args),
             Command::Version => {

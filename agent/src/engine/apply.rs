@@ -8,11 +8,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::plan::{Action, BLOCK_KIND, Perms, Plan, Step, Trigger};
+use super::plan::{Action, BLOCK_KIND, Perms, Plan, Step, Trigger, source_key};
 use super::state::{AppliedRecord, FileRecord, StatRecord, State};
 use super::timeline::{Timeline, rfc3339};
+use crate::assets::Fetcher;
+use crate::assets::install::{InstallError, install_file};
 use crate::host::fs::{self as hostfs, Existing};
 use crate::host::{Host, kernel, packages, swap, systemd};
+use crate::model::DesiredAsset;
 
 /// How many steps may run at once.
 const PARALLEL_STEPS: usize = 8;
@@ -65,30 +68,57 @@ impl ApplyReport {
         let mut steps: Vec<&StepReport> = self.steps.iter().collect();
         steps.sort_by_key(|s| s.began);
         for step in steps {
+            // The timeline is a table: one line per step (the full error is logged).
+            let outcome = step.outcome.describe();
+            let outcome = match outcome.split_once('\n') {
+                Some((first, _)) => format!("{first} …"),
+                None => outcome,
+            };
             timeline.record_span(
                 format!("apply: {}", step.description),
                 step.began,
                 step.duration,
-                step.outcome.describe(),
+                outcome,
             );
         }
     }
 }
 
-/// Runs the plan's steps and updates `state` with what was done.
+/// Runs the plan's steps and updates `state` with what was done. Assets are fetched
+/// with the default download settings; see [`apply_with`].
 pub async fn apply(plan: &Plan, host: &Host, state: &mut State) -> ApplyReport {
+    let fetcher = Arc::new(Fetcher::plain(host));
+    apply_with(plan, host, state, fetcher).await
+}
+
+/// Runs the plan's steps, fetching assets with `fetcher`.
+pub async fn apply_with(
+    plan: &Plan,
+    host: &Host,
+    state: &mut State,
+    fetcher: Arc<Fetcher>,
+) -> ApplyReport {
     // A killed earlier run may have left temp files beside the files we manage.
     for step in &plan.steps {
-        if let Action::WriteFile { path, .. } | Action::WriteBlocks { path, .. } = &step.action {
+        if let Action::WriteFile { path, .. }
+        | Action::WriteBlocks { path, .. }
+        | Action::InstallAsset { path, .. } = &step.action
+        {
             let _ = hostfs::remove_stale_temp(&host.path(path));
         }
     }
 
-    let outcomes = run_steps(&plan.steps, host).await;
+    let applied = Arc::new(state.applied.clone());
+    let outcomes = run_steps(&plan.steps, host, &fetcher, &applied).await;
     let mut report = ApplyReport::default();
-    for (step, (outcome, began, duration)) in plan.steps.iter().zip(outcomes) {
+    for (step, (outcome, began, duration, action)) in plan.steps.iter().zip(outcomes) {
         if outcome.succeeded() {
-            remember(step, &outcome, host, state);
+            let step = Step {
+                action,
+                reason: step.reason.clone(),
+                after: step.after.clone(),
+            };
+            remember(&step, &outcome, host, &fetcher, state);
         }
         report.steps.push(StepReport {
             description: format!("{} {}", step.action.verb(), step.action.target()),
@@ -113,6 +143,7 @@ pub async fn apply(plan: &Plan, host: &Host, state: &mut State) -> ApplyReport {
                     mode: *mode,
                     secret: false,
                     stat: None,
+                    source: None,
                 },
             );
         }
@@ -120,9 +151,16 @@ pub async fn apply(plan: &Plan, host: &Host, state: &mut State) -> ApplyReport {
     report
 }
 
-type StepResult = (Outcome, Instant, Duration);
+/// How a step ended, and the action as run (with digests known only after downloads
+/// filled in).
+type StepResult = (Outcome, Instant, Duration, Action);
 
-async fn run_steps(steps: &[Step], host: &Host) -> Vec<StepResult> {
+async fn run_steps(
+    steps: &[Step],
+    host: &Host,
+    fetcher: &Arc<Fetcher>,
+    applied: &Arc<BTreeMap<String, AppliedRecord>>,
+) -> Vec<StepResult> {
     let total = steps.len();
     let mut results: Vec<Option<StepResult>> = vec![None; total];
     let mut started = vec![false; total];
@@ -151,18 +189,34 @@ async fn run_steps(steps: &[Step], host: &Host) -> Vec<StepResult> {
                     steps[*failed].action.verb(),
                     steps[*failed].action.target()
                 );
-                results[index] = Some((Outcome::NotRun(why), Instant::now(), Duration::ZERO));
+                results[index] = Some((
+                    Outcome::NotRun(why),
+                    Instant::now(),
+                    Duration::ZERO,
+                    steps[index].action.clone(),
+                ));
                 continue;
             }
-            let action = steps[index].action.clone();
+            let mut action = steps[index].action.clone();
             let host = host.clone();
             let semaphore = semaphore.clone();
+            let fetcher = fetcher.clone();
+            let applied = applied.clone();
             running.spawn(async move {
-                let _permit = semaphore.acquire_owned().await;
+                // Downloads have their own bound (the fetcher's); they must not hold
+                // back the quick steps.
+                let _permit = if matches!(action, Action::FetchAsset { .. }) {
+                    None
+                } else {
+                    semaphore.acquire_owned().await.ok()
+                };
                 let began = Instant::now();
-                let outcome = run_action(&action, &host).await;
+                let outcome = match resolve_pending(&mut action, &fetcher, &applied) {
+                    Some(skip) => skip,
+                    None => run_action(&action, &host, &fetcher).await,
+                };
                 log_outcome(&action, &outcome);
-                (index, (outcome, began, began.elapsed()))
+                (index, (outcome, began, began.elapsed(), action))
             });
         }
         // Steps resolved as "not run" may unblock others without anything running.
@@ -181,6 +235,7 @@ async fn run_steps(steps: &[Step], host: &Host) -> Vec<StepResult> {
                             Outcome::Failed("internal error".to_owned()),
                             Instant::now(),
                             Duration::ZERO,
+                            steps[i].action.clone(),
                         ));
                     }
                 }
@@ -208,7 +263,123 @@ fn log_outcome(action: &Action, outcome: &Outcome) {
     }
 }
 
-async fn run_action(action: &Action, host: &Host) -> Outcome {
+/// Fills in the input digests that were `pending:<source>` at planning time (members
+/// of archives not yet downloaded). A restart whose inputs turn out unchanged is skipped.
+fn resolve_pending(
+    action: &mut Action,
+    fetcher: &Fetcher,
+    applied: &BTreeMap<String, AppliedRecord>,
+) -> Option<Outcome> {
+    let is_restart = matches!(action, Action::RestartUnit { .. });
+    let trigger = match action {
+        Action::DaemonReload { trigger }
+        | Action::EnableUnit { trigger, .. }
+        | Action::LoadModules { trigger, .. }
+        | Action::ApplySysctls { trigger, .. }
+        | Action::StartUnit { trigger, .. }
+        | Action::RestartUnit { trigger, .. } => trigger,
+        _ => return None,
+    };
+    let mut resolved_any = false;
+    for digest in trigger.inputs.values_mut() {
+        if let Some(source) = digest.strip_prefix("pending:")
+            && let Some(actual) = resolve_source(fetcher, source)
+        {
+            *digest = actual;
+            resolved_any = true;
+        }
+    }
+    if resolved_any
+        && is_restart
+        && applied
+            .get(&trigger.key)
+            .is_some_and(|record| record.inputs == trigger.inputs)
+    {
+        return Some(Outcome::Skipped(
+            "its inputs are unchanged once downloaded".to_owned(),
+        ));
+    }
+    None
+}
+
+/// The content digest of `sha256:<asset>` or `sha256:<archive>#<member>`, from the cache.
+fn resolve_source(fetcher: &Fetcher, source: &str) -> Option<String> {
+    let rest = source.strip_prefix("sha256:")?;
+    match rest.split_once('#') {
+        None => Some(rest.to_owned()),
+        Some((archive, member)) => fetcher
+            .cache()
+            .manifest(archive)?
+            .resolve(member)
+            .ok()
+            .map(|(_, digest)| digest.to_owned()),
+    }
+}
+
+/// Installs one file from an asset, fetching it first if the cache lost it, and
+/// fetching it again once if the cached bytes turn out damaged.
+async fn install_asset(
+    fetcher: &Fetcher,
+    host: &Host,
+    asset: &DesiredAsset,
+    member: Option<&str>,
+    path: &crate::spec::AbsPath,
+    perms: Perms,
+) -> Result<(), String> {
+    let target = host.path(path);
+    for attempt in 0..3 {
+        let found = fetcher.source_of(asset, member);
+        let problem = match found {
+            Ok((source, expected)) => match copy(source, target.clone(), expected, perms).await {
+                Ok(()) => return Ok(()),
+                Err(InstallError::Corrupt {
+                    source_path,
+                    actual,
+                    ..
+                }) => format!("{} is damaged (sha256 {actual})", source_path.display()),
+                Err(InstallError::Read { path, source })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    format!("{} is gone", path.display())
+                }
+                Err(e) => return Err(e.to_string()),
+            },
+            // Gone from the cache since planning (pruned).
+            Err(e) => e.to_string(),
+        };
+        if attempt == 2 {
+            return Err(problem);
+        }
+        tracing::warn!(asset = %asset.name, problem, "the cached copy is not usable; fetching it again");
+        fetcher.repair(asset).await.map_err(|e| e.to_string())?;
+    }
+    Err(format!(
+        "{}: the cache keeps serving damaged bytes",
+        asset.name
+    ))
+}
+
+async fn copy(
+    source: std::path::PathBuf,
+    target: std::path::PathBuf,
+    expected: String,
+    perms: Perms,
+) -> Result<(), InstallError> {
+    let Perms { mode, uid, gid } = perms;
+    match tokio::task::spawn_blocking(move || {
+        install_file(&source, &target, &expected, mode, uid, gid)
+    })
+    .await
+    {
+        Ok(result) => result,
+        Err(e) => Err(InstallError::Read {
+            path: Default::default(),
+            source: std::io::Error::other(e.to_string()),
+        }),
+    }
+}
+
+async fn run_action(action: &Action, host: &Host, fetcher: &Fetcher) -> Outcome {
     if action.is_live()
         && let Some(reason) = host.skip_reason()
     {
@@ -244,6 +415,16 @@ async fn run_action(action: &Action, host: &Host) -> Outcome {
             })
             .await
         }
+        Action::FetchAsset { desired, .. } => {
+            fetcher.ensure(desired).await.map_err(|e| e.to_string())
+        }
+        Action::InstallAsset {
+            path,
+            member,
+            perms,
+            desired,
+            ..
+        } => install_asset(fetcher, host, desired, member.as_deref(), path, *perms).await,
         Action::DaemonReload { .. } => systemd::daemon_reload().await.map_err(|e| e.to_string()),
         Action::LoadModules { modules, .. } => {
             let mut errors = Vec::new();
@@ -319,7 +500,7 @@ async fn blocking(
 }
 
 /// Records in `state` what a finished step changed.
-fn remember(step: &Step, outcome: &Outcome, host: &Host, state: &mut State) {
+fn remember(step: &Step, outcome: &Outcome, host: &Host, fetcher: &Fetcher, state: &mut State) {
     let now = rfc3339(std::time::SystemTime::now());
     let record_trigger = |state: &mut State, trigger: &Trigger| {
         state.applied.insert(
@@ -342,6 +523,7 @@ fn remember(step: &Step, outcome: &Outcome, host: &Host, state: &mut State) {
                         mode: perms.mode,
                         secret: file.secret,
                         stat: Some(StatRecord::of(&stat)),
+                        source: None,
                     },
                 );
             }
@@ -364,6 +546,7 @@ fn remember(step: &Step, outcome: &Outcome, host: &Host, state: &mut State) {
                     mode: 0o777,
                     secret: false,
                     stat: None,
+                    source: None,
                 },
             );
         }
@@ -388,6 +571,7 @@ fn remember(step: &Step, outcome: &Outcome, host: &Host, state: &mut State) {
                                 mode: perms.mode,
                                 secret: false,
                                 stat: None,
+                                source: None,
                             },
                         );
                     }
@@ -397,7 +581,33 @@ fn remember(step: &Step, outcome: &Outcome, host: &Host, state: &mut State) {
                 }
             }
         }
-        Action::CreateDirectory { .. } => {}
+        Action::InstallAsset {
+            path,
+            member,
+            perms,
+            desired,
+            ..
+        } => {
+            let digest = fetcher
+                .source_of(desired, member.as_deref())
+                .map(|(_, digest)| digest);
+            if let (Ok(digest), Ok(Existing::File(stat))) =
+                (digest, hostfs::inspect(&host.path(path)))
+            {
+                state.files.insert(
+                    path.to_string(),
+                    FileRecord {
+                        kind: "file".to_owned(),
+                        digest,
+                        mode: perms.mode,
+                        secret: false,
+                        stat: Some(StatRecord::of(&stat)),
+                        source: Some(source_key(desired, member.as_deref())),
+                    },
+                );
+            }
+        }
+        Action::CreateDirectory { .. } | Action::FetchAsset { .. } => {}
         Action::DaemonReload { trigger }
         | Action::EnableUnit { trigger, .. }
         | Action::LoadModules { trigger, .. }

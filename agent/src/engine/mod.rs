@@ -7,7 +7,7 @@ pub mod plan;
 pub mod state;
 pub mod timeline;
 
-pub use apply::{ApplyReport, Outcome, apply};
+pub use apply::{ApplyReport, Outcome, apply, apply_with};
 pub use plan::{Action, Plan, PlanError, Step, plan};
 pub use state::{RunRecord, RunResult, State, StateError};
 pub use timeline::{Timeline, TimelineEntry};

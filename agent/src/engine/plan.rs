@@ -11,11 +11,12 @@ use serde::Serialize;
 
 use super::blocks;
 use super::state::{FileRecord, StatRecord, State};
+use crate::assets::{Cache, ExtractManifest};
 use crate::host::fs::{self as hostfs, Existing};
 use crate::host::{Host, kernel, packages, swap, systemd};
 use crate::model::{
-    Content, DesiredFile, DesiredService, DesiredState, FileKind, Ownership, PackageManager,
-    UNIT_DIR,
+    Content, DesiredAsset, DesiredAssetFile, DesiredFile, DesiredService, DesiredState, FileKind,
+    Ownership, PackageManager, UNIT_DIR,
 };
 use crate::spec::{AbsPath, UnitName};
 
@@ -67,6 +68,26 @@ pub enum Action {
         /// Block name to the digest of its lines, or `None` when the block is removed.
         blocks: BTreeMap<String, Option<String>>,
     },
+    /// Download an asset into the cache (and extract it, for an archive).
+    FetchAsset {
+        asset: String,
+        sha256: String,
+        urls: Vec<String>,
+        #[serde(skip)]
+        desired: Box<DesiredAsset>,
+    },
+    /// Install a file out of the cache, verified by its digest on the way.
+    InstallAsset {
+        path: AbsPath,
+        asset: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        member: Option<String>,
+        /// The content digest, when known before downloading.
+        digest: Option<String>,
+        perms: Perms,
+        #[serde(skip)]
+        desired: Box<DesiredAsset>,
+    },
     DaemonReload {
         trigger: Trigger,
     },
@@ -116,7 +137,9 @@ impl Action {
             | Self::SetPermissions { path, .. }
             | Self::Symlink { path, .. }
             | Self::RemoveFile { path }
-            | Self::WriteBlocks { path, .. } => path.to_string(),
+            | Self::WriteBlocks { path, .. }
+            | Self::InstallAsset { path, .. } => path.to_string(),
+            Self::FetchAsset { asset, .. } => asset.clone(),
             Self::DaemonReload { .. } => "systemd".to_owned(),
             Self::InstallPackages { manager, .. } => format!("{} packages", manager.as_str()),
             Self::SwapOff { .. } => "swap".to_owned(),
@@ -138,6 +161,8 @@ impl Action {
             Self::Symlink { .. } => "link",
             Self::RemoveFile { .. } => "remove",
             Self::WriteBlocks { .. } => "edit",
+            Self::FetchAsset { .. } => "download",
+            Self::InstallAsset { .. } => "install",
             Self::DaemonReload { .. } => "daemon-reload",
             Self::InstallPackages { .. } => "install",
             Self::SwapOff { .. } => "turn off",
@@ -245,6 +270,14 @@ struct Planner<'a> {
     writes: BTreeMap<String, usize>,
     unchanged: BTreeMap<String, FileRecord>,
     forget: Vec<String>,
+    cache: Cache,
+    /// Archive digest to its extraction manifest (read once), if extracted.
+    manifests: BTreeMap<String, Option<ExtractManifest>>,
+    /// Asset digest to the step that downloads it.
+    fetches: BTreeMap<String, usize>,
+    /// The digest each asset-installed file will have, or `pending:<source>` when only
+    /// the download will tell.
+    asset_digests: BTreeMap<String, String>,
 }
 
 /// Computes the plan. Reads only.
@@ -256,16 +289,14 @@ pub async fn plan(desired: &DesiredState, host: &Host, state: &State) -> Result<
         writes: BTreeMap::new(),
         unchanged: BTreeMap::new(),
         forget: Vec::new(),
+        cache: Cache::new(host),
+        manifests: BTreeMap::new(),
+        fetches: BTreeMap::new(),
+        asset_digests: BTreeMap::new(),
     };
-    if let Some(file) = desired.asset_files.first() {
-        // The assets engine (issue 3) installs these; until then, refuse loudly.
-        return Err(PlanError::Unsupported(format!(
-            "{}: files from assets ({}) are not supported by this build yet",
-            file.path, file.asset
-        )));
-    }
     planner.directories(desired)?;
     planner.files(desired)?;
+    planner.asset_files(desired)?;
     planner.symlinks(desired)?;
     planner.blocks(desired)?;
     planner.removals(desired)?;
@@ -461,6 +492,7 @@ impl Planner<'_> {
                                 mode: perms.mode,
                                 secret: file.secret,
                                 stat: Some(StatRecord::of(&stat)),
+                                source: None,
                             },
                         );
                         match perms_differ(stat.mode, stat.uid, stat.gid, perms) {
@@ -493,6 +525,162 @@ impl Planner<'_> {
             self.writes.insert(file.path.to_string(), index);
         }
         Ok(())
+    }
+
+    fn asset_files(&mut self, desired: &DesiredState) -> Result<(), PlanError> {
+        let explicit: BTreeSet<&str> = desired
+            .directories
+            .iter()
+            .map(|d| d.path.as_str())
+            .collect();
+        for file in &desired.asset_files {
+            let asset = desired
+                .assets
+                .get(&file.asset)
+                .ok_or_else(|| PlanError::Path {
+                    path: file.path.to_string(),
+                    detail: format!("asset {} is not declared", file.asset),
+                })?;
+            self.ensure_parents(&file.path, &explicit)?;
+            let perms = self.perms(&file.path, &file.ownership)?;
+            let source = source_key(asset, file.member.as_deref());
+            let expected = self.expected_digest(asset, file);
+            let reason = match self.inspect(&file.path)? {
+                Existing::Missing => "missing".to_owned(),
+                Existing::File(stat) => {
+                    let digest = self.digest_of(&file.path, &stat)?;
+                    // Before the download, a member's digest is known from the record
+                    // of what was installed from the same archive.
+                    let known = expected.clone().or_else(|| {
+                        self.state
+                            .files
+                            .get(file.path.as_str())
+                            .filter(|r| r.source.as_deref() == Some(source.as_str()))
+                            .map(|r| r.digest.clone())
+                    });
+                    match known {
+                        Some(want) if want == digest => {
+                            self.asset_digests
+                                .insert(file.path.to_string(), digest.clone());
+                            self.unchanged.insert(
+                                file.path.to_string(),
+                                FileRecord {
+                                    kind: "file".to_owned(),
+                                    digest,
+                                    mode: perms.mode,
+                                    secret: false,
+                                    stat: Some(StatRecord::of(&stat)),
+                                    source: Some(source),
+                                },
+                            );
+                            if let Some(reason) = perms_differ(stat.mode, stat.uid, stat.gid, perms)
+                            {
+                                let after = self.parent_steps(&file.path);
+                                self.push(
+                                    Action::SetPermissions {
+                                        path: file.path.clone(),
+                                        perms,
+                                    },
+                                    reason,
+                                    after,
+                                );
+                            }
+                            continue;
+                        }
+                        Some(want) => format!(
+                            "content differs (sha256 {} on disk, {} wanted)",
+                            short(&digest),
+                            short(&want)
+                        ),
+                        None => format!(
+                            "content differs from what {} held when last installed",
+                            file.asset
+                        ),
+                    }
+                }
+                Existing::Symlink { target } => {
+                    format!("is a symlink to {}; replacing it", target.display())
+                }
+                other => {
+                    return Err(PlanError::Path {
+                        path: file.path.to_string(),
+                        detail: format!(
+                            "is {} but must be a file; remove it by hand",
+                            describe(&other)
+                        ),
+                    });
+                }
+            };
+            let digest = expected.clone();
+            self.asset_digests.insert(
+                file.path.to_string(),
+                expected.unwrap_or_else(|| format!("pending:{source}")),
+            );
+            let mut after = self.parent_steps(&file.path);
+            after.extend(self.fetch_step(asset));
+            let index = self.push(
+                Action::InstallAsset {
+                    path: file.path.clone(),
+                    asset: file.asset.clone(),
+                    member: file.member.clone(),
+                    digest,
+                    perms,
+                    desired: Box::new(asset.clone()),
+                },
+                reason,
+                after,
+            );
+            self.writes.insert(file.path.to_string(), index);
+        }
+        Ok(())
+    }
+
+    /// The digest an asset file must have, if known without downloading: the asset's
+    /// own for a plain file, the extraction manifest's for a member.
+    fn expected_digest(&mut self, asset: &DesiredAsset, file: &DesiredAssetFile) -> Option<String> {
+        let Some(member) = &file.member else {
+            return Some(asset.sha256.to_string());
+        };
+        let cache = &self.cache;
+        self.manifests
+            .entry(asset.sha256.to_string())
+            .or_insert_with(|| cache.manifest(asset.sha256.as_str()))
+            .as_ref()
+            .and_then(|m| m.resolve(member).ok().map(|(_, digest)| digest.to_owned()))
+    }
+
+    /// The step that puts `asset` in the cache, if it is not there yet (one per digest).
+    fn fetch_step(&mut self, asset: &DesiredAsset) -> Option<usize> {
+        let sha = asset.sha256.to_string();
+        if let Some(index) = self.fetches.get(&sha) {
+            return Some(*index);
+        }
+        let reason = if asset.archive.is_plain() {
+            if self.cache.has_blob(&sha) {
+                return None;
+            }
+            "not in the cache: download needed"
+        } else if self.manifests.get(&sha).is_some_and(Option::is_some)
+            || self.cache.manifest(&sha).is_some()
+        {
+            return None;
+        } else if self.cache.has_blob(&sha) {
+            "in the cache but not extracted yet"
+        } else {
+            "not in the cache: download needed"
+        };
+        let index = self.push(
+            Action::FetchAsset {
+                asset: asset.name.clone(),
+                sha256: sha.clone(),
+                urls: asset.urls.iter().map(|u| u.to_string()).collect(),
+                desired: Box::new(asset.clone()),
+            },
+            reason.to_owned(),
+            vec![],
+        );
+        self.fetches.insert(sha, index);
+        Some(index)
     }
 
     /// The digest of an existing file: from the record when the stat is unchanged,
@@ -548,6 +736,7 @@ impl Planner<'_> {
             .iter()
             .map(|f| f.path.as_str())
             .chain(desired.symlinks.iter().map(|l| l.path.as_str()))
+            .chain(desired.asset_files.iter().map(|f| f.path.as_str()))
             .chain(desired.directories.iter().map(|d| d.path.as_str()))
             .collect();
         let gone: Vec<(String, FileRecord)> = self
@@ -584,6 +773,8 @@ impl Planner<'_> {
             .map(|path| {
                 let digest = if let Some(file) = desired.file(path.as_str()) {
                     file.content.sha256().to_owned()
+                } else if let Some(digest) = self.asset_digests.get(path.as_str()) {
+                    digest.clone()
                 } else if let Some(link) = desired.symlinks.iter().find(|l| l.path == *path) {
                     format!("symlink:{}", link.target)
                 } else {
@@ -890,6 +1081,7 @@ impl Planner<'_> {
                                 mode: perms.mode,
                                 secret: false,
                                 stat: None,
+                                source: None,
                             },
                         );
                     }
@@ -1044,6 +1236,13 @@ impl Planner<'_> {
 
 /// The kind of a block's record in the state (`<path>#<name>`).
 pub const BLOCK_KIND: &str = "block";
+/// What an asset file is installed from: `sha256:<asset>` or `sha256:<archive>#<member>`.
+pub fn source_key(asset: &DesiredAsset, member: Option<&str>) -> String {
+    match member {
+        None => format!("sha256:{}", asset.sha256),
+        Some(member) => format!("sha256:{}#{member}", asset.sha256),
+    }
+}
 
 pub fn service_key(unit: &UnitName) -> String {
     format!("service:{unit}")

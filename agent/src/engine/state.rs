@@ -31,6 +31,9 @@ pub struct State {
     /// to the inputs it last acted on.
     #[serde(default)]
     pub applied: BTreeMap<String, AppliedRecord>,
+    /// The assets the last spec named (name to sha256): `cache prune` keeps these.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub assets: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +49,10 @@ pub struct FileRecord {
     /// The stat the file had when `digest` was computed (files only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stat: Option<StatRecord>,
+    /// For a file installed from an asset: `sha256:<asset>`, or
+    /// `sha256:<archive>#<member>` for a member of an archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,11 +6,9 @@
 //! [`remove_stale_temp`]) removes what a killed run left behind.
 
 use std::fs::{self, File, OpenOptions, Permissions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-
-use sha2::{Digest, Sha256};
 
 /// What is at a path, without following a final symlink.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,17 +73,7 @@ pub fn inspect(path: &Path) -> io::Result<Existing> {
 
 /// sha256 of a file's bytes, streamed.
 pub fn sha256_file(path: &Path) -> io::Result<String> {
-    let mut file = File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 256 * 1024];
-    loop {
-        let n = file.read(&mut buffer)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
+    crate::assets::hash::file(path)
 }
 
 pub fn temp_path(target: &Path) -> PathBuf {
@@ -166,7 +154,7 @@ pub fn remove_stale_temp(target: &Path) -> io::Result<bool> {
     }
 }
 
-fn sync_parent(path: &Path) -> io::Result<()> {
+pub fn sync_parent(path: &Path) -> io::Result<()> {
     match path.parent() {
         Some(parent) => File::open(parent)?.sync_all(),
         None => Ok(()),

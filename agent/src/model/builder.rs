@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use super::ModelError;
 use super::desired::{
-    Content, DesiredAssetFile, DesiredBlock, DesiredDirectory, DesiredFile, DesiredPackages,
-    DesiredService, DesiredState, DesiredSymlink, FileKind, Ownership, PackageManager,
+    Content, DesiredAsset, DesiredAssetFile, DesiredBlock, DesiredDirectory, DesiredFile,
+    DesiredPackages, DesiredService, DesiredState, DesiredSymlink, FileKind, Ownership,
+    PackageManager,
 };
 use crate::spec::{AbsPath, UnitName};
 
@@ -96,7 +97,31 @@ impl StateBuilder {
         Ok(())
     }
 
-    /// A file installed from an asset (or one member of an archive asset).
+    /// An asset the node downloads. Declaring the same name twice is a conflict unless
+    /// both declarations agree.
+    pub fn asset(
+        &mut self,
+        component: &'static str,
+        asset: DesiredAsset,
+    ) -> Result<(), ModelError> {
+        let key = format!("asset:{}", asset.name);
+        if let Some(existing) = self.state.assets.get(&asset.name) {
+            if *existing == asset {
+                return Ok(());
+            }
+            return Err(ModelError::Conflict {
+                what: format!("asset {}", asset.name),
+                first: self.owners.get(&key).copied().unwrap_or("?"),
+                second: component,
+            });
+        }
+        self.owners.insert(key, component);
+        self.state.assets.insert(asset.name.clone(), asset);
+        Ok(())
+    }
+
+    /// A file installed from an asset (or one member of an archive asset). The asset
+    /// must be declared (see [`Self::asset`]) by the time [`Self::finish`] runs.
     pub fn asset_file(
         &mut self,
         component: &'static str,
@@ -286,6 +311,7 @@ impl StateBuilder {
                 });
             }
         }
+        self.check_asset_files()?;
         if !self.state.sysctls.is_empty() {
             let mut text =
                 String::from("# Managed by nodewright; local changes are overwritten.\n");
@@ -308,6 +334,37 @@ impl StateBuilder {
             self.state.modules_file = Some(path);
         }
         Ok(self.state)
+    }
+}
+
+impl StateBuilder {
+    /// Every asset file names a declared asset, with a member exactly when the asset is
+    /// an archive.
+    fn check_asset_files(&self) -> Result<(), ModelError> {
+        for file in &self.state.asset_files {
+            let Some(asset) = self.state.assets.get(&file.asset) else {
+                return Err(ModelError::Render(format!(
+                    "{} is installed from asset {:?}, which the spec's assets do not declare",
+                    file.path, file.asset
+                )));
+            };
+            match (asset.archive.is_plain(), &file.member) {
+                (true, Some(member)) => {
+                    return Err(ModelError::Render(format!(
+                        "{} is installed from member {member} of asset {}, which is a plain file, not an archive",
+                        file.path, file.asset
+                    )));
+                }
+                (false, None) => {
+                    return Err(ModelError::Render(format!(
+                        "{} is installed from asset {}, an archive: a member must be named",
+                        file.path, file.asset
+                    )));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }
 

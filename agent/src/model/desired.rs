@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::spec::{AbsPath, FileMode, Principal, UnitName};
+use crate::spec::{AbsPath, ArchiveKind, AssetUrl, FileMode, Principal, Sha256Hex, UnitName};
 
 /// The content of a file, with its digest computed once.
 #[derive(Clone, PartialEq, Eq)]
@@ -87,6 +87,16 @@ pub struct DesiredAssetFile {
     pub ownership: Ownership,
 }
 
+/// A download the node needs: pinned by sha256, with the URLs to try in order (mirrors
+/// already applied).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredAsset {
+    pub name: String,
+    pub sha256: Sha256Hex,
+    pub urls: Vec<AssetUrl>,
+    pub archive: ArchiveKind,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredDirectory {
     pub path: AbsPath,
@@ -166,6 +176,8 @@ pub struct DesiredState {
     pub files: Vec<DesiredFile>,
     /// Binaries and other files that come from assets (downloads checked by sha256).
     pub asset_files: Vec<DesiredAssetFile>,
+    /// The assets, by name: what `asset_files` install from.
+    pub assets: BTreeMap<String, DesiredAsset>,
     pub symlinks: Vec<DesiredSymlink>,
     /// Kernel parameters to hold now (their persisted file is one of `files`).
     pub sysctls: BTreeMap<String, String>,
@@ -185,5 +197,9 @@ pub struct DesiredState {
 impl DesiredState {
     pub fn file(&self, path: &str) -> Option<&DesiredFile> {
         self.files.iter().find(|f| f.path.as_str() == path)
+    }
+
+    pub fn asset_file(&self, path: &str) -> Option<&DesiredAssetFile> {
+        self.asset_files.iter().find(|f| f.path.as_str() == path)
     }
 }

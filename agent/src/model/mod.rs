@@ -1,6 +1,7 @@
 //! The model: a pure function from a node spec and the machine's facts to the node's
 //! desired state. No I/O happens here, so every component is golden-testable.
 
+mod assets;
 mod base;
 mod builder;
 pub mod cluster;
@@ -17,8 +18,9 @@ pub mod render;
 
 pub use builder::{MODULES_FILE, SYSCTL_FILE, StateBuilder, UNIT_DIR, fixed_path, unit_path};
 pub use desired::{
-    Content, DesiredAssetFile, DesiredBlock, DesiredDirectory, DesiredFile, DesiredPackages,
-    DesiredService, DesiredState, DesiredSymlink, FileKind, Ownership, PackageManager,
+    Content, DesiredAsset, DesiredAssetFile, DesiredBlock, DesiredDirectory, DesiredFile,
+    DesiredPackages, DesiredService, DesiredState, DesiredSymlink, FileKind, Ownership,
+    PackageManager,
 };
 pub use facts::{Facts, HostFacts, InstanceFacts};
 
@@ -47,6 +49,7 @@ pub fn desired_state(spec: &NodeSpec, facts: &Facts) -> Result<DesiredState, Mod
     kubelet::render(spec, facts, &mut out)?;
     kube_proxy::render(spec, facts, &mut out)?;
     base::render(spec, &mut out)?;
+    assets::render(spec, &mut out)?;
     out.finish()
 }
 

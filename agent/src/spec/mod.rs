@@ -2,6 +2,7 @@
 //! from the state store. Parsing is strict: unknown fields, wrong types and invalid
 //! values are errors that name the field path and the line.
 
+mod assets;
 mod boot;
 mod cni;
 mod containerd;
@@ -20,6 +21,7 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub use assets::{ArchiveKind, AssetEntry, DownloadSettings, InstallEntry, MirrorEntry};
 pub use boot::{BOOT_CONFIG_KIND, BootConfig, NodeSpecSource, ProxySettings};
 pub use cni::{CNI_PLUGINS, CniSpec};
 pub use containerd::{
@@ -40,13 +42,13 @@ pub use node::{
 };
 pub use program::{Program, ProgramSet};
 pub use types::{
-    AbsPath, DnsName, DropInName, FileMode, KubernetesVersion, ModuleName, Principal, Sha256Hex,
-    SysctlKey, UnitName,
+    AbsPath, AssetName, AssetUrl, DnsName, DropInName, FileMode, KubernetesVersion, MemberPath,
+    ModuleName, Principal, Sha256Hex, SysctlKey, UnitName,
 };
 pub use validate::Problem;
 pub use values::{
-    ArchiveMember, AssetName, ContainerdVersion, GoDuration, ImageRef, LabelKey, LabelValue,
-    MirrorUrl, PackageName, Quantity, RegistryHost,
+    ContainerdVersion, GoDuration, ImageRef, LabelKey, LabelValue, MirrorUrl, PackageName,
+    Quantity, RegistryHost,
 };
 
 /// The one API version this build reads.

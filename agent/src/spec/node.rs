@@ -7,6 +7,7 @@ use ipnet::IpNet;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::assets::{AssetEntry, DownloadSettings};
 use super::cni::CniSpec;
 use super::containerd::ContainerdSpec;
 use super::host::HostSpec;
@@ -61,6 +62,12 @@ pub struct NodeSpec {
     /// kube-proxy as a static pod; leave it out (or disable it) for CNIs that replace it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kube_proxy: Option<KubeProxySpec>,
+    /// Files to download, verify by sha256 and install (binaries, archives).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assets: Vec<AssetEntry>,
+    /// How assets are downloaded: mirrors, air-gapped mode, timeouts.
+    #[serde(default, skip_serializing_if = "DownloadSettings::is_default")]
+    pub downloads: DownloadSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -304,6 +311,16 @@ impl NodeSpec {
         for (i, link) in self.symlinks.iter().enumerate() {
             claim(problems, &link.path, format!("symlinks[{i}].path"));
         }
+        for (i, asset) in self.assets.iter().enumerate() {
+            for (j, target) in asset.install.iter().enumerate() {
+                claim(
+                    problems,
+                    &target.path,
+                    format!("assets[{i}].install[{j}].path"),
+                );
+            }
+        }
+        super::assets::check(&self.assets, &self.downloads, problems);
 
         let mut units = BTreeSet::new();
         for (i, unit) in self.systemd.units.iter().enumerate() {

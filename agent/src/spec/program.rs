@@ -5,8 +5,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::types::AbsPath;
+use super::types::{AssetName, MemberPath};
 use super::validate::Problems;
-use super::values::{ArchiveMember, AssetName};
 
 /// One program, e.g. the kubelet.
 ///
@@ -21,7 +21,7 @@ pub struct Program {
     pub asset: Option<AssetName>,
     /// The member to install when the asset is an archive, e.g. `kubernetes/node/bin/kubelet`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub member: Option<ArchiveMember>,
+    pub member: Option<MemberPath>,
     /// Where the program is installed (or found); each component has a default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<AbsPath>,

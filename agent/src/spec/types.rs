@@ -139,6 +139,30 @@ checked_string!(
     pattern = "^[a-z_][a-z0-9_-]*\\$?$|^[0-9]+$"
 );
 
+checked_string!(
+    /// The name of an asset in the spec, e.g. `kubelet` or `cni-plugins`.
+    AssetName,
+    check_asset_name,
+    "An asset name: lowercase letters, digits, `.`, `_` and `-`",
+    pattern = "^[a-z0-9][a-z0-9._-]*$"
+);
+
+checked_string!(
+    /// Where an asset can be downloaded: `https://`, `http://`, `s3://bucket/key` or
+    /// `file:///path`. Credentials in the URL are refused: URLs are logged.
+    AssetUrl,
+    check_asset_url,
+    "An https://, http://, s3:// or file:// URL",
+    pattern = "^(https?|s3|file)://"
+);
+
+checked_string!(
+    /// A path inside an archive, relative and normalized, e.g. `bin/containerd`.
+    MemberPath,
+    check_member_path,
+    "A relative path inside an archive, without `.` or `..` components"
+);
+
 impl AbsPath {
     pub fn as_path(&self) -> &Path {
         Path::new(&self.0)
@@ -210,6 +234,78 @@ fn check_abs_path(value: &str) -> Result<(), String> {
     }
     if value.split('/').any(|c| c == ".") {
         return Err(format!("path {value:?} must not contain `.`"));
+    }
+    Ok(())
+}
+
+fn check_asset_name(value: &str) -> Result<(), String> {
+    let valid = !value.is_empty()
+        && value.len() <= 63
+        && value
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "asset name {value:?} must be 1-63 of a-z, 0-9, `.`, `_`, `-`, starting with a letter or digit"
+        ))
+    }
+}
+
+fn check_asset_url(value: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(value).map_err(|e| format!("{value:?} is not a URL: {e}"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "{value:?} carries credentials; URLs are logged, so use the instance role (s3://) or a mirror instead"
+        ));
+    }
+    match url.scheme() {
+        "https" | "http" => {
+            if url.host_str().is_none_or(str::is_empty) {
+                return Err(format!("{value:?} has no host"));
+            }
+        }
+        "s3" => {
+            let bucket = url.host_str().unwrap_or("");
+            if bucket.is_empty() || url.path().len() <= 1 {
+                return Err(format!("{value:?} must be s3://bucket/key"));
+            }
+        }
+        "file" => {
+            if url.host_str().is_some_and(|h| !h.is_empty()) {
+                return Err(format!("{value:?} must be file:///absolute/path"));
+            }
+        }
+        other => {
+            return Err(format!(
+                "{value:?}: scheme {other}:// is not supported (https, http, s3, file)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_member_path(value: &str) -> Result<(), String> {
+    if value.is_empty() || value.starts_with('/') {
+        return Err(format!(
+            "member {value:?} must be a relative path inside the archive"
+        ));
+    }
+    if value.contains('\0') {
+        return Err(format!("member {value:?} contains a NUL byte"));
+    }
+    if value
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        return Err(format!(
+            "member {value:?} must not contain empty, `.` or `..` components"
+        ));
     }
     Ok(())
 }
@@ -524,6 +620,36 @@ mod tests {
         assert!(Principal::try_from("root").is_ok());
         assert!(Principal::try_from("1000").is_ok());
         assert!(Principal::try_from("Root User").is_err());
+    }
+
+    #[test]
+    fn asset_names_urls_and_members() {
+        assert!(AssetName::try_from("cni-plugins").is_ok());
+        assert!(AssetName::try_from("Kubelet").is_err());
+        assert!(AssetName::try_from("-x").is_err());
+        for good in [
+            "https://dl.k8s.io/release/v1.33.4/bin/linux/amd64/kubelet",
+            "http://10.0.0.1:8080/x",
+            "s3://my-bucket/assets/kubelet",
+            "file:///opt/assets/kubelet",
+        ] {
+            assert!(AssetUrl::try_from(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "ftp://x/y",
+            "https://user:secret@x/y",
+            "s3://bucket",
+            "file://host/x",
+            "kubelet",
+        ] {
+            assert!(AssetUrl::try_from(bad).is_err(), "{bad}");
+        }
+        assert!(MemberPath::try_from("bin/containerd").is_ok());
+        for bad in [
+            "/bin/x", "../x", "bin/../x", "./bin/x", "bin//x", "bin/", "",
+        ] {
+            assert!(MemberPath::try_from(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Checked values used by the node components' spec sections: names of assets, archive
-//! members, images, packages, labels, registries, Go durations and Kubernetes quantities.
+//! Checked values used by the node components' spec sections: images, packages,
+//! labels, registries, Go durations and Kubernetes quantities.
 //!
 //! Like the types in `types.rs`, each one is checked while the YAML is read, so a bad
 //! value is reported with its field path and line.
@@ -11,21 +11,6 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
 use super::types::checked_string;
-
-checked_string!(
-    /// The name of an asset in the spec's `assets` list, e.g. `kubernetes-node`.
-    AssetName,
-    check_asset_name,
-    "The name of an asset in the spec's assets list",
-    pattern = "^[a-z0-9][a-z0-9._-]{0,63}$"
-);
-
-checked_string!(
-    /// A file inside an archive asset, e.g. `kubernetes/node/bin/kubelet`.
-    ArchiveMember,
-    check_archive_member,
-    "A relative path inside an archive, without `.` or `..` components"
-);
 
 checked_string!(
     /// A Go duration such as `30s`, `1m30s` or `12h`.
@@ -86,41 +71,6 @@ checked_string!(
     "An http:// or https:// URL",
     pattern = "^https?://"
 );
-
-fn check_asset_name(value: &str) -> Result<(), String> {
-    let valid = (1..=64).contains(&value.len())
-        && value
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && value
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "asset name {value:?} must be lowercase letters, digits, `.`, `_` and `-`"
-        ))
-    }
-}
-
-fn check_archive_member(value: &str) -> Result<(), String> {
-    let valid = !value.is_empty()
-        && !value.starts_with('/')
-        && !value.ends_with('/')
-        && !value.contains('\0')
-        && value
-            .split('/')
-            .all(|part| !part.is_empty() && part != "." && part != "..");
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "archive member {value:?} must be a relative path without `.`, `..` or empty components"
-        ))
-    }
-}
 
 /// `time.ParseDuration`'s grammar, without a sign: one or more `<number><unit>`.
 fn check_go_duration(value: &str) -> Result<(), String> {
@@ -474,10 +424,6 @@ mod tests {
             "https://a b",
             "https://a\"b",
         ]);
-        ok::<AssetName>(&["kubernetes-node", "containerd", "cni-plugins.v1.7"]);
-        bad::<AssetName>(&["", "Kubelet", "-x", "a/b"]);
-        ok::<ArchiveMember>(&["bin/containerd", "kubernetes/node/bin/kubelet", "bridge"]);
-        bad::<ArchiveMember>(&["", "/bin/x", "bin/../x", "./bridge", "bin//x", "bin/"]);
     }
 
     #[test]

@@ -1,0 +1,245 @@
+//! `prebake`, for image builds: fetch, verify and install every asset and every file
+//! that does not depend on the instance's identity, and write the bake manifest.
+//!
+//! There is no instance yet, so there are no facts from IMDS. The model is rendered
+//! twice, for two made-up instances that differ in everything an instance can differ in
+//! (id, account, region, zone, type, addresses, names); what comes out the same both
+//! times does not depend on the instance and goes into the image. Services are left
+//! alone: the image's first boot starts them.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::assets::bake::{BakeManifest, BakedAsset, BakedFile};
+use crate::assets::{FetchSettings, Fetcher};
+use crate::bootstrap::{BootError, fetch_spec};
+use crate::cloud::NetworkSettings;
+use crate::engine::{self, State};
+use crate::host::{Host, os};
+use crate::model::{self, DesiredState, Facts, FileKind, InstanceFacts};
+use crate::spec::Sha256Hex;
+
+#[derive(Debug, Clone)]
+pub struct PrebakeOptions {
+    pub root: PathBuf,
+    pub url: String,
+    pub sha256: Option<Sha256Hex>,
+    /// The region for s3:// URLs (the image build's).
+    pub region: String,
+    pub deadline: Duration,
+}
+
+#[derive(Debug)]
+pub struct Prebaked {
+    pub manifest: BakeManifest,
+    pub changes: usize,
+    pub downloads: usize,
+}
+
+pub async fn prebake(options: &PrebakeOptions) -> Result<Prebaked, BootError> {
+    let host = Host::new(&options.root);
+    let network = NetworkSettings::default();
+    let host_facts = os::host_facts(host.root());
+    let one = Facts {
+        instance: made_up_instance(0, &options.region),
+        host: host_facts.clone(),
+    };
+    let other = Facts {
+        instance: made_up_instance(1, "eu-west-3"),
+        host: host_facts,
+    };
+    let (spec, spec_sha256) = fetch_spec(
+        &options.url,
+        options.sha256.as_ref(),
+        &one,
+        &network,
+        options.deadline,
+        None,
+    )
+    .await?;
+    let desired = model::desired_state(&spec, &one)?;
+    let desired_other = model::desired_state(&spec, &other)?;
+    let baked = identity_independent(&desired, &desired_other);
+
+    let fetcher = Arc::new(Fetcher::new(
+        &host,
+        FetchSettings::from(&spec.downloads),
+        network,
+        Some(options.region.clone()),
+    )?);
+    // Every asset, even one nothing installs yet, verified if already cached.
+    let fetches = desired.assets.values().map(|asset| {
+        let fetcher = fetcher.clone();
+        async move { fetcher.ensure_verified(asset).await }
+    });
+    let failures: Vec<String> = futures_util::future::join_all(fetches)
+        .await
+        .into_iter()
+        .filter_map(|r| r.err().map(|e| e.to_string()))
+        .collect();
+    if !failures.is_empty() {
+        return Err(BootError::Apply { failures });
+    }
+
+    let mut state = State::default();
+    let plan = engine::plan(&baked, &host, &state).await?;
+    let report = engine::apply_with(&plan, &host, &mut state, fetcher.clone()).await;
+    let failures = report.failures();
+    if !failures.is_empty() {
+        return Err(BootError::Apply { failures });
+    }
+
+    let manifest = BakeManifest {
+        baked_at: engine::timeline::rfc3339(std::time::SystemTime::now()),
+        agent_version: crate::VERSION.to_owned(),
+        spec_url: options.url.clone(),
+        spec_sha256,
+        assets: desired
+            .assets
+            .values()
+            .map(|asset| BakedAsset {
+                name: asset.name.clone(),
+                sha256: asset.sha256.to_string(),
+                archive: asset.archive.to_string(),
+                path: format!(
+                    "/{}/sha256/{}",
+                    crate::assets::cache::CACHE_DIR,
+                    asset.sha256
+                ),
+            })
+            .collect(),
+        files: baked_files(&baked, &state),
+    };
+    manifest.save(&host).map_err(|source| {
+        BootError::State(engine::StateError::Write {
+            path: BakeManifest::path(&host),
+            source,
+        })
+    })?;
+    Ok(Prebaked {
+        manifest,
+        changes: plan.steps.len(),
+        downloads: fetcher.stats().downloads,
+    })
+}
+
+/// What two renders for different instances agree on: directories, files, symlinks and
+/// asset files, and every asset. No services, sysctls or modules are acted on; unit
+/// files are written as plain files (systemd loads them at the first boot).
+pub fn identity_independent(one: &DesiredState, other: &DesiredState) -> DesiredState {
+    let mut out = DesiredState {
+        assets: one.assets.clone(),
+        ..DesiredState::default()
+    };
+    out.directories = one
+        .directories
+        .iter()
+        .filter(|d| other.directories.contains(d))
+        .cloned()
+        .collect();
+    out.files = one
+        .files
+        .iter()
+        .filter(|f| other.files.contains(f))
+        .cloned()
+        .map(|mut f| {
+            f.kind = FileKind::Plain;
+            f
+        })
+        .collect();
+    out.symlinks = one
+        .symlinks
+        .iter()
+        .filter(|l| other.symlinks.contains(l))
+        .cloned()
+        .collect();
+    out.asset_files = one
+        .asset_files
+        .iter()
+        .filter(|f| {
+            other.asset_files.contains(f)
+                && one.assets.get(&f.asset).map(|a| &a.sha256)
+                    == other.assets.get(&f.asset).map(|a| &a.sha256)
+        })
+        .cloned()
+        .collect();
+    out
+}
+
+fn baked_files(baked: &DesiredState, state: &State) -> Vec<BakedFile> {
+    let paths: BTreeMap<&str, ()> = baked
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), ()))
+        .chain(baked.asset_files.iter().map(|f| (f.path.as_str(), ())))
+        .collect();
+    paths
+        .keys()
+        .filter_map(|path| {
+            let record = state.files.get(*path)?;
+            Some(BakedFile {
+                path: (*path).to_owned(),
+                sha256: record.digest.clone(),
+                mode: record.mode,
+                source: record.source.clone(),
+            })
+        })
+        .collect()
+}
+
+/// An instance that does not exist, differing from the other made-up one everywhere.
+fn made_up_instance(n: u8, region: &str) -> InstanceFacts {
+    let digit = char::from(b'0' + n);
+    InstanceFacts {
+        instance_id: format!("i-{}", digit.to_string().repeat(17)),
+        account_id: digit.to_string().repeat(12),
+        region: region.to_owned(),
+        availability_zone: format!("{region}{}", if n == 0 { 'a' } else { 'b' }),
+        instance_type: if n == 0 { "m6i.large" } else { "c7g.xlarge" }.to_owned(),
+        private_ipv4: Ipv4Addr::new(10, n, 1, 10 + n),
+        ipv6: None,
+        hostname: format!("ip-10-{n}-1-{}.prebake.internal", 10 + n),
+        mac: format!("0e:00:00:00:00:0{n}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Ownership, StateBuilder};
+    use crate::spec::AbsPath;
+
+    #[test]
+    fn only_what_both_renders_share_is_baked() {
+        let render = |id: &str| {
+            let mut out = StateBuilder::default();
+            let path = |p: &str| AbsPath::try_from(p).unwrap();
+            out.file("t", path("/etc/shared"), "same", Ownership::root(0o644))
+                .unwrap();
+            out.file(
+                "t",
+                path("/etc/identity"),
+                format!("instance {id}"),
+                Ownership::root(0o644),
+            )
+            .unwrap();
+            out.finish().unwrap()
+        };
+        let baked = identity_independent(&render("a"), &render("b"));
+        let paths: Vec<&str> = baked.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["/etc/shared"]);
+    }
+
+    #[test]
+    fn made_up_instances_differ() {
+        let a = made_up_instance(0, "us-east-1");
+        let b = made_up_instance(1, "eu-west-3");
+        assert_ne!(a.instance_id, b.instance_id);
+        assert_ne!(a.private_ipv4, b.private_ipv4);
+        assert_ne!(a.hostname, b.hostname);
+        assert_eq!(a.instance_id.len(), "i-0a1b2c3d4e5f60718".len());
+    }
+}
