@@ -6,11 +6,21 @@
 //!   throttling, EC2 behaviour) for the tests that need it.
 //! - [`imds::FakeImds`]: IMDSv2 as EC2 serves it, with switchable faults.
 //! - [`agent::Agent`]: runs the `nodewright` binary against a temp root.
+//! - Booted nodes: [`image::Image`] (the "AMI": debootstrap + packer/provision.sh, as
+//!   cached overlay layers), [`fleet::Fleet`] (emulator + private [`network::Network`]),
+//!   [`node::Node`] (one instance booted with systemd-nspawn, its own IMDS).
 
 pub mod agent;
+pub mod fleet;
 pub mod front;
+pub mod image;
 pub mod imds;
+pub mod janitor;
 pub mod moto;
+pub mod netns;
+pub mod network;
+pub mod node;
+pub mod overlay;
 pub mod proxy;
 pub mod runtime;
 pub mod tools;
