@@ -16,6 +16,10 @@ packages=(
   e2fsprogs util-linux  # mkfs.ext4, blkid, losetup, resize2fs for the disk tests
   iproute2            # network namespaces for booted nodes
   ca-certificates
+  debootstrap         # the booted nodes' root filesystem (the test "AMI")
+  systemd-container   # systemd-nspawn boots those nodes
+  packer              # packer validate of packer/nodewright.pkr.hcl (Debian's 1.6.6)
+  shellcheck          # lint of packer/provision.sh
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -3,7 +3,7 @@
 //! answers at [`crate::network::AWS_ADDR`], and the nodes launched into it.
 //!
 //! Where booted nodes cannot run (not root, no systemd-nspawn...), [`Fleet::start`]
-//! says why and returns `None`, and the test skips; with `NODEWRIGHT_REQUIRE_BOOTED=1`
+//! says why and returns `None`, and the test skips; with `NODEWRIGHT_REQUIRE_ALL=1`
 //! (set by scripts/test.sh, so CI) it fails instead.
 //!
 //! Extension points for the later end-to-end tests:
@@ -70,14 +70,14 @@ pub fn unsupported() -> Option<String> {
 }
 
 /// Whether booted nodes can run here. If not, prints why (the test then skips), or
-/// fails when `NODEWRIGHT_REQUIRE_BOOTED` says they must.
+/// fails when `NODEWRIGHT_REQUIRE_ALL` says they must.
 pub fn supported_or_skip() -> bool {
     let Some(reason) = unsupported() else {
         return true;
     };
     assert!(
-        std::env::var_os("NODEWRIGHT_REQUIRE_BOOTED").is_none(),
-        "booted-node tests are required here (NODEWRIGHT_REQUIRE_BOOTED) but cannot run: {reason}"
+        std::env::var_os("NODEWRIGHT_REQUIRE_ALL").is_none(),
+        "booted-node tests are required here (NODEWRIGHT_REQUIRE_ALL) but cannot run: {reason}"
     );
     eprintln!("skipped: {reason}");
     false

@@ -66,6 +66,7 @@ pub fn cache_dir() -> PathBuf {
 pub fn node_binary() -> PathBuf {
     std::env::var_os("NODEWRIGHT_NODE_BINARY")
         .map(PathBuf::from)
+        .map(|path| std::path::absolute(&path).unwrap_or(path))
         .unwrap_or_else(|| crate::tools::workspace_bin("nodewright"))
 }
 
@@ -143,13 +144,77 @@ impl Image {
         &self.layers
     }
 
-    /// A path in the image, as the topmost layer that has it holds it.
-    pub fn path(&self, node_path: &str) -> Option<PathBuf> {
-        let relative = node_path.trim_start_matches('/');
-        self.layers
-            .iter()
-            .map(|layer| layer.join(relative))
-            .find(|p| p.symlink_metadata().is_ok())
+    /// A read-only view of the image's files, as a node sees them before its first boot.
+    pub fn view(&self) -> Scratch {
+        Scratch::over(&self.layers, false)
+    }
+}
+
+/// A writable tree over some image layers, for running provisioning steps by hand
+/// (tests of provision.sh itself); removed on drop.
+pub struct Scratch {
+    dir: PathBuf,
+    overlay: Option<Overlay>,
+}
+
+impl Scratch {
+    /// A fresh overlay over `layers` (topmost first). With `writable` false it is a
+    /// read-only view of them (an overlay without an upper layer).
+    pub fn over(layers: &[PathBuf], writable: bool) -> Self {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        crate::janitor::sweep_once();
+        let dir = cache_dir().join("nodes").join(format!(
+            "{}-scratch{}",
+            crate::janitor::owner_tag(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let root = dir.join("root");
+        let overlay = if writable {
+            Overlay::mount(layers, &dir.join("upper"), &root)
+        } else {
+            Overlay::mount_read_only(layers, &root)
+        }
+        .unwrap_or_else(|e| panic!("{e}"));
+        Self {
+            dir,
+            overlay: Some(overlay),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.overlay.as_ref().expect("mounted").target()
+    }
+
+    /// A path inside the tree.
+    pub fn path(&self, node_path: &str) -> PathBuf {
+        self.root().join(node_path.trim_start_matches('/'))
+    }
+
+    /// Runs `provision.sh STAGES` in the tree, as the image build does, with `binary`
+    /// as the agent and `env` added; returns its output whatever the outcome.
+    pub fn provision(
+        &self,
+        binary: Option<&Path>,
+        env: &[(&str, &str)],
+        stages: &[&str],
+    ) -> std::process::Output {
+        provision_command(
+            self.root(),
+            &crate::workspace().join("packer"),
+            binary,
+            env,
+            stages,
+        )
+        .output()
+        .unwrap_or_else(|e| panic!("running systemd-nspawn: {e}"))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        drop(self.overlay.take());
+        crate::janitor::reclaim(&self.dir);
     }
 }
 
@@ -236,9 +301,7 @@ fn debootstrap(recipe: &Recipe, dir: &Path) -> Result<(), String> {
     }
 }
 
-/// Runs `provision.sh STAGES` inside `root` with systemd-nspawn (as a command, not a
-/// boot): the packer directory and the binary are bound read-only under /run, which
-/// nspawn keeps on a tmpfs, so they leave no trace in the layer.
+/// Runs `provision.sh STAGES` for an image layer (see [`provision_command`]).
 fn provision_stages(
     root: &Path,
     packer: &Path,
@@ -246,43 +309,18 @@ fn provision_stages(
     recipe: &Recipe,
     stages: &[&str],
 ) -> Result<(), String> {
-    let mut command = Command::new("systemd-nspawn");
-    command
-        .args(["-q", "--register=no", "--keep-unit", "-D"])
-        .arg(root)
-        .arg(format!(
-            "--bind-ro={}:/run/nodewright-image",
-            packer.display()
-        ))
-        .arg(format!(
-            "--setenv=NODEWRIGHT_EXTRA_PACKAGES={}",
-            recipe.extra_packages.join(" ")
-        ))
-        .arg(format!(
-            "--setenv=KUBERNETES_VERSION={}",
-            recipe.kubernetes_version
-        ));
-    if let Some(binary) = binary {
-        command
-            .arg(format!(
-                "--bind-ro={}:/run/nodewright-bin/nodewright",
-                binary.display()
-            ))
-            .arg("--setenv=NODEWRIGHT_BINARY=/run/nodewright-bin/nodewright");
-    }
+    let extras = recipe.extra_packages.join(" ");
+    let mut env = vec![
+        ("NODEWRIGHT_EXTRA_PACKAGES", extras.as_str()),
+        ("KUBERNETES_VERSION", recipe.kubernetes_version.as_str()),
+    ];
+    let prebake_args;
     if let Some((spec, args)) = &recipe.prebake {
-        command
-            .arg(format!("--setenv=NODEWRIGHT_PREBAKE_SPEC={spec}"))
-            .arg(format!(
-                "--setenv=NODEWRIGHT_PREBAKE_ARGS={}",
-                args.join(" ")
-            ));
+        prebake_args = args.join(" ");
+        env.push(("NODEWRIGHT_PREBAKE_SPEC", spec));
+        env.push(("NODEWRIGHT_PREBAKE_ARGS", &prebake_args));
     }
-    command
-        .args(["--", "/bin/bash", "/run/nodewright-image/provision.sh"])
-        .args(stages)
-        .env("SYSTEMD_NSPAWN_API_VFS_WRITABLE", "network");
-    let output = command
+    let output = provision_command(root, packer, binary, &env, stages)
         .output()
         .map_err(|e| format!("running systemd-nspawn: {e}"))?;
     if output.status.success() {
@@ -296,6 +334,42 @@ fn provision_stages(
             tail(&output.stderr, 30)
         ))
     }
+}
+
+/// `provision.sh STAGES` inside `root` with systemd-nspawn (as a command, not a boot):
+/// the packer directory and the binary are bound read-only under /run, which nspawn
+/// keeps on a tmpfs, so they leave no trace in the tree.
+fn provision_command(
+    root: &Path,
+    packer: &Path,
+    binary: Option<&Path>,
+    env: &[(&str, &str)],
+    stages: &[&str],
+) -> Command {
+    let mut command = Command::new("systemd-nspawn");
+    command
+        .args(["-q", "--register=no", "--keep-unit", "-D"])
+        .arg(root)
+        .arg(format!(
+            "--bind-ro={}:/run/nodewright-image",
+            packer.display()
+        ));
+    if let Some(binary) = binary {
+        command
+            .arg(format!(
+                "--bind-ro={}:/run/nodewright-bin/nodewright",
+                binary.display()
+            ))
+            .arg("--setenv=NODEWRIGHT_BINARY=/run/nodewright-bin/nodewright");
+    }
+    for (key, value) in env {
+        command.arg(format!("--setenv={key}={value}"));
+    }
+    command
+        .args(["--", "/bin/bash", "/run/nodewright-image/provision.sh"])
+        .args(stages)
+        .stdin(std::process::Stdio::null());
+    command
 }
 
 /// Removes baked layers no process holds (their lock can be taken exclusively).

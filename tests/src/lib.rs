@@ -11,6 +11,7 @@
 //!   [`node::Node`] (one instance booted with systemd-nspawn, its own IMDS).
 
 pub mod agent;
+pub mod checks;
 pub mod fleet;
 pub mod front;
 pub mod image;
@@ -23,6 +24,7 @@ pub mod node;
 pub mod overlay;
 pub mod proxy;
 pub mod runtime;
+pub mod timeline;
 pub mod tools;
 pub mod tree;
 pub mod world;

@@ -366,12 +366,18 @@ impl Node {
     /// The journal of one unit (all boots, oldest first), read from the node's disk
     /// with the machine's own journalctl.
     pub fn journal(&self, unit: &str) -> Vec<JournalEntry> {
+        self.journal_matching(&["--unit", unit])
+    }
+
+    /// Journal entries selected by `journalctl` arguments (`--boot ID`, `FIELD=value`).
+    pub fn journal_matching(&self, args: &[&str]) -> Vec<JournalEntry> {
         let output = Command::new("journalctl")
             .arg(format!(
                 "--directory={}",
                 self.path("/var/log/journal").display()
             ))
-            .args(["--output=json", "--no-pager", "--unit", unit])
+            .args(["--output=json", "--no-pager"])
+            .args(args)
             .output()
             .expect("running journalctl");
         String::from_utf8_lossy(&output.stdout)

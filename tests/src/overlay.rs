@@ -15,25 +15,32 @@ impl Overlay {
     /// directory beside it and `target` are created.
     pub fn mount(lowers: &[PathBuf], upper: &Path, target: &Path) -> std::io::Result<Self> {
         let work = upper.with_extension("work");
-        for dir in [upper, &work, target] {
+        for dir in [upper, &work] {
             std::fs::create_dir_all(dir)?;
         }
-        let lowerdir = lowers
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(":");
         let options = format!(
-            "lowerdir={lowerdir},upperdir={},workdir={}",
+            "lowerdir={},upperdir={},workdir={}",
+            lowerdir(lowers),
             upper.display(),
             work.display()
         );
+        Self::mount_with(&options, MsFlags::empty(), target)
+    }
+
+    /// Mounts `lowers` (at least two, topmost first) read-only at `target`.
+    pub fn mount_read_only(lowers: &[PathBuf], target: &Path) -> std::io::Result<Self> {
+        let options = format!("lowerdir={}", lowerdir(lowers));
+        Self::mount_with(&options, MsFlags::MS_RDONLY, target)
+    }
+
+    fn mount_with(options: &str, flags: MsFlags, target: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(target)?;
         nix::mount::mount(
             Some("overlay"),
             target,
             Some("overlay"),
-            MsFlags::empty(),
-            Some(options.as_str()),
+            flags,
+            Some(options),
         )
         .map_err(|e| {
             std::io::Error::new(
@@ -52,6 +59,14 @@ impl Overlay {
     pub fn target(&self) -> &Path {
         &self.target
     }
+}
+
+fn lowerdir(lowers: &[PathBuf]) -> String {
+    lowers
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 impl Drop for Overlay {

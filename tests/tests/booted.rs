@@ -1,7 +1,7 @@
 //! Nodes booted from the baked image with systemd as PID 1: the agent runs from its unit
 //! at boot exactly as on EC2, against the emulator in a private network. Needs root
 //! (network namespaces, overlay mounts, systemd-nspawn): skipped with the reason where
-//! that is missing, required under scripts/test.sh (`NODEWRIGHT_REQUIRE_BOOTED`).
+//! that is missing, required under scripts/test.sh (`NODEWRIGHT_REQUIRE_ALL`).
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -150,7 +150,7 @@ fn worker_boots_converges_and_a_reboot_changes_nothing() {
     // The instance got its own identity at first boot; the image has none.
     let machine_id = std::fs::read_to_string(node.path("/etc/machine-id")).unwrap();
     assert_eq!(machine_id.trim().len(), 32, "{machine_id:?}");
-    let image_id = std::fs::read_to_string(fleet.image().path("/etc/machine-id").unwrap()).unwrap();
+    let image_id = std::fs::read_to_string(fleet.image().view().path("/etc/machine-id")).unwrap();
     assert!(
         image_id.is_empty(),
         "the image carries a machine-id: {image_id:?}"
