@@ -46,7 +46,18 @@ pub struct Node {
     imds: FakeImds,
     machine: Option<Machine>,
     boots: u32,
+    /// Block devices attached to the instance (EBS volumes), by their name in the node.
+    devices: BTreeMap<String, AttachedDevice>,
     _image: Arc<Image>,
+}
+
+/// A machine block device presented in the node, as EC2 presents an EBS volume.
+#[derive(Debug, Clone)]
+struct AttachedDevice {
+    /// On the machine (a loop device).
+    source: PathBuf,
+    /// Symlinks to it in the node, as udev makes them (`/dev/disk/by-id/...`).
+    links: Vec<String>,
 }
 
 /// A running boot of the node.
@@ -107,6 +118,7 @@ impl Node {
             imds,
             machine: None,
             boots: 0,
+            devices: BTreeMap::new(),
             _image: image,
         };
         node.write_environment(&launch.environment);
@@ -208,6 +220,12 @@ impl Node {
             .stdin(Stdio::null())
             .stdout(console.try_clone().expect("a console handle"))
             .stderr(console);
+        // Volumes attached while the machine was down are there when it boots, with
+        // their udev-style links made by systemd-tmpfiles before any service starts.
+        for (name, device) in &self.devices {
+            command.arg(format!("--bind={}:/dev/{name}", device.source.display()));
+        }
+        self.write_device_links();
         crate::tools::die_with_parent(&mut command);
         ensure_nspawn_runtime_dir();
         let started = SystemTime::now();
@@ -226,6 +244,74 @@ impl Node {
             started,
         });
         self.boots += 1;
+    }
+
+    /// Attaches a block device of the machine (a loop device standing in for an EBS
+    /// volume) to the instance: it appears in the running node as `/dev/<name>` with
+    /// `links` to it (e.g. `/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol…`), as
+    /// udev makes them on EC2, and it stays attached across reboots.
+    pub fn attach_block_device(&mut self, source: &Path, name: &str, links: &[&str]) {
+        let device = AttachedDevice {
+            source: source.to_owned(),
+            links: links.iter().map(|l| (*l).to_owned()).collect(),
+        };
+        if self.machine.is_some() {
+            let stat = nix::sys::stat::stat(source)
+                .unwrap_or_else(|e| panic!("{}: {e}", source.display()));
+            let (major, minor) = (
+                nix::sys::stat::major(stat.st_rdev),
+                nix::sys::stat::minor(stat.st_rdev),
+            );
+            let mut script = format!("mknod /dev/{name} b {major} {minor}");
+            for link in &device.links {
+                script.push_str(&format!(
+                    " && mkdir -p \"$(dirname {link})\" && ln -sfn /dev/{name} {link}"
+                ));
+            }
+            let output = self.exec(&["/bin/sh", "-c", &script]);
+            assert!(
+                output.status.success(),
+                "attaching {} as /dev/{name}: {}",
+                source.display(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        self.devices.insert(name.to_owned(), device);
+    }
+
+    /// Detaches a device attached with [`Node::attach_block_device`]: it and its links
+    /// disappear from the node, as when EC2 detaches a volume (a mount of it stays
+    /// until unmounted, and fails on I/O).
+    pub fn detach_block_device(&mut self, name: &str) {
+        let Some(device) = self.devices.remove(name) else {
+            return;
+        };
+        if self.machine.is_some() {
+            let mut paths = vec![format!("/dev/{name}")];
+            paths.extend(device.links);
+            let mut args = vec!["rm", "-f"];
+            args.extend(paths.iter().map(String::as_str));
+            self.exec(&args);
+        }
+    }
+
+    /// The udev-style links of attached devices, as a tmpfiles.d rule in the node.
+    fn write_device_links(&self) {
+        let path = self.path("/etc/tmpfiles.d/nodewright-harness-devices.conf");
+        if self.devices.is_empty() {
+            let _ = std::fs::remove_file(&path);
+            return;
+        }
+        let mut text = String::from("# Written by the test harness: links to attached volumes.\n");
+        for (name, device) in &self.devices {
+            for link in &device.links {
+                text.push_str(&format!("L+ {link} - - - - /dev/{name}\n"));
+            }
+        }
+        if let Some(parent) = path.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        std::fs::write(&path, text).expect("writing the device links");
     }
 
     /// Powers the node off in order (systemd stops its units) and waits for it.

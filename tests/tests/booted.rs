@@ -422,3 +422,86 @@ fn janitor_reclaims_what_a_killed_test_process_left() {
     nodewright_e2e::janitor::sweep();
     assert_gone(&netns, &dir, &[]);
 }
+
+/// A loop device over a sparse file: the machine-side stand-in for an EBS volume.
+struct LoopDevice {
+    path: std::path::PathBuf,
+    _file: tempfile::TempDir,
+}
+
+impl LoopDevice {
+    fn new(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("volume.img");
+        let status = std::process::Command::new("truncate")
+            .args(["-s", size])
+            .arg(&file)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let output = std::process::Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let path = String::from_utf8(output.stdout).unwrap().trim().into();
+        Self { path, _file: dir }
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup")
+            .arg("-d")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+#[test]
+fn a_volume_appears_under_its_ebs_name_and_stays_attached_across_a_reboot() {
+    let Some(mut fleet) = Fleet::start() else {
+        return;
+    };
+    let spec = worker_spec();
+    let user_data = worker_user_data(&spec);
+    fleet.publish(&user_data, &spec);
+    let volume = LoopDevice::new("64M");
+    let mut node = fleet.launch(&user_data);
+    node.wait_converged();
+
+    let by_id = "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol0123456789abcdef0";
+    node.attach_block_device(&volume.path, "nvme1n1", &[by_id]);
+    assert_eq!(sh(&node, &format!("readlink -f {by_id}")), "/dev/nvme1n1");
+    // Blank (blkid exits 2), then formatted and used from inside the node.
+    let blank = node.exec(&["blkid", by_id]);
+    assert_eq!(blank.status.code(), Some(2), "{blank:?}");
+    sh(
+        &node,
+        &format!(
+            "mkfs.ext4 -q {by_id} && mkdir -p /mnt/data && mount {by_id} /mnt/data && echo kept > /mnt/data/marker && umount /mnt/data"
+        ),
+    );
+
+    node.reboot();
+    node.wait_for_unit("multi-user.target", "active", |s| {
+        s.active_state == "active"
+    });
+    assert_eq!(sh(&node, &format!("readlink -f {by_id}")), "/dev/nvme1n1");
+    assert_eq!(
+        sh(
+            &node,
+            &format!("mount {by_id} /mnt/data && cat /mnt/data/marker && umount /mnt/data")
+        ),
+        "kept"
+    );
+
+    node.detach_block_device("nvme1n1");
+    let gone = node.exec(&["test", "-e", by_id]);
+    assert!(
+        !gone.status.success(),
+        "{by_id} is still there after the detach"
+    );
+    drop(node);
+}
