@@ -505,3 +505,62 @@ fn a_volume_appears_under_its_ebs_name_and_stays_attached_across_a_reboot() {
     );
     drop(node);
 }
+
+#[test]
+fn a_killed_test_process_leaves_nothing_running_and_its_leftovers_are_reclaimed() {
+    if !nodewright_e2e::fleet::supported_or_skip() {
+        return;
+    }
+    use std::io::BufRead;
+    // A process that boots a node and would keep it up for minutes, killed outright.
+    let mut owner = std::process::Command::new(nodewright_e2e::tools::workspace_bin("boot-node"))
+        .arg(nodewright_e2e::workspace().join("tests/fixtures/booted-worker/nodespec.yaml"))
+        .arg("300")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut init = None;
+    let mut disk = None;
+    for line in std::io::BufReader::new(owner.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(pid) = line.trim().strip_prefix("nsenter --target ") {
+            init = pid
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<i32>().ok());
+        }
+        if let Some(path) = line.strip_prefix("Its disk: ") {
+            disk = Some(std::path::PathBuf::from(path.trim()));
+            break;
+        }
+    }
+    let (init, disk) = (init.unwrap(), disk.unwrap());
+    let node_dir = disk.parent().unwrap().to_owned();
+    assert!(nodewright_e2e::node::is_running(init));
+    let tag = format!("{}{}-", nodewright_e2e::netns::PREFIX, owner.id());
+    let netns: Vec<String> = nodewright_e2e::netns::list()
+        .into_iter()
+        .filter(|n| n.starts_with(&tag))
+        .collect();
+    assert_eq!(netns.len(), 2, "the owner's switch and node: {netns:?}");
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+
+    // The node's processes die with their owner (its PID namespace goes with nspawn).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while nodewright_e2e::node::is_running(init) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !nodewright_e2e::node::is_running(init),
+        "the node outlived its owner"
+    );
+
+    // Its namespaces, mounts and directory are reclaimed by the next sweep (this one,
+    // or another test process's that got there first).
+    nodewright_e2e::janitor::sweep();
+    for name in &netns {
+        assert_gone(name, &node_dir, &[init]);
+    }
+}

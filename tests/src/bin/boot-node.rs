@@ -1,5 +1,5 @@
 //! Boots one worker node from the baked image, the way the booted-node tests do, and
-//! leaves it running so that you can look around: `scripts/boot-node.sh`. Needs root.
+//! leaves it running so that you can look around (`scripts/boot-node.sh`). Needs root.
 //!
 //!   boot-node [SPEC.yaml] [SECONDS]
 //!
