@@ -81,14 +81,27 @@ stage_os() {
   else
     die "no apt-get or dnf: cannot install ${packages[*]}"
   fi
-  # A package's own service (e.g. containerd) stays off until nodewright has written
-  # its configuration and starts it from the node spec.
+  # The extra packages' own services (containerd, etcd...) stay off until nodewright
+  # has written their configuration and starts them from the node spec.
+  local unit
   for p in $extra_packages; do
-    if [ -f "/usr/lib/systemd/system/$p.service" ] || [ -f "/lib/systemd/system/$p.service" ]; then
-      log "disabling $p.service (nodewright starts it when the node spec says)"
-      systemctl disable "$p.service" >/dev/null 2>&1 || true
-    fi
+    for unit in $(package_units "$p"); do
+      log "disabling $unit from $p (nodewright starts it when the node spec says)"
+      if [ -d /run/systemd/system ]; then
+        systemctl stop "$unit" >/dev/null 2>&1 || true
+      fi
+      systemctl disable "$unit" >/dev/null 2>&1 || true
+    done
   done
+}
+
+# The service and socket units a package ships.
+package_units() {
+  if command -v dpkg-query >/dev/null; then
+    dpkg-query -L "$1" 2>/dev/null
+  else
+    rpm -ql "$1" 2>/dev/null
+  fi | grep -E '^(/usr)?/lib/systemd/system/[^/@]+[.](service|socket)$' | xargs -r -n1 basename
 }
 
 stage_agent() {

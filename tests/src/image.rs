@@ -11,8 +11,8 @@
 //!
 //! Layers are built under an exclusive lock (parallel test processes wait for the first
 //! one), into a temp directory renamed into place when complete. A process using a
-//! baked layer holds a shared lock on it; unused baked layers are removed when a new one
-//! is made.
+//! baked layer holds a shared lock on it; layers nobody uses any more are removed when
+//! an image is chosen.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -132,7 +132,7 @@ impl Image {
             |root| provision_stages(root, &packer, Some(binary), recipe, &["agent", "seal"]),
         );
         let in_use = lock(&baked.with_extension("lock"), FlockArg::LockShared);
-        collect_unused(&cache, &baked);
+        collect_unused(&cache, &[baked.clone(), os.clone(), base.clone()]);
         Self {
             layers: vec![baked, os, base],
             _in_use: in_use,
@@ -372,29 +372,52 @@ fn provision_command(
     command
 }
 
-/// Removes baked layers no process holds (their lock can be taken exclusively).
-fn collect_unused(cache: &Path, keep: &Path) {
-    let Ok(entries) = std::fs::read_dir(cache) else {
-        return;
+/// Removes the baked layers no process holds (their lock can be taken exclusively) and,
+/// once `keep` is the only baked layer left, the base and OS layers it does not sit on.
+/// Runs under the build lock, so no other process is between choosing and holding.
+fn collect_unused(cache: &Path, keep: &[PathBuf]) {
+    let layers = |prefix: &str| -> Vec<PathBuf> {
+        std::fs::read_dir(cache)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name()
+                            .map(|n| n.to_string_lossy())
+                            .is_some_and(|n| n.starts_with(prefix) && !n.contains('.'))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if path == keep || !name.starts_with("baked-") || name.contains('.') {
+    let mut others_in_use = false;
+    for layer in layers("baked-") {
+        if keep.contains(&layer) {
             continue;
         }
-        let lock_path = path.with_extension("lock");
-        let Ok(file) = File::options()
+        let lock_path = layer.with_extension("lock");
+        let held = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
-        else {
-            continue;
-        };
-        if let Ok(_held) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            let _ = std::fs::remove_dir_all(&path);
-            let _ = std::fs::remove_file(&lock_path);
+            .ok()
+            .and_then(|file| Flock::lock(file, FlockArg::LockExclusiveNonblock).ok());
+        match held {
+            Some(_held) => {
+                let _ = std::fs::remove_dir_all(&layer);
+                let _ = std::fs::remove_file(&lock_path);
+            }
+            None => others_in_use = true,
+        }
+    }
+    if others_in_use {
+        return;
+    }
+    for layer in layers("os-").into_iter().chain(layers("base-")) {
+        if !keep.contains(&layer) {
+            let _ = std::fs::remove_dir_all(&layer);
         }
     }
 }

@@ -397,3 +397,28 @@ fn provision_fails_clearly_without_a_binary_or_with_an_unknown_stage() {
         text(&output)
     );
 }
+
+#[test]
+fn provision_leaves_the_services_of_extra_packages_disabled() {
+    let Some(image) = image() else {
+        return;
+    };
+    // e2fsprogs is in the image already (no download) and ships an enabled service.
+    let tree = os_tree(&image);
+    let wants = tree.path("/etc/systemd/system/multi-user.target.wants/e2scrub_reap.service");
+    assert!(
+        wants.symlink_metadata().is_ok(),
+        "the base enables e2scrub_reap"
+    );
+    let output = tree.provision(None, &[("NODEWRIGHT_EXTRA_PACKAGES", "e2fsprogs")], &["os"]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("disabling e2scrub_reap.service from e2fsprogs"),
+        "{}",
+        text(&output)
+    );
+    assert!(
+        wants.symlink_metadata().is_err(),
+        "e2scrub_reap is still enabled"
+    );
+}
