@@ -17,6 +17,10 @@ packages=(
   iproute2            # network namespaces for booted nodes
   containerd          # `containerd config dump` checks the rendered config.toml (schema 2)
   ca-certificates
+  debootstrap         # the booted nodes' root filesystem (the test "AMI")
+  systemd-container   # systemd-nspawn boots those nodes
+  packer              # packer validate of packer/nodewright.pkr.hcl (Debian's 1.6.6)
+  shellcheck          # lint of packer/provision.sh
 )
 missing=()
 for p in "${packages[@]}"; do

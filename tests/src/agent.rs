@@ -35,7 +35,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(output: Output) -> Self {
+    pub fn from_output(output: Output) -> Self {
         Self {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -116,7 +116,7 @@ impl Agent {
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
-        Run::from(
+        Run::from_output(
             self.command(args)
                 .output()
                 .unwrap_or_else(|e| panic!("running nodewright {args:?}: {e}")),

@@ -158,6 +158,10 @@ impl AwsFront {
         format!("http://{}", self.addr)
     }
 
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// Answers the next `times` requests that match with `canned` (forever if None).
     pub fn fail(
         &self,

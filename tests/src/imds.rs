@@ -21,7 +21,8 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::serve_on;
+use crate::netns::NetNs;
+use crate::runtime::{Server, serve_listener, serve_on};
 
 /// What one instance looks like.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,7 +69,7 @@ impl Instance {
         }
     }
 
-    fn hostname(&self) -> String {
+    pub fn hostname(&self) -> String {
         format!(
             "ip-{}.ec2.internal",
             self.private_ip.to_string().replace('.', "-")
@@ -109,6 +110,8 @@ struct Inner {
 pub struct FakeImds {
     addr: SocketAddr,
     inner: Arc<Mutex<Inner>>,
+    /// Set when the server stops with the last clone (see [`FakeImds::start_in`]).
+    _server: Option<Arc<Server>>,
 }
 
 impl FakeImds {
@@ -118,16 +121,46 @@ impl FakeImds {
     }
 
     pub fn start_on(address: &str, instance: Instance, user_data: &[u8]) -> Self {
-        let inner = Arc::new(Mutex::new(Inner {
+        let inner = Self::state(instance, user_data);
+        let router = Router::new().fallback(handle).with_state(inner.clone());
+        let addr = serve_on(address, router);
+        Self {
+            addr,
+            inner,
+            _server: None,
+        }
+    }
+
+    /// Serves at `addr` inside a network namespace (a booted node's 169.254.169.254:80),
+    /// until the last clone is dropped.
+    pub fn start_in(
+        netns: &NetNs,
+        addr: SocketAddr,
+        instance: Instance,
+        user_data: &[u8],
+    ) -> std::io::Result<Self> {
+        let inner = Self::state(instance, user_data);
+        let router = Router::new().fallback(handle).with_state(inner.clone());
+        let server = serve_listener(netns.bind_tcp(addr)?, router);
+        Ok(Self {
+            addr: server.addr(),
+            inner,
+            _server: Some(Arc::new(server)),
+        })
+    }
+
+    fn state(instance: Instance, user_data: &[u8]) -> Arc<Mutex<Inner>> {
+        Arc::new(Mutex::new(Inner {
             instance,
             user_data: user_data.to_vec(),
             fault: Fault::None,
             tokens: HashMap::new(),
             counters: Counters::default(),
-        }));
-        let router = Router::new().fallback(handle).with_state(inner.clone());
-        let addr = serve_on(address, router);
-        Self { addr, inner }
+        }))
+    }
+
+    pub fn instance(&self) -> Instance {
+        self.lock().instance.clone()
     }
 
     pub fn url(&self) -> String {

@@ -8,15 +8,27 @@
 //! - [`agent::Agent`]: runs the `nodewright` binary against a temp root.
 //! - [`mirror::Mirror`]: an asset mirror with per-URL faults (5xx, stalls, cuts, wrong
 //!   bytes, redirects, no Range, slow); [`assetkit`] makes asset bytes and archives.
+//! - Booted nodes: [`image::Image`] (the "AMI": debootstrap + packer/provision.sh, as
+//!   cached overlay layers), [`fleet::Fleet`] (emulator + private [`network::Network`]),
+//!   [`node::Node`] (one instance booted with systemd-nspawn, its own IMDS).
 
 pub mod agent;
 pub mod assetkit;
+pub mod checks;
+pub mod fleet;
 pub mod front;
+pub mod image;
 pub mod imds;
+pub mod janitor;
 pub mod mirror;
 pub mod moto;
+pub mod netns;
+pub mod network;
+pub mod node;
+pub mod overlay;
 pub mod proxy;
 pub mod runtime;
+pub mod timeline;
 pub mod tools;
 pub mod tree;
 pub mod world;

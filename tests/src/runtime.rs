@@ -38,6 +38,40 @@ pub fn serve_on(address: &str, router: axum::Router) -> std::net::SocketAddr {
     local
 }
 
+/// A server on the harness runtime that stops accepting when dropped.
+pub struct Server {
+    addr: std::net::SocketAddr,
+    task: tokio::task::AbortHandle,
+}
+
+impl Server {
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves `router` on a listener bound elsewhere (e.g. inside a network namespace).
+pub fn serve_listener(listener: std::net::TcpListener, router: axum::Router) -> Server {
+    let addr = listener.local_addr().expect("a bound address");
+    let listener = {
+        let _guard = runtime().enter();
+        tokio::net::TcpListener::from_std(listener).expect("a non-blocking listener")
+    };
+    let task = runtime().spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    Server {
+        addr,
+        task: task.abort_handle(),
+    }
+}
+
 /// A plain HTTP client for the harness's own control calls.
 pub fn control_client() -> reqwest::Client {
     reqwest::Client::builder()

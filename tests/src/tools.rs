@@ -106,3 +106,17 @@ pub fn kill_group(child: &mut std::process::Child) {
     let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
     let _ = child.wait();
 }
+
+/// Whether `tool` is installed. If not, prints that the calling test is skipped, or
+/// fails when `NODEWRIGHT_REQUIRE_ALL` says every test must run (scripts/test.sh, CI).
+pub fn installed_or_skip(tool: &str) -> bool {
+    if on_path(tool) {
+        return true;
+    }
+    assert!(
+        std::env::var_os("NODEWRIGHT_REQUIRE_ALL").is_none(),
+        "{tool} is required here (NODEWRIGHT_REQUIRE_ALL) but missing: run scripts/setup.sh"
+    );
+    eprintln!("skipped: {tool} is missing (scripts/setup.sh installs it)");
+    false
+}

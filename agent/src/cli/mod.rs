@@ -65,7 +65,12 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct DeadlineArg {
     /// Seconds to keep retrying IMDS and the state store before giving up.
-    #[arg(long = "deadline", default_value_t = 180, value_name = "SECONDS")]
+    #[arg(
+        long = "deadline",
+        env = "NODEWRIGHT_DEADLINE",
+        default_value_t = 180,
+        value_name = "SECONDS"
+    )]
     seconds: u64,
 }
 

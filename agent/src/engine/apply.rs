@@ -426,6 +426,12 @@ async fn run_action(action: &Action, host: &Host, fetcher: &Fetcher) -> Outcome 
             ..
         } => install_asset(fetcher, host, desired, member.as_deref(), path, *perms).await,
         Action::DaemonReload { .. } => systemd::daemon_reload().await.map_err(|e| e.to_string()),
+        Action::LoadModules { .. } if host.container().is_some() => {
+            return Outcome::Skipped(format!(
+                "running in a container ({}): kernel modules belong to the host",
+                host.container().unwrap_or_default()
+            ));
+        }
         Action::LoadModules { modules, .. } => {
             let mut errors = Vec::new();
             for module in modules {
@@ -441,16 +447,42 @@ async fn run_action(action: &Action, host: &Host, fetcher: &Fetcher) -> Outcome 
         }
         Action::ApplySysctls { values, .. } => {
             let root = host.root().to_owned();
+            let container = host.container().map(str::to_owned);
             let values = values.clone();
-            blocking(move || {
+            // In a container, kernel-wide keys, keys its kernel view lacks (bridge sysctls
+            // without br_netfilter) and keys it may not write are the host's: say so.
+            let written = tokio::task::spawn_blocking(move || {
+                let mut left = Vec::new();
                 for (key, value) in &values {
-                    kernel::write_sysctl(&root, key, value).map_err(|e| {
-                        std::io::Error::new(e.kind(), format!("{key} = {value}: {e}"))
-                    })?;
+                    if container.is_some()
+                        && (!kernel::namespaced(key) || !kernel::sysctl_path(&root, key).exists())
+                    {
+                        left.push(key.clone());
+                        continue;
+                    }
+                    match kernel::write_sysctl(&root, key, value) {
+                        Ok(()) => {}
+                        Err(e) if container.is_some() && kernel::refused(&e) => {
+                            left.push(key.clone())
+                        }
+                        Err(e) => return Err(format!("{key} = {value}: {e}")),
+                    }
                 }
-                Ok(())
+                Ok(left)
             })
             .await
+            .unwrap_or_else(|e| Err(format!("internal error: {e}")));
+            match written {
+                Ok(left) if !left.is_empty() => {
+                    return Outcome::Skipped(format!(
+                        "running in a container ({}): left to the host: {}",
+                        host.container().unwrap_or_default(),
+                        left.join(", ")
+                    ));
+                }
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            }
         }
         Action::InstallPackages {
             manager, packages, ..

@@ -854,7 +854,9 @@ impl Planner<'_> {
             key: "modules".to_owned(),
             inputs: self.input_digests(std::slice::from_ref(&file), desired),
         };
-        let (modules, reason) = if self.host.skip_reason().is_none() {
+        // Only a live host that owns its kernel can tell what is loaded; elsewhere (a
+        // sandbox root, a container) loading is re-planned when the list changes.
+        let (modules, reason) = if self.host.owns_kernel() {
             let missing: Vec<String> = desired
                 .modules
                 .iter()
@@ -885,32 +887,46 @@ impl Planner<'_> {
             key: "sysctls".to_owned(),
             inputs: self.input_digests(std::slice::from_ref(&file), desired),
         };
-        let (values, reason) = if self.host.skip_reason().is_none() {
-            let differing: BTreeMap<String, String> = desired
-                .sysctls
-                .iter()
-                .filter(|(key, value)| {
-                    kernel::read_sysctl(self.host.root(), key).ok()
-                        != Some(kernel::normalize(value))
-                })
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            if differing.is_empty() {
-                return None;
-            }
-            let reason = format!(
+        let live = self.host.skip_reason().is_none();
+        let container = self.host.container().is_some();
+        // What the running kernel can be asked: every key on a host that owns its
+        // kernel, the namespaced ones in a container; the rest follows the trigger.
+        let root = self.host.root();
+        let checkable = |key: &str| {
+            live && (!container || (kernel::namespaced(key) && kernel::writable(root, key)))
+        };
+        let differing: BTreeMap<String, String> = desired
+            .sysctls
+            .iter()
+            .filter(|(key, _)| checkable(key))
+            .filter(|(key, value)| {
+                kernel::read_sysctl(self.host.root(), key).ok() != Some(kernel::normalize(value))
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let changed = self.changed(&trigger);
+        let mut values = differing.clone();
+        if changed.is_some() {
+            values.extend(
+                desired
+                    .sysctls
+                    .iter()
+                    .filter(|(key, _)| !checkable(key))
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
+        }
+        if values.is_empty() {
+            return None;
+        }
+        let reason = if !differing.is_empty() {
+            format!(
                 "differ on the running kernel: {}",
                 differing.keys().cloned().collect::<Vec<_>>().join(", ")
-            );
-            (differing, reason)
+            )
+        } else if changed.is_some_and(|c| !c.is_empty()) {
+            format!("{file} changed")
         } else {
-            let changed = self.changed(&trigger)?;
-            let reason = if changed.is_empty() {
-                "never applied by nodewright".to_owned()
-            } else {
-                format!("{file} changed")
-            };
-            (desired.sysctls.clone(), reason)
+            "never applied by nodewright".to_owned()
         };
         // Bridge sysctls exist only once br_netfilter is loaded.
         let mut after = self.steps_writing([file.to_string()]);

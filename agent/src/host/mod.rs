@@ -26,6 +26,9 @@ pub enum LiveMode {
 pub struct Host {
     root: PathBuf,
     live: LiveMode,
+    /// The container manager when the live system is a container (e.g. `systemd-nspawn`,
+    /// `docker`): its kernel is the host's, so modules and kernel-wide sysctls are not ours.
+    container: Option<String>,
 }
 
 impl Host {
@@ -40,7 +43,28 @@ impl Host {
         } else {
             LiveMode::Live
         };
-        Self { root, live }
+        let container = (live == LiveMode::Live)
+            .then(|| std::fs::read_to_string("/run/systemd/container").ok())
+            .flatten()
+            .map(|kind| kind.trim().to_owned())
+            .filter(|kind| !kind.is_empty());
+        Self {
+            root,
+            live,
+            container,
+        }
+    }
+
+    /// The container manager, when the live system runs in a container (systemd writes
+    /// it to /run/systemd/container).
+    pub fn container(&self) -> Option<&str> {
+        self.container.as_deref()
+    }
+
+    /// Whether modules can be loaded and every sysctl written: a live host that is not
+    /// a container.
+    pub fn owns_kernel(&self) -> bool {
+        self.skip_reason().is_none() && self.container.is_none()
     }
 
     pub fn root(&self) -> &Path {

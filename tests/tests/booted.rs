@@ -1,0 +1,566 @@
+//! Nodes booted from the baked image with systemd as PID 1: the agent runs from its unit
+//! at boot exactly as on EC2, against the emulator in a private network. Needs root
+//! (network namespaces, overlay mounts, systemd-nspawn): skipped with the reason where
+//! that is missing, required under scripts/test.sh (`NODEWRIGHT_REQUIRE_ALL`).
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use nodewright_e2e::fleet::{Fleet, boot_config};
+use nodewright_e2e::node::{Launch, Node, UnitStatus};
+
+const SPEC_URL: &str =
+    "s3://nodewright-state/prod.example.com/nodegroups/nodes-us-east-1a/nodespec.yaml";
+
+/// The booted-worker spec (see its header for how it differs from examples/worker).
+fn worker_spec() -> Vec<u8> {
+    std::fs::read(nodewright_e2e::workspace().join("tests/fixtures/booted-worker/nodespec.yaml"))
+        .unwrap()
+}
+
+fn worker_user_data(spec: &[u8]) -> Vec<u8> {
+    boot_config(
+        "prod.example.com",
+        "nodes-us-east-1a",
+        "worker",
+        SPEC_URL,
+        spec,
+    )
+}
+
+fn spec_digest(spec: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(spec))
+}
+
+/// Runs a command on the node and returns its stdout, failing on a non-zero exit.
+fn sh(node: &Node, command: &str) -> String {
+    let output = node.exec(&["/bin/sh", "-c", command]);
+    assert!(
+        output.status.success(),
+        "{command}: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// The boot ids of the journal entries whose message starts with `prefix`.
+fn boots_with_message(node: &Node, prefix: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    for entry in node.journal("nodewright.service") {
+        if entry.message.starts_with(prefix) && !seen.contains(&entry.boot_id) {
+            seen.push(entry.boot_id);
+        }
+    }
+    seen
+}
+
+/// Waits until the agent has recorded a failed run and the unit is waiting to retry it.
+fn wait_failed_and_retrying(node: &Node, exit_code: i32) -> serde_json::Value {
+    node.wait_for_unit(
+        "nodewright.service",
+        &format!("failed with exit {exit_code} and waiting to retry"),
+        |s: &UnitStatus| s.sub_state == "auto-restart" && s.exec_main_status == exit_code,
+    );
+    let state = node.state().expect("a failed run is recorded");
+    assert_eq!(state["lastRun"]["result"], "failed", "{state:#}");
+    state
+}
+
+#[test]
+fn worker_boots_converges_and_a_reboot_changes_nothing() {
+    let Some(mut fleet) = Fleet::start() else {
+        return;
+    };
+    let spec = worker_spec();
+    let user_data = worker_user_data(&spec);
+    fleet.publish(&user_data, &spec);
+    let mut node = fleet.launch(&user_data);
+
+    // The agent ran from its unit at boot and converged, at the first try.
+    let unit = node.wait_converged();
+    assert_eq!(unit.n_restarts, 0, "{unit:?}");
+    let state = node.state().unwrap();
+    let run = &state["lastRun"];
+    assert_eq!(run["result"], "converged", "{state:#}");
+    assert_eq!(run["command"], "boot");
+    assert_eq!(run["specSha256"], spec_digest(&spec));
+    assert!(run["changes"].as_u64().unwrap() > 10, "{run:#}");
+
+    // What the spec says is live on the node, under the node's own systemd.
+    assert_eq!(
+        sh(&node, "systemctl is-active node-heartbeat.service"),
+        "active"
+    );
+    assert_eq!(
+        sh(&node, "systemctl is-enabled node-heartbeat.service"),
+        "enabled"
+    );
+    assert_eq!(
+        sh(&node, "systemctl is-active node-problem-check.timer"),
+        "active"
+    );
+    assert_eq!(sh(&node, "cat /proc/sys/net/ipv4/ip_forward"), "1");
+    let heartbeat = sh(
+        &node,
+        "for i in $(seq 50); do [ -s /run/node-heartbeat ] && break; sleep 0.1; done; cat /run/node-heartbeat",
+    );
+    assert!(heartbeat.parse::<u64>().is_ok(), "heartbeat: {heartbeat:?}");
+    let journald =
+        std::fs::read_to_string(node.path("/etc/systemd/journald.conf.d/50-nodewright.conf"))
+            .unwrap();
+    assert!(journald.contains("SystemMaxUse=1G"));
+
+    // `nodewright status` on the node: converged, with the timeline of the boot.
+    let status = node.nodewright(&["status"]);
+    status.expect_code(0);
+    assert!(
+        status.stdout.contains("boot (converged)"),
+        "{}",
+        status.stdout
+    );
+    for step in ["user data", "facts", "node spec", "plan", "apply"] {
+        assert!(
+            status.stdout.contains(step),
+            "no {step:?} in:\n{}",
+            status.stdout
+        );
+    }
+    assert!(
+        status.stdout.contains(&spec_digest(&spec)),
+        "{}",
+        status.stdout
+    );
+
+    // The journal holds the run, under the unit, with the agent's own messages.
+    let journal = node.journal("nodewright.service");
+    assert!(
+        journal.iter().any(|e| e.message.starts_with("converged")
+            && e.fields.get("SYSLOG_IDENTIFIER").map(String::as_str) == Some("nodewright")),
+        "{}",
+        node.journal_text("nodewright.service")
+    );
+    // IMDSv2 only, from the node's own metadata service.
+    assert!(node.imds().counters().tokens > 0);
+    assert_eq!(node.imds().counters().unauthenticated, 0);
+
+    // The instance got its own identity at first boot; the image has none.
+    let machine_id = std::fs::read_to_string(node.path("/etc/machine-id")).unwrap();
+    assert_eq!(machine_id.trim().len(), 32, "{machine_id:?}");
+    let image_id = std::fs::read_to_string(fleet.image().view().path("/etc/machine-id")).unwrap();
+    assert!(
+        image_id.is_empty(),
+        "the image carries a machine-id: {image_id:?}"
+    );
+
+    // A reboot runs the agent again, which finds nothing to do and restarts nothing.
+    let applied_before = state["applied"].clone();
+    let heartbeat_pid = sh(&node, "systemctl show -P MainPID node-heartbeat.service");
+    node.reboot();
+    let unit = node.wait_converged();
+    assert_eq!(unit.n_restarts, 0, "{unit:?}");
+    let state = node.state().unwrap();
+    assert_eq!(state["lastRun"]["result"], "converged");
+    assert_eq!(state["lastRun"]["changes"], 0, "{:#}", state["lastRun"]);
+    assert_eq!(
+        state["applied"], applied_before,
+        "a service was acted on again"
+    );
+    assert_eq!(
+        sh(&node, "systemctl is-active node-heartbeat.service"),
+        "active"
+    );
+    assert_ne!(
+        sh(&node, "systemctl show -P MainPID node-heartbeat.service"),
+        heartbeat_pid
+    );
+    assert_eq!(
+        std::fs::read_to_string(node.path("/etc/machine-id")).unwrap(),
+        machine_id,
+        "the machine-id must survive a reboot"
+    );
+    let converged_boots = boots_with_message(&node, "converged");
+    assert_eq!(
+        converged_boots.len(),
+        2,
+        "{}",
+        node.journal_text("nodewright.service")
+    );
+    let status = node.nodewright(&["status"]);
+    assert!(status.stdout.contains("Changes:    0"), "{}", status.stdout);
+}
+
+#[test]
+fn bad_user_data_is_reported_and_the_node_recovers_once_it_is_fixed() {
+    let Some(mut fleet) = Fleet::start() else {
+        return;
+    };
+    let spec = worker_spec();
+    let good = worker_user_data(&spec);
+    fleet.publish(&good, &spec);
+    // A boot config with a field of the wrong type.
+    let bad = String::from_utf8(good.clone())
+        .unwrap()
+        .replace("role: worker", "role: [worker]");
+    let node = fleet.launch(bad.as_bytes());
+
+    let state = wait_failed_and_retrying(&node, 3);
+    let error = state["lastRun"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("user data") && error.contains("role"),
+        "{error}"
+    );
+    // Nothing of the spec was applied.
+    assert!(!node.path("/etc/default/node-heartbeat").exists());
+    let status = node.nodewright(&["status"]);
+    status.expect_code(0);
+    assert!(status.stdout.contains("boot (failed)"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("Error:") && status.stdout.contains("role"),
+        "{}",
+        status.stdout
+    );
+    let journal = node.journal_text("nodewright.service");
+    assert!(
+        journal.contains("run failed") && journal.contains("role"),
+        "{journal}"
+    );
+    assert!(
+        journal.contains("Failed with result 'exit-code'"),
+        "{journal}"
+    );
+
+    // Fixed user data (on EC2: stop, modify the attribute, start). The unit's next
+    // retry picks it up, without a reboot.
+    node.imds().set_user_data(&good);
+    let unit = node.wait_converged();
+    assert!(unit.n_restarts >= 1, "{unit:?}");
+    assert_eq!(node.boots(), 1);
+    let state = node.state().unwrap();
+    assert_eq!(state["lastRun"]["result"], "converged");
+    assert_eq!(
+        sh(&node, "systemctl is-active node-heartbeat.service"),
+        "active"
+    );
+}
+
+#[test]
+fn tampered_spec_is_refused_until_the_published_spec_matches() {
+    let Some(mut fleet) = Fleet::start() else {
+        return;
+    };
+    let spec = worker_spec();
+    let user_data = worker_user_data(&spec);
+    let mut tampered = spec.clone();
+    tampered.extend_from_slice(b"# changed after the boot config was made\n");
+    fleet.publish(&user_data, &tampered);
+    let node = fleet.launch(&user_data);
+
+    let state = wait_failed_and_retrying(&node, 3);
+    let error = state["lastRun"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("sha256") && error.contains(SPEC_URL),
+        "{error}"
+    );
+    assert!(!node.path("/etc/default/node-heartbeat").exists());
+    let journal = node.journal_text("nodewright.service");
+    assert!(
+        journal.contains(&spec_digest(&spec)),
+        "the expected digest is not named:\n{journal}"
+    );
+    let status = node.nodewright(&["status"]);
+    assert!(
+        status.stdout.contains("boot (failed)") && status.stdout.contains("sha256"),
+        "{}",
+        status.stdout
+    );
+
+    fleet.publish(&user_data, &spec);
+    let unit = node.wait_converged();
+    assert!(unit.n_restarts >= 1, "{unit:?}");
+    assert_eq!(
+        node.state().unwrap()["lastRun"]["specSha256"],
+        spec_digest(&spec)
+    );
+}
+
+#[test]
+fn unreachable_s3_is_reported_and_the_node_recovers_when_it_is_back() {
+    let Some(mut fleet) = Fleet::start() else {
+        return;
+    };
+    let spec = worker_spec();
+    let user_data = worker_user_data(&spec);
+    fleet.publish(&user_data, &spec);
+    fleet.aws.set_reachable(false);
+    let mut environment = fleet.environment();
+    // The agent retries an unreachable store for its deadline (180 s by default)
+    // before it gives up; a short one keeps the test short.
+    environment.insert("NODEWRIGHT_DEADLINE".to_owned(), "8".to_owned());
+    let launch = Launch {
+        instance: fleet.next_instance(),
+        user_data: user_data.clone(),
+        environment,
+    };
+    let node = fleet.launch_with(launch);
+
+    let state = wait_failed_and_retrying(&node, 4);
+    let error = state["lastRun"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("gave up after") && error.contains(SPEC_URL),
+        "{error}"
+    );
+    let journal = node.journal_text("nodewright.service");
+    assert!(journal.contains("gave up after"), "{journal}");
+    let status = node.nodewright(&["status"]);
+    assert!(status.stdout.contains("boot (failed)"), "{}", status.stdout);
+
+    fleet.aws.set_reachable(true);
+    let unit = node.wait_for_unit_within(
+        "nodewright.service",
+        "converged after S3 came back",
+        Duration::from_secs(90),
+        |s| s.active_state == "active" && s.result == "success",
+    );
+    assert!(unit.n_restarts >= 1, "{unit:?}");
+    assert_eq!(node.state().unwrap()["lastRun"]["result"], "converged");
+}
+
+#[test]
+fn teardown_leaves_nothing_behind_even_when_the_test_fails() {
+    let Some(mut fleet) = Fleet::start() else {
+        return;
+    };
+    let spec = worker_spec();
+    let user_data = worker_user_data(&spec);
+    fleet.publish(&user_data, &spec);
+
+    let mut seen = None;
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let node = fleet.launch(&user_data);
+        node.wait_for_unit("multi-user.target", "active", |s| {
+            s.active_state == "active"
+        });
+        seen = Some((
+            node.netns_name().unwrap().to_owned(),
+            node.dir().to_owned(),
+            node.pids().unwrap(),
+        ));
+        panic!("a failing assertion with the node still running");
+    }));
+    assert!(failed.is_err());
+    let (netns, dir, pids) = seen.unwrap();
+    assert_gone(&netns, &dir, &pids);
+
+    // The fleet's own namespace goes with it.
+    let owned: BTreeSet<String> = nodewright_e2e::netns::list()
+        .into_iter()
+        .filter(|n| n.contains(nodewright_e2e::janitor::owner_tag()))
+        .collect();
+    assert_eq!(owned.len(), 1, "only the switch remains: {owned:?}");
+    drop(fleet);
+    assert!(
+        !nodewright_e2e::netns::list()
+            .iter()
+            .any(|n| n.contains(nodewright_e2e::janitor::owner_tag())),
+        "a namespace outlived the fleet"
+    );
+}
+
+fn assert_gone(netns: &str, dir: &std::path::Path, pids: &[i32]) {
+    assert!(
+        !nodewright_e2e::netns::list().iter().any(|n| n == netns),
+        "namespace {netns} leaked"
+    );
+    assert!(!dir.exists(), "{} leaked", dir.display());
+    let mounts: Vec<_> = nodewright_e2e::janitor::mount_points()
+        .into_iter()
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    assert!(mounts.is_empty(), "mounts leaked: {mounts:?}");
+    for pid in pids {
+        // A zombie may linger until its parent reaps it; a live process may not.
+        assert!(
+            !nodewright_e2e::node::is_running(*pid),
+            "process {pid} outlived its node"
+        );
+    }
+}
+
+#[test]
+fn janitor_reclaims_what_a_killed_test_process_left() {
+    if !nodewright_e2e::fleet::supported_or_skip() {
+        return;
+    }
+    // What a test process killed mid-way leaves: a namespace and a node directory with
+    // an overlay mounted in it, named after an owner that no longer exists.
+    let dead_owner = "4194305-0dead0";
+    let netns = format!("{}{dead_owner}-n1", nodewright_e2e::netns::PREFIX);
+    let status = std::process::Command::new("ip")
+        .args(["netns", "add", &netns])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let dir = nodewright_e2e::image::cache_dir()
+        .join("nodes")
+        .join(format!("{dead_owner}-n1"));
+    let lower = dir.join("lower");
+    std::fs::create_dir_all(&lower).unwrap();
+    std::fs::write(lower.join("file"), "x").unwrap();
+    let overlay = nodewright_e2e::overlay::Overlay::mount(
+        std::slice::from_ref(&lower),
+        &dir.join("upper"),
+        &dir.join("root"),
+    )
+    .unwrap();
+    assert!(dir.join("root/file").exists());
+    std::mem::forget(overlay); // as if its owner died with it mounted
+
+    nodewright_e2e::janitor::sweep();
+    assert_gone(&netns, &dir, &[]);
+}
+
+/// A loop device over a sparse file: the machine-side stand-in for an EBS volume.
+struct LoopDevice {
+    path: std::path::PathBuf,
+    _file: tempfile::TempDir,
+}
+
+impl LoopDevice {
+    fn new(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("volume.img");
+        let status = std::process::Command::new("truncate")
+            .args(["-s", size])
+            .arg(&file)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let output = std::process::Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let path = String::from_utf8(output.stdout).unwrap().trim().into();
+        Self { path, _file: dir }
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup")
+            .arg("-d")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+#[test]
+fn a_volume_appears_under_its_ebs_name_and_stays_attached_across_a_reboot() {
+    let Some(mut fleet) = Fleet::start() else {
+        return;
+    };
+    let spec = worker_spec();
+    let user_data = worker_user_data(&spec);
+    fleet.publish(&user_data, &spec);
+    let volume = LoopDevice::new("64M");
+    let mut node = fleet.launch(&user_data);
+    node.wait_converged();
+
+    let by_id = "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol0123456789abcdef0";
+    node.attach_block_device(&volume.path, "nvme1n1", &[by_id]);
+    assert_eq!(sh(&node, &format!("readlink -f {by_id}")), "/dev/nvme1n1");
+    // Blank (blkid exits 2), then formatted and used from inside the node.
+    let blank = node.exec(&["blkid", by_id]);
+    assert_eq!(blank.status.code(), Some(2), "{blank:?}");
+    sh(
+        &node,
+        &format!(
+            "mkfs.ext4 -q {by_id} && mkdir -p /mnt/data && mount {by_id} /mnt/data && echo kept > /mnt/data/marker && umount /mnt/data"
+        ),
+    );
+
+    node.reboot();
+    node.wait_for_unit("multi-user.target", "active", |s| {
+        s.active_state == "active"
+    });
+    assert_eq!(sh(&node, &format!("readlink -f {by_id}")), "/dev/nvme1n1");
+    assert_eq!(
+        sh(
+            &node,
+            &format!("mount {by_id} /mnt/data && cat /mnt/data/marker && umount /mnt/data")
+        ),
+        "kept"
+    );
+
+    node.detach_block_device("nvme1n1");
+    let gone = node.exec(&["test", "-e", by_id]);
+    assert!(
+        !gone.status.success(),
+        "{by_id} is still there after the detach"
+    );
+    drop(node);
+}
+
+#[test]
+fn a_killed_test_process_leaves_nothing_running_and_its_leftovers_are_reclaimed() {
+    if !nodewright_e2e::fleet::supported_or_skip() {
+        return;
+    }
+    use std::io::BufRead;
+    // A process that boots a node and would keep it up for minutes, killed outright.
+    let mut owner = std::process::Command::new(nodewright_e2e::tools::workspace_bin("boot-node"))
+        .arg(nodewright_e2e::workspace().join("tests/fixtures/booted-worker/nodespec.yaml"))
+        .arg("300")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut init = None;
+    let mut disk = None;
+    for line in std::io::BufReader::new(owner.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(pid) = line.trim().strip_prefix("nsenter --target ") {
+            init = pid
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<i32>().ok());
+        }
+        if let Some(path) = line.strip_prefix("Its disk: ") {
+            disk = Some(std::path::PathBuf::from(path.trim()));
+            break;
+        }
+    }
+    let (init, disk) = (init.unwrap(), disk.unwrap());
+    let node_dir = disk.parent().unwrap().to_owned();
+    assert!(nodewright_e2e::node::is_running(init));
+    let tag = format!("{}{}-", nodewright_e2e::netns::PREFIX, owner.id());
+    let netns: Vec<String> = nodewright_e2e::netns::list()
+        .into_iter()
+        .filter(|n| n.starts_with(&tag))
+        .collect();
+    assert_eq!(netns.len(), 2, "the owner's switch and node: {netns:?}");
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+
+    // The node's processes die with their owner (its PID namespace goes with nspawn).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while nodewright_e2e::node::is_running(init) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !nodewright_e2e::node::is_running(init),
+        "the node outlived its owner"
+    );
+
+    // Its namespaces, mounts and directory are reclaimed by the next sweep (this one,
+    // or another test process's that got there first).
+    nodewright_e2e::janitor::sweep();
+    for name in &netns {
+        assert_gone(name, &node_dir, &[init]);
+    }
+}
