@@ -85,6 +85,10 @@ pub async fn apply(plan: &Plan, host: &Host, state: &mut State) -> ApplyReport {
     }
 
     let outcomes = run_steps(&plan.steps, host).await;
+    // Files found in place first: a step that re-permissioned one refreshes its stat.
+    for (path, record) in &plan.unchanged {
+        state.files.insert(path.clone(), record.clone());
+    }
     let mut report = ApplyReport::default();
     for (step, (outcome, began, duration)) in plan.steps.iter().zip(outcomes) {
         if outcome.succeeded() {
@@ -97,23 +101,25 @@ pub async fn apply(plan: &Plan, host: &Host, state: &mut State) -> ApplyReport {
             duration,
         });
     }
-    for (path, record) in &plan.unchanged {
-        state.files.insert(path.clone(), record.clone());
-    }
-    for (path, mode) in &plan.directories {
+    for (path, perms) in &plan.directories {
         if host.path(path).is_dir() {
             state.files.insert(
                 path.to_string(),
                 FileRecord {
                     kind: "directory".to_owned(),
                     digest: String::new(),
-                    mode: *mode,
+                    mode: perms.mode,
+                    uid: Some(perms.uid),
+                    gid: Some(perms.gid),
                     secret: false,
                     stat: None,
                 },
             );
         }
     }
+    state
+        .protected
+        .extend(plan.protected.iter().map(|(p, r)| (p.clone(), r.clone())));
     report
 }
 
@@ -325,6 +331,8 @@ fn remember(step: &Step, outcome: &Outcome, host: &Host, state: &mut State) {
                         kind: "file".to_owned(),
                         digest: file.content.sha256().to_owned(),
                         mode: perms.mode,
+                        uid: Some(perms.uid),
+                        gid: Some(perms.gid),
                         secret: file.secret,
                         stat: Some(StatRecord::of(&stat)),
                     },
@@ -335,6 +343,8 @@ fn remember(step: &Step, outcome: &Outcome, host: &Host, state: &mut State) {
             // chmod moves ctime: refresh the stat so the next run trusts the digest.
             if let Some(record) = state.files.get_mut(path.as_str()) {
                 record.mode = perms.mode;
+                record.uid = Some(perms.uid);
+                record.gid = Some(perms.gid);
                 if let Ok(Existing::File(stat)) = hostfs::inspect(&host.path(path)) {
                     record.stat = Some(StatRecord::of(&stat));
                 }
@@ -347,6 +357,8 @@ fn remember(step: &Step, outcome: &Outcome, host: &Host, state: &mut State) {
                     kind: "symlink".to_owned(),
                     digest: target.to_string(),
                     mode: 0o777,
+                    uid: None,
+                    gid: None,
                     secret: false,
                     stat: None,
                 },
@@ -355,7 +367,9 @@ fn remember(step: &Step, outcome: &Outcome, host: &Host, state: &mut State) {
         Action::RemoveFile { path } => {
             state.files.remove(path.as_str());
         }
-        Action::CreateDirectory { .. } => {}
+        Action::CreateDirectory { path, .. } => {
+            state.created_directories.insert(path.to_string());
+        }
         Action::DaemonReload { trigger }
         | Action::EnableUnit { trigger, .. }
         | Action::LoadModules { trigger, .. }

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use super::protect::Protected;
 use super::state::{FileRecord, StatRecord, State};
 use crate::host::fs::{self as hostfs, Existing};
 use crate::host::{Host, kernel, systemd};
@@ -163,10 +164,13 @@ pub struct Plan {
     /// they have; recorded after apply so the next run need not hash them again.
     #[serde(skip)]
     pub unchanged: BTreeMap<String, FileRecord>,
-    /// The directories the spec declares (not implicit parents), with their modes:
-    /// recorded as managed once they exist.
+    /// The directories the spec declares (not implicit parents), with their owner and
+    /// mode: recorded as managed once they exist.
     #[serde(skip)]
-    pub directories: Vec<(AbsPath, u32)>,
+    pub directories: Vec<(AbsPath, Perms)>,
+    /// Paths the model declares protected (etcd data), with why: recorded in the state.
+    #[serde(skip)]
+    pub protected: BTreeMap<String, String>,
 }
 
 impl Plan {
@@ -208,6 +212,8 @@ struct Planner<'a> {
     /// Path to the index of the step that creates or writes it.
     writes: BTreeMap<String, usize>,
     unchanged: BTreeMap<String, FileRecord>,
+    directories: Vec<(AbsPath, Perms)>,
+    protected: Protected,
 }
 
 /// Computes the plan. Reads only.
@@ -218,6 +224,8 @@ pub async fn plan(desired: &DesiredState, host: &Host, state: &State) -> Result<
         steps: Vec::new(),
         writes: BTreeMap::new(),
         unchanged: BTreeMap::new(),
+        directories: Vec::new(),
+        protected: Protected::of(state, Some(desired)),
     };
     if let Some(file) = desired.asset_files.first() {
         // The assets engine (issue 3) installs these; until then, refuse loudly.
@@ -237,10 +245,11 @@ pub async fn plan(desired: &DesiredState, host: &Host, state: &State) -> Result<
     Ok(Plan {
         steps: planner.steps,
         unchanged: planner.unchanged,
-        directories: desired
-            .directories
+        directories: planner.directories,
+        protected: desired
+            .protected
             .iter()
-            .map(|d| (d.path.clone(), d.ownership.mode.bits()))
+            .map(|p| (p.path.to_string(), p.reason.clone()))
             .collect(),
     })
 }
@@ -336,6 +345,7 @@ impl Planner<'_> {
         for dir in dirs {
             self.ensure_parents(&dir.path, &explicit)?;
             let perms = self.perms(&dir.path, &dir.ownership)?;
+            self.directories.push((dir.path.clone(), perms));
             let after = self.parent_steps(&dir.path);
             match self.inspect(&dir.path)? {
                 Existing::Missing => {
@@ -412,6 +422,8 @@ impl Planner<'_> {
                                 kind: "file".to_owned(),
                                 digest,
                                 mode: perms.mode,
+                                uid: Some(perms.uid),
+                                gid: Some(perms.gid),
                                 secret: file.secret,
                                 stat: Some(StatRecord::of(&stat)),
                             },
@@ -494,7 +506,8 @@ impl Planner<'_> {
         Ok(())
     }
 
-    /// Files an earlier spec had and this one does not: removed (only ones we wrote).
+    /// Files an earlier spec had and this one does not: removed (only ones we wrote,
+    /// and never one under a protected path such as etcd's data).
     fn removals(&mut self, desired: &DesiredState) -> Result<(), PlanError> {
         let wanted: BTreeSet<&str> = desired
             .files
@@ -514,6 +527,14 @@ impl Planner<'_> {
             let Ok(path) = AbsPath::try_from(path) else {
                 continue;
             };
+            if let Some(guard) = self.protected.covering(path.as_str()) {
+                tracing::warn!(
+                    path = %path,
+                    protected = %guard.path,
+                    "no longer in the spec, but under a protected path: left in place"
+                );
+                continue;
+            }
             if self.inspect(&path)? != Existing::Missing {
                 let index = self.push(
                     Action::RemoveFile { path: path.clone() },
@@ -566,6 +587,16 @@ impl Planner<'_> {
         (!changed.is_empty()).then_some(changed)
     }
 
+    /// Inputs this plan rewrites or re-permissions although nodewright last applied
+    /// the same content: they drifted on disk, and whatever read them may be affected.
+    fn rewritten(&self, inputs: &[AbsPath]) -> Vec<String> {
+        inputs
+            .iter()
+            .filter(|p| self.writes.contains_key(p.as_str()))
+            .map(|p| p.to_string())
+            .collect()
+    }
+
     fn steps_writing(&self, paths: impl IntoIterator<Item = String>) -> Vec<usize> {
         paths
             .into_iter()
@@ -587,13 +618,27 @@ impl Planner<'_> {
         if trigger.inputs.is_empty() && !self.state.applied.contains_key(&trigger.key) {
             return None;
         }
-        let changed = self.changed(&trigger)?;
-        let reason = if changed.is_empty() {
-            "units not yet loaded by systemd".to_owned()
-        } else {
-            format!("units changed: {}", changed.join(", "))
+        let changed = self.changed(&trigger);
+        let reason = match &changed {
+            Some(changed) if changed.is_empty() => "units not yet loaded by systemd".to_owned(),
+            Some(changed) => format!("units changed: {}", changed.join(", ")),
+            // Same text as last loaded, but drifted on disk meanwhile: systemd may have
+            // loaded the drifted text, so load the restored one.
+            None => {
+                let repaired = self.rewritten(&units);
+                if repaired.is_empty() {
+                    return None;
+                }
+                format!("unit files restored on disk: {}", repaired.join(", "))
+            }
         };
-        let after = self.steps_writing(trigger.inputs.keys().cloned().chain(changed));
+        let after = self.steps_writing(
+            trigger
+                .inputs
+                .keys()
+                .cloned()
+                .chain(changed.unwrap_or_default()),
+        );
         Some(self.push(Action::DaemonReload { trigger }, reason, after))
     }
 
@@ -768,12 +813,18 @@ impl Planner<'_> {
             // Off a live host a service counts as running once it was started.
             self.state.applied.contains_key(&trigger.key)
         };
+        let repaired = self.rewritten(&service.inputs);
         let (action, reason) = match (active, changed) {
             (false, _) => (
                 Action::StartUnit { unit, trigger },
                 "not running".to_owned(),
             ),
-            (true, None) => return Ok(None),
+            (true, None) if repaired.is_empty() => return Ok(None),
+            // The service may be running with the drifted file (or failing on it).
+            (true, None) => (
+                Action::RestartUnit { unit, trigger },
+                format!("inputs restored on disk: {}", repaired.join(", ")),
+            ),
             (true, Some(changed)) if changed.is_empty() => (
                 Action::RestartUnit { unit, trigger },
                 "running with inputs nodewright has not applied".to_owned(),

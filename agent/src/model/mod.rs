@@ -9,7 +9,7 @@ mod facts;
 pub use builder::{MODULES_FILE, SYSCTL_FILE, StateBuilder, UNIT_DIR, fixed_path, unit_path};
 pub use desired::{
     Content, DesiredAssetFile, DesiredDirectory, DesiredFile, DesiredService, DesiredState,
-    DesiredSymlink, FileKind, Ownership,
+    DesiredSymlink, FileKind, Ownership, ProtectedPath,
 };
 pub use facts::{Facts, HostFacts, InstanceFacts};
 
