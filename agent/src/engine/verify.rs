@@ -72,7 +72,9 @@ impl Problem {
                 short(found),
                 short(recorded)
             ),
-            Self::Changed { .. } => "content changed (secret: digests not shown)".to_owned(),
+            Self::Changed { .. } => {
+                "content changed (a secret file: digests are not shown)".to_owned()
+            }
             Self::WrongMode { recorded, found } => format!("mode {found}, recorded {recorded}"),
             Self::WrongOwner { recorded, found } => {
                 format!("owner {found}, recorded {recorded}")
@@ -327,7 +329,7 @@ mod tests {
         );
         assert_eq!(
             described[4],
-            "/etc/app/secret: content changed (secret: digests not shown)"
+            "/etc/app/secret: content changed (a secret file: digests are not shown)"
         );
         // A secret file's digests are not shown, in text or JSON.
         let secret = serde_json::to_value(&report.drift[4]).unwrap();

@@ -116,9 +116,13 @@ impl Redactor {
     /// `text` with every secret it holds replaced.
     pub fn text(&self, text: &str) -> String {
         let out = PEM_PRIVATE_KEY.replace_all(text, "<redacted: private key>");
-        let out = KEY_VALUE.replace_all(&out, |caps: &Captures| {
+        let source: &str = &out;
+        let out = KEY_VALUE.replace_all(source, |caps: &Captures| {
             let value = &caps["value"];
-            if HARMLESS.is_match(unquote(value)) {
+            let start = caps.get(0).map_or(0, |m| m.start());
+            // `/etc/kubernetes/bootstrap-token: missing` names a path, not a secret.
+            let in_path = source[..start].ends_with('/');
+            if in_path || HARMLESS.is_match(unquote(value)) {
                 caps[0].to_owned()
             } else {
                 format!("{}{}{REDACTED}", &caps["key"], &caps["sep"])
@@ -206,6 +210,7 @@ mod tests {
             "anonymous-auth: false",
             "tokenTTL: 3600",
             "monkey: banana",
+            "/etc/kubernetes/bootstrap-token: content changed",
             "keyring: none",
             "SystemMaxUse=1G",
             "net.ipv4.ip_forward = 1",

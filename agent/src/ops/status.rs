@@ -376,7 +376,7 @@ pub fn render_text(status: &NodeStatus) -> String {
             let result = match run.result {
                 RunResult::Converged => "converged",
                 RunResult::Failed => "FAILED",
-                RunResult::Reset => "reset",
+                RunResult::Reset => "done",
             };
             line(format!(
                 "Last run:     {} {result}, {} → {} ({} ms)",
@@ -394,8 +394,10 @@ pub fn render_text(status: &NodeStatus) -> String {
                     error.replace('\n', "\n              ")
                 ));
             }
-            line("Phases:".to_owned());
-            out.push_str(&crate::engine::timeline::render(&run.phases));
+            if !run.phases.is_empty() {
+                line("Phases:".to_owned());
+                out.push_str(&crate::engine::timeline::render(&run.phases));
+            }
             if !run.failed_steps.is_empty() {
                 out.push_str("Failed steps:\n");
                 out.push_str(&crate::engine::timeline::render(&run.failed_steps));
