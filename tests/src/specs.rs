@@ -126,6 +126,107 @@ pub fn ops_worker_spec() -> Vec<u8> {
     extend_example("worker", OPS_WORKER_EXTRA)
 }
 
+/// What the control-plane example gets for the operations tests, until the model
+/// renders the control plane itself: static pod manifests, kubeconfigs and keys
+/// (secret), the etcd data directory, and a kubelet unit that restarts on them.
+pub const CONTROL_PLANE_EXTRA: &str = r#"
+directories:
+  - path: /var/lib/etcd
+    mode: "0700"
+  - path: /etc/kubernetes/pki/etcd
+    mode: "0700"
+files:
+  - path: /etc/kubernetes/manifests/etcd.yaml
+    content: |
+      apiVersion: v1
+      kind: Pod
+      metadata: {name: etcd, namespace: kube-system}
+      spec:
+        hostNetwork: true
+        containers:
+          - name: etcd
+            image: registry.k8s.io/etcd:3.5.21-0
+            command: [etcd, --data-dir=/var/lib/etcd, --name=etcd-a]
+  - path: /etc/kubernetes/manifests/kube-apiserver.yaml
+    content: |
+      apiVersion: v1
+      kind: Pod
+      metadata: {name: kube-apiserver, namespace: kube-system}
+      spec:
+        hostNetwork: true
+        containers:
+          - name: kube-apiserver
+            image: registry.k8s.io/kube-apiserver:v1.33.4
+            command: [kube-apiserver, --etcd-servers=https://127.0.0.1:2379, --tls-private-key-file=/etc/kubernetes/pki/apiserver.key]
+  - path: /etc/kubernetes/manifests/kube-controller-manager.yaml
+    content: |
+      apiVersion: v1
+      kind: Pod
+      metadata: {name: kube-controller-manager, namespace: kube-system}
+      spec:
+        hostNetwork: true
+        containers:
+          - name: kube-controller-manager
+            image: registry.k8s.io/kube-controller-manager:v1.33.4
+  - path: /etc/kubernetes/manifests/kube-scheduler.yaml
+    content: |
+      apiVersion: v1
+      kind: Pod
+      metadata: {name: kube-scheduler, namespace: kube-system}
+      spec:
+        hostNetwork: true
+        containers:
+          - name: kube-scheduler
+            image: registry.k8s.io/kube-scheduler:v1.33.4
+  - path: /etc/kubernetes/pki/apiserver.key
+    mode: "0600"
+    secret: true
+    content: "test key material, not a real key\n"
+  - path: /etc/kubernetes/pki/etcd/peer.key
+    mode: "0600"
+    secret: true
+    content: "test peer key material, not a real key\n"
+  - path: /etc/kubernetes/admin.conf
+    mode: "0600"
+    secret: true
+    content: |
+      apiVersion: v1
+      kind: Config
+      users: [{name: admin, user: {token: test-admin-token-0123456789}}]
+  - path: /var/lib/kubelet/config.yaml
+    content: |
+      apiVersion: kubelet.config.k8s.io/v1beta1
+      kind: KubeletConfiguration
+      staticPodPath: /etc/kubernetes/manifests
+  - path: /usr/local/bin/kubelet
+    mode: "0755"
+    content: |
+      #!/bin/sh
+      exec /bin/sleep infinity
+symlinks:
+  - path: /usr/local/bin/kubectl
+    target: /usr/local/bin/kubelet
+systemd:
+  units:
+    - name: kubelet.service
+      content: |
+        [Unit]
+        Description=kubelet
+        [Service]
+        ExecStart=/usr/local/bin/kubelet --config=/var/lib/kubelet/config.yaml
+        Restart=always
+        [Install]
+        WantedBy=multi-user.target
+      restartOn:
+        - /usr/local/bin/kubelet
+        - /var/lib/kubelet/config.yaml
+"#;
+
+/// The control-plane example with [`CONTROL_PLANE_EXTRA`].
+pub fn ops_control_plane_spec() -> Vec<u8> {
+    extend_example("control-plane", CONTROL_PLANE_EXTRA)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +252,9 @@ mod tests {
             ]
         );
         assert!(parsed.files.iter().any(|f| f.secret));
+        let cp = String::from_utf8(ops_control_plane_spec()).unwrap();
+        let cp = nodewright::spec::NodeSpec::parse("cp", &cp).unwrap();
+        assert!(cp.files.len() > 10);
         let boot = String::from_utf8(boot_config_for("worker", &spec)).unwrap();
         assert!(boot.contains(&format!("sha256: {}", nodewright::spec::digest(&spec))));
     }

@@ -101,6 +101,9 @@ pub async fn apply(plan: &Plan, host: &Host, state: &mut State) -> ApplyReport {
             duration,
         });
     }
+    for path in &plan.forget {
+        state.files.remove(path);
+    }
     for (path, perms) in &plan.directories {
         if host.path(path).is_dir() {
             state.files.insert(
@@ -284,13 +287,16 @@ async fn run_action(action: &Action, host: &Host) -> Outcome {
             .await
             .map_err(|e| e.to_string()),
         Action::StopUnit { unit, forget } => {
+            // A unit whose file is gone already (an earlier run removed it and was
+            // killed before it could record so) is stopped as far as we are concerned.
             let stopped = systemd::stop(unit.as_str()).await;
             match (stopped, forget) {
-                (Ok(()), Some(_)) => systemd::disable(unit.as_str())
-                    .await
-                    .map_err(|e| e.to_string()),
-                (Ok(()), None) => Ok(()),
-                (Err(e), _) => Err(e.to_string()),
+                (Err(e), _) if !e.unit_is_gone() => Err(e.to_string()),
+                (_, Some(_)) => match systemd::disable(unit.as_str()).await {
+                    Err(e) if !e.unit_is_gone() => Err(e.to_string()),
+                    _ => Ok(()),
+                },
+                (_, None) => Ok(()),
             }
         }
     };

@@ -171,6 +171,10 @@ pub struct Plan {
     /// Paths the model declares protected (etcd data), with why: recorded in the state.
     #[serde(skip)]
     pub protected: BTreeMap<String, String>,
+    /// Records of paths no longer in the spec that are gone already (an earlier run
+    /// removed them but was killed before it could record that): dropped after apply.
+    #[serde(skip)]
+    pub forget: Vec<String>,
 }
 
 impl Plan {
@@ -212,6 +216,7 @@ struct Planner<'a> {
     /// Path to the index of the step that creates or writes it.
     writes: BTreeMap<String, usize>,
     unchanged: BTreeMap<String, FileRecord>,
+    forget: Vec<String>,
     directories: Vec<(AbsPath, Perms)>,
     protected: Protected,
 }
@@ -224,6 +229,7 @@ pub async fn plan(desired: &DesiredState, host: &Host, state: &State) -> Result<
         steps: Vec::new(),
         writes: BTreeMap::new(),
         unchanged: BTreeMap::new(),
+        forget: Vec::new(),
         directories: Vec::new(),
         protected: Protected::of(state, Some(desired)),
     };
@@ -246,6 +252,7 @@ pub async fn plan(desired: &DesiredState, host: &Host, state: &State) -> Result<
         steps: planner.steps,
         unchanged: planner.unchanged,
         directories: planner.directories,
+        forget: planner.forget,
         protected: desired
             .protected
             .iter()
@@ -535,7 +542,9 @@ impl Planner<'_> {
                 );
                 continue;
             }
-            if self.inspect(&path)? != Existing::Missing {
+            if self.inspect(&path)? == Existing::Missing {
+                self.forget.push(path.to_string());
+            } else {
                 let index = self.push(
                     Action::RemoveFile { path: path.clone() },
                     "no longer in the spec".to_owned(),

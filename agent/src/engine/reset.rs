@@ -267,16 +267,13 @@ async fn stop_and_disable(host: &Host, unit: &str) -> Outcome {
         return Outcome::Skipped(reason.to_owned());
     }
     // A unit already gone (an earlier reset removed its file) is fine.
-    let gone = |e: &systemd::SystemctlError| {
-        e.detail.contains("not loaded") || e.detail.contains("does not exist")
-    };
     if let Err(e) = systemd::stop(unit).await
-        && !gone(&e)
+        && !e.unit_is_gone()
     {
         return Outcome::Failed(e.to_string());
     }
     match systemd::disable(unit).await {
-        Err(e) if !gone(&e) => Outcome::Failed(e.to_string()),
+        Err(e) if !e.unit_is_gone() => Outcome::Failed(e.to_string()),
         _ => Outcome::Done,
     }
 }

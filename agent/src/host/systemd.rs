@@ -9,6 +9,13 @@ pub struct SystemctlError {
     pub detail: String,
 }
 
+impl SystemctlError {
+    /// systemctl refused because the unit (or its file) does not exist.
+    pub fn unit_is_gone(&self) -> bool {
+        self.detail.contains("not loaded") || self.detail.contains("does not exist")
+    }
+}
+
 async fn systemctl(args: &[&str]) -> Result<std::process::Output, SystemctlError> {
     Command::new("systemctl")
         .args(args)
