@@ -15,6 +15,7 @@ packages=(
   systemd             # systemd-analyze verify for rendered units
   e2fsprogs util-linux  # mkfs.ext4, blkid, losetup, resize2fs for the disk tests
   iproute2            # network namespaces for booted nodes
+  strace              # the crash tests kill runs at chosen system calls (--inject)
   ca-certificates
 )
 missing=()

@@ -377,7 +377,11 @@ pub async fn converge(
         timeline: entries.clone(),
     });
     let applied_anything = record.changes > 0 || result.is_ok();
+    // A run that never got the lock changed nothing, and must not write the state
+    // under the feet of the run that holds it.
+    let locked_out = matches!(result, Err(BootError::Locked { .. }));
     if (applied_anything || state_dir.is_dir())
+        && !locked_out
         && let Err(e) = state.save(&state_dir)
     {
         tracing::error!(error = %e, "could not record the run");

@@ -11,10 +11,14 @@
 //! record), and is removed, with the directories it needed, when the run ends. One
 //! left by a killed run is recognised by its pid and start time, and removed by the
 //! next run.
+//!
+//! A run that goes well is over in tens of milliseconds, so phase changes are written
+//! only once the run is slow ([`QUIET_FOR`]) or waiting: a no-op boot touches the file
+//! twice (create, remove), not at every phase.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -62,9 +66,13 @@ pub struct Waiting {
     pub runbook: Option<String>,
 }
 
+/// How long a run's phase changes stay in memory only.
+pub const QUIET_FOR: Duration = Duration::from_millis(500);
+
 struct Tracker {
     /// This process's record.
     path: PathBuf,
+    started: Instant,
     /// Directories `begin` created, deepest last: removed on the way out if empty.
     created: Vec<PathBuf>,
     record: Progress,
@@ -103,6 +111,7 @@ pub fn begin(root: &Path, command: &str) -> Guard {
     remove_stale(&dir);
     let tracker = Tracker {
         path: dir.join(file_name(me.pid)),
+        started: Instant::now(),
         created,
         record,
     };
@@ -125,19 +134,19 @@ impl Drop for Guard {
 
 /// The run entered `phase`.
 pub fn phase(phase: &str) {
-    update(|record| {
+    update(|record, started| {
         if record.phase == phase {
             return false;
         }
         record.phase = phase.to_owned();
-        true
+        !record.waiting.is_empty() || started.elapsed() >= QUIET_FOR
     });
 }
 
 /// The run is waiting for `subject` because of `reason` (after `attempts` tries).
 pub fn waiting(subject: &str, reason: &str, attempts: u32, gives_up_at: Option<SystemTime>) {
     let reason = reason.lines().next().unwrap_or(reason).to_owned();
-    update(|record| {
+    update(|record, _| {
         let runbook = runbook::topic_for(&format!("{subject}: {reason}")).map(|t| t.hint());
         let gives_up_at = gives_up_at.map(rfc3339);
         match record.waiting.iter_mut().find(|w| w.subject == subject) {
@@ -162,7 +171,7 @@ pub fn waiting(subject: &str, reason: &str, attempts: u32, gives_up_at: Option<S
 
 /// The wait for `subject` is over (it answered, or the run gave up on it).
 pub fn done_waiting(subject: &str) {
-    update(|record| {
+    update(|record, _| {
         let before = record.waiting.len();
         record.waiting.retain(|w| w.subject != subject);
         record.waiting.len() != before
@@ -174,10 +183,11 @@ fn lock() -> std::sync::MutexGuard<'static, Option<Tracker>> {
     CURRENT.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn update(change: impl FnOnce(&mut Progress) -> bool) {
+/// Applies `change` to the record; writes it when `change` says it is worth showing.
+fn update(change: impl FnOnce(&mut Progress, Instant) -> bool) {
     let mut current = lock();
     if let Some(tracker) = current.as_mut()
-        && change(&mut tracker.record)
+        && change(&mut tracker.record, tracker.started)
     {
         write(tracker);
     }
@@ -277,6 +287,8 @@ mod tests {
         assert_eq!(found.progress.pid, std::process::id());
 
         phase("node spec");
+        // A quick run's phase changes are not written...
+        assert_eq!(read(root).pop().unwrap().progress.phase, "starting");
         waiting(
             "s3://b/k",
             "reading s3://b/k: AccessDenied: Access Denied\nmore",
@@ -295,8 +307,11 @@ mod tests {
             4,
             None,
         );
+        // ...but with a wait, the record is current.
         let progress = read(root).pop().unwrap().progress;
         assert_eq!(progress.phase, "node spec");
+        phase("apply");
+        assert_eq!(read(root).pop().unwrap().progress.phase, "apply");
         // Other tests in this process may retry (and report) meanwhile: look at ours.
         let ours = |progress: &Progress| -> Vec<Waiting> {
             progress

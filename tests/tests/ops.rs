@@ -697,6 +697,7 @@ fn the_run_lock_keeps_runs_apart() {
         .unwrap();
 
     std::fs::write(agent.path(SHIPPER_CONFIG), "drifted\n").unwrap();
+    let state_before = std::fs::read(agent.path("/var/lib/nodewright/state.json")).unwrap();
     for args in [&["repair"][..], &["reset", "--yes"][..]] {
         let run = agent.run(args);
         run.expect_code(8);
@@ -732,6 +733,11 @@ fn the_run_lock_keeps_runs_apart() {
     }
     let code = boot.wait().unwrap().code();
     assert_eq!(code, Some(8));
+    // Runs that never got the lock recorded nothing.
+    assert_eq!(
+        std::fs::read(agent.path("/var/lib/nodewright/state.json")).unwrap(),
+        state_before
+    );
 
     // Released: a boot waiting for it goes on.
     let mut boot = agent

@@ -74,7 +74,7 @@ pub struct ServiceStatus {
     pub problem: Option<String>,
 }
 
-/// Gathers the node's status. `None` when nothing is recorded and nothing runs.
+/// Gathers the node's status (possibly with nothing in it: no run, nothing running).
 pub async fn gather(host: &Host, state: &State) -> NodeStatus {
     let (in_progress, interrupted): (Vec<_>, Vec<_>) = progress::read(host.root())
         .into_iter()
@@ -467,4 +467,154 @@ pub fn render_text(status: &NodeStatus) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::state::AppliedRecord;
+    use crate::spec::UnitName;
+
+    fn service(running: bool) -> DesiredService {
+        DesiredService {
+            unit: UnitName::try_from("kubelet.service").unwrap(),
+            enabled: true,
+            running,
+            inputs: Vec::new(),
+        }
+    }
+
+    fn base() -> ServiceStatus {
+        ServiceStatus {
+            unit: "kubelet.service".to_owned(),
+            wanted: "running".to_owned(),
+            enabled: true,
+            source: String::new(),
+            state: String::new(),
+            healthy: true,
+            problem: None,
+        }
+    }
+
+    fn unit(active: &str, sub: &str, result: &str, restarts: u32) -> systemd::UnitStatus {
+        systemd::UnitStatus {
+            unit: "kubelet.service".to_owned(),
+            load_state: "loaded".to_owned(),
+            active_state: active.to_owned(),
+            sub_state: sub.to_owned(),
+            unit_file_state: "enabled".to_owned(),
+            result: result.to_owned(),
+            restarts,
+            active_since: String::new(),
+        }
+    }
+
+    #[test]
+    fn live_states_are_judged_against_what_the_spec_wants() {
+        let ok = from_systemd(
+            base(),
+            &service(true),
+            &unit("active", "running", "success", 0),
+        );
+        assert!(ok.healthy, "{ok:?}");
+        assert_eq!(ok.state, "active (running)");
+        assert_eq!(ok.source, "systemd");
+
+        let failed = from_systemd(
+            base(),
+            &service(true),
+            &unit("failed", "failed", "exit-code", 3),
+        );
+        assert!(!failed.healthy);
+        assert_eq!(failed.state, "failed (failed), restarted 3 times");
+        assert!(
+            failed
+                .problem
+                .as_deref()
+                .unwrap()
+                .starts_with("failed (exit-code)")
+        );
+        assert!(
+            failed
+                .problem
+                .as_deref()
+                .unwrap()
+                .contains("service-unhealthy")
+        );
+
+        let looping = from_systemd(
+            base(),
+            &service(true),
+            &unit("activating", "auto-restart", "exit-code", 9),
+        );
+        assert!(!looping.healthy);
+        let stopped = from_systemd(
+            base(),
+            &service(false),
+            &unit("inactive", "dead", "success", 0),
+        );
+        assert!(stopped.healthy, "wanted stopped and stopped: {stopped:?}");
+        let mut missing = unit("inactive", "dead", "success", 0);
+        missing.load_state = "not-found".to_owned();
+        let missing = from_systemd(base(), &service(false), &missing);
+        assert!(
+            missing
+                .problem
+                .as_deref()
+                .unwrap()
+                .starts_with("unit is not-found")
+        );
+    }
+
+    #[test]
+    fn recorded_states_use_the_last_run() {
+        let state = State::default();
+        let never = from_record(base(), &service(true), &state, None);
+        assert!(!never.healthy);
+        assert_eq!(never.state, "never started by nodewright");
+
+        let mut state = State::default();
+        state.applied.insert(
+            "service:kubelet.service".to_owned(),
+            AppliedRecord {
+                inputs: Default::default(),
+                at: "2026-01-01T00:00:00.000Z".to_owned(),
+                outcome: "ok".to_owned(),
+            },
+        );
+        let run = LastRun {
+            command: "boot".to_owned(),
+            started_at: String::new(),
+            finished_at: String::new(),
+            result: RunResult::Failed,
+            error: None,
+            spec_url: None,
+            spec_sha256: None,
+            agent_version: String::new(),
+            changes: 1,
+            duration_ms: 1,
+            phases: vec![],
+            failed_steps: vec![TimelineEntry {
+                name: "apply: restart kubelet.service".to_owned(),
+                start_ms: 0,
+                duration_ms: 1,
+                outcome: "failed: systemctl restart kubelet.service: exit status: 1".to_owned(),
+            }],
+            timeline: vec![],
+        };
+        let failed = from_record(base(), &service(true), &state, Some(&run));
+        assert!(!failed.healthy);
+        assert_eq!(
+            failed.problem.as_deref(),
+            Some(
+                "restart kubelet.service: failed: systemctl restart kubelet.service: exit status: 1"
+            )
+        );
+        let fine = from_record(base(), &service(true), &state, None);
+        assert!(fine.healthy);
+        assert_eq!(
+            fine.state,
+            "last start/restart ok at 2026-01-01T00:00:00.000Z"
+        );
+    }
 }
