@@ -12,9 +12,9 @@
 //! left by a killed run is recognised by its pid and start time, and removed by the
 //! next run.
 //!
-//! A run that goes well is over in tens of milliseconds, so phase changes are written
-//! only once the run is slow ([`QUIET_FOR`]) or waiting: a no-op boot touches the file
-//! twice (create, remove), not at every phase.
+//! A run that goes well is over in tens of milliseconds: its record is written only
+//! once the run is slow ([`QUIET_FOR`], a timer thread sees to it even if the run is
+//! stuck in one call) or waiting for something. A quick run writes nothing.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -70,15 +70,21 @@ pub struct Waiting {
 pub const QUIET_FOR: Duration = Duration::from_millis(500);
 
 struct Tracker {
+    /// Which `begin` this is (a timer acts only on its own run).
+    generation: u64,
+    root: PathBuf,
     /// This process's record.
     path: PathBuf,
     started: Instant,
-    /// Directories `begin` created, deepest last: removed on the way out if empty.
+    /// Whether the record is on disk.
+    written: bool,
+    /// Directories created for the record, deepest last: removed at the end if empty.
     created: Vec<PathBuf>,
     record: Progress,
 }
 
 static CURRENT: Mutex<Option<Tracker>> = Mutex::new(None);
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Ends tracking (and removes the record) when dropped.
 #[must_use = "the record is removed when the guard is dropped"]
@@ -96,33 +102,35 @@ pub fn begin(root: &Path, command: &str) -> Guard {
         waiting: Vec::new(),
     };
     let dir = root.join(DIR);
-    let mut missing: Vec<PathBuf> = dir
-        .ancestors()
-        .take_while(|d| *d != root && !d.exists())
-        .map(Path::to_owned)
-        .collect();
-    missing.reverse();
-    let mut created = Vec::new();
-    for dir in missing {
-        if std::fs::create_dir(&dir).is_ok() {
-            created.push(dir);
-        }
-    }
     remove_stale(&dir);
-    let tracker = Tracker {
+    let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    *lock() = Some(Tracker {
+        generation,
+        root: root.to_owned(),
         path: dir.join(file_name(me.pid)),
         started: Instant::now(),
-        created,
+        written: false,
+        created: Vec::new(),
         record,
-    };
-    write(&tracker);
-    *lock() = Some(tracker);
+    });
+    // A run still going after QUIET_FOR shows itself, even if stuck in one call.
+    let spawned = std::thread::Builder::new()
+        .name("progress".to_owned())
+        .spawn(move || {
+            std::thread::sleep(QUIET_FOR);
+            update_run(Some(generation), |_, _| true);
+        });
+    if let Err(e) = spawned {
+        tracing::debug!(error = %e, "no timer for the live run record");
+    }
     Guard(())
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        if let Some(tracker) = lock().take() {
+        if let Some(tracker) = lock().take()
+            && tracker.written
+        {
             let _ = std::fs::remove_file(&tracker.path);
             for dir in tracker.created.iter().rev() {
                 // Only if empty: another run may have started meanwhile.
@@ -185,12 +193,39 @@ fn lock() -> std::sync::MutexGuard<'static, Option<Tracker>> {
 
 /// Applies `change` to the record; writes it when `change` says it is worth showing.
 fn update(change: impl FnOnce(&mut Progress, Instant) -> bool) {
+    update_run(None, change);
+}
+
+/// [`update`], for the run of `generation` only when given.
+fn update_run(generation: Option<u64>, change: impl FnOnce(&mut Progress, Instant) -> bool) {
     let mut current = lock();
     if let Some(tracker) = current.as_mut()
+        && generation.is_none_or(|g| g == tracker.generation)
         && change(&mut tracker.record, tracker.started)
     {
+        if !tracker.written {
+            tracker.created = create_parents(&tracker.root, &tracker.path);
+            tracker.written = true;
+        }
         write(tracker);
     }
+}
+
+/// Creates the missing directories between `root` and `path`; returns them.
+fn create_parents(root: &Path, path: &Path) -> Vec<PathBuf> {
+    let Some(dir) = path.parent() else {
+        return Vec::new();
+    };
+    let mut missing: Vec<PathBuf> = dir
+        .ancestors()
+        .take_while(|d| *d != root && !d.exists())
+        .map(Path::to_owned)
+        .collect();
+    missing.reverse();
+    missing
+        .into_iter()
+        .filter(|d| std::fs::create_dir(d).is_ok())
+        .collect()
 }
 
 /// Replaces the record (temp + rename, so a reader never sees half of it).
@@ -264,106 +299,5 @@ fn remove_stale(dir: &Path) {
         if !process::is_running(ProcessId { pid, start }) {
             let _ = std::fs::remove_file(entry.path());
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    // One test, because the tracker is process-wide.
-    #[test]
-    fn tracks_phases_and_waits_and_cleans_up() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        // Nothing is tracked: reports go nowhere.
-        waiting("s3://b/k", "AccessDenied", 1, None);
-        assert!(read(root).is_empty());
-
-        let guard = begin(root, "boot");
-        let found = read(root).pop().unwrap();
-        assert!(found.running);
-        assert_eq!(found.progress.command, "boot");
-        assert_eq!(found.progress.pid, std::process::id());
-
-        phase("node spec");
-        // A quick run's phase changes are not written...
-        assert_eq!(read(root).pop().unwrap().progress.phase, "starting");
-        waiting(
-            "s3://b/k",
-            "reading s3://b/k: AccessDenied: Access Denied\nmore",
-            3,
-            Some(SystemTime::now()),
-        );
-        waiting(
-            "etcd volume vol-0abc",
-            "attached to i-0def (stopped)",
-            1,
-            None,
-        );
-        waiting(
-            "s3://b/k",
-            "reading s3://b/k: AccessDenied: Access Denied",
-            4,
-            None,
-        );
-        // ...but with a wait, the record is current.
-        let progress = read(root).pop().unwrap().progress;
-        assert_eq!(progress.phase, "node spec");
-        phase("apply");
-        assert_eq!(read(root).pop().unwrap().progress.phase, "apply");
-        // Other tests in this process may retry (and report) meanwhile: look at ours.
-        let ours = |progress: &Progress| -> Vec<Waiting> {
-            progress
-                .waiting
-                .iter()
-                .filter(|w| w.subject != "t")
-                .cloned()
-                .collect()
-        };
-        let waiting = ours(&progress);
-        assert_eq!(waiting.len(), 2, "{waiting:?}");
-        assert_eq!(waiting[0].attempts, 4);
-        assert_eq!(
-            waiting[0].reason,
-            "reading s3://b/k: AccessDenied: Access Denied"
-        );
-        assert!(
-            waiting[0]
-                .runbook
-                .as_deref()
-                .unwrap()
-                .contains("s3-access-denied")
-        );
-        assert_eq!(waiting[1].reason, "attached to i-0def (stopped)");
-        done_waiting("s3://b/k");
-        assert_eq!(ours(&read(root).pop().unwrap().progress).len(), 1);
-
-        drop(guard);
-        assert!(read(root).is_empty());
-        // The directories it created for the record are gone too.
-        assert_eq!(std::fs::read_dir(root).unwrap().count(), 0);
-
-        // A record whose process is gone is recognised as stale.
-        // A record whose process is gone is recognised as stale, and the next run
-        // removes it with any half-written temp file.
-        let dir = root.join(DIR);
-        std::fs::create_dir_all(&dir).unwrap();
-        let stale = Progress {
-            pid: std::process::id(),
-            pid_start: process::current().start.map(|s| s + 7),
-            command: "boot".to_owned(),
-            started_at: "x".to_owned(),
-            phase: "apply".to_owned(),
-            waiting: vec![],
-        };
-        let name = file_name(std::process::id());
-        std::fs::write(dir.join(&name), serde_json::to_vec(&stale).unwrap()).unwrap();
-        std::fs::write(dir.join(format!(".run-{}.json.nwtmp", u32::MAX - 3)), "{").unwrap();
-        let found = read(root);
-        assert_eq!(found.len(), 1);
-        assert!(!found[0].running);
-        remove_stale(&dir);
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
     }
 }

@@ -659,6 +659,27 @@ fn status_shows_what_a_boot_waits_for_and_a_killed_run() {
 }
 
 #[test]
+fn a_damaged_state_record_is_reported_by_status_and_set_aside_by_boot() {
+    let world = booted_ops_worker();
+    let agent = &world.agent;
+    let state = agent.path("/var/lib/nodewright/state.json");
+    std::fs::write(&state, "{ half a record").unwrap();
+    let status = agent.run(&["status"]);
+    status.expect_code(0);
+    assert!(status.stdout.contains("reading state"), "{}", status.stdout);
+    assert!(status.stdout.contains("sets it aside"), "{}", status.stdout);
+    // status only reads: the damaged record is still there for the boot to handle.
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), "{ half a record");
+    agent.run(&["boot", "--deadline", "20"]).expect_code(0);
+    assert!(
+        agent
+            .path("/var/lib/nodewright/state.json.corrupt")
+            .exists()
+    );
+    agent.run(&["verify"]).expect_code(0);
+}
+
+#[test]
 fn a_failed_start_makes_the_service_unhealthy_in_status() {
     let world = booted_ops_worker();
     let agent = &world.agent;

@@ -17,15 +17,23 @@ pub struct Args {
 
 pub async fn run(root: &Path, args: Args) -> u8 {
     let host = Host::new(root);
-    let state = match State::load(&host.state_dir()) {
-        Ok(state) => state,
-        Err(e) => {
-            eprintln!("nodewright: {e}");
-            return exit::INTERNAL;
-        }
+    // A damaged record is reported, not fatal: what runs now still matters.
+    let (state, unreadable) = match State::load(&host.state_dir()) {
+        Ok(state) => (state, None),
+        Err(e) => (State::default(), Some(e)),
     };
-    let status = status::gather(&host, &state).await;
-    if status.last_run.is_none() && status.in_progress.is_empty() && status.interrupted.is_empty() {
+    let mut status = status::gather(&host, &state).await;
+    if let Some(e) = &unreadable {
+        status.problems.insert(
+            0,
+            format!("{e}; the next boot sets it aside and starts a fresh record"),
+        );
+    }
+    if status.last_run.is_none()
+        && status.in_progress.is_empty()
+        && status.interrupted.is_empty()
+        && unreadable.is_none()
+    {
         eprintln!(
             "nodewright: no run is recorded under {} and none is in progress (has nodewright run on this node?)",
             host.state_dir().display()

@@ -53,7 +53,11 @@ pub fn default_name(host: &Host) -> String {
 
 /// Collects everything and writes the bundle to `output` (mode 0600, atomically).
 pub async fn create(host: &Host, output: &Path) -> Result<Bundle, BundleError> {
-    let state = State::load(&host.state_dir()).unwrap_or_default();
+    let mut missing: Vec<String> = Vec::new();
+    let state = State::load(&host.state_dir()).unwrap_or_else(|e| {
+        missing.push(format!("state.json: {e}"));
+        State::default()
+    });
     let kept = AppliedSpec::load(&host.state_dir());
     let spec = kept
         .as_ref()
@@ -61,7 +65,6 @@ pub async fn create(host: &Host, output: &Path) -> Result<Bundle, BundleError> {
         .and_then(|k| k.node_spec(&host.state_dir()).ok());
     let redactor = spec.as_ref().map(Redactor::for_spec).unwrap_or_default();
     let mut files: Vec<(String, String)> = Vec::new();
-    let mut missing: Vec<String> = Vec::new();
 
     let status = status::gather(host, &state).await;
     files.push(("status.txt".into(), status::render_text(&status)));
