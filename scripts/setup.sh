@@ -16,6 +16,7 @@ packages=(
   e2fsprogs util-linux  # mkfs.ext4, blkid, losetup, resize2fs for the disk tests
   iproute2            # network namespaces for booted nodes
   strace              # the crash tests kill runs at chosen system calls (--inject)
+  systemd-journal-remote  # writes real journal files for the support-bundle test
   ca-certificates
 )
 missing=()

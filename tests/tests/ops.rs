@@ -848,13 +848,38 @@ systemd:
         run.stdout
     );
     assert_eq!(mode(&bundle_path), 0o600);
+    let without_journal = read_bundle(&bundle_path);
+    let readme = &without_journal["nodewright-support/README.txt"];
+    assert!(readme.contains("journal/: no journal to read"), "{readme}");
 
-    let mut files: BTreeMap<String, String> = BTreeMap::new();
-    let gz = flate2::read::GzDecoder::new(std::fs::File::open(&bundle_path).unwrap());
-    let mut archive = tar_entries(gz);
-    for (name, text) in archive.drain(..) {
-        files.insert(name, text);
-    }
+    // With the node's journal (a real journal file, as journald writes it): lines of
+    // nodewright and of the spec's units, some holding secrets.
+    write_journal(
+        &agent.path("/var/log/journal/0123456789abcdef0123456789abcdef/system.journal"),
+        &[
+            ("nodewright", None, "NWPUBLIC-journal-agent run failed"),
+            (
+                "nodewright",
+                None,
+                "retrying with password NWSECRET-password",
+            ),
+            ("app", Some("app.service"), "NWPUBLIC-journal-app started"),
+            (
+                "app",
+                Some("app.service"),
+                "login with token=NWSECRET-journal-token",
+            ),
+            (
+                "app",
+                Some("app.service"),
+                "Authorization: Bearer NWSECRET-journal-bearer",
+            ),
+        ],
+    );
+    agent
+        .run(&["support-bundle", "--output", bundle_path.to_str().unwrap()])
+        .expect_code(0);
+    let files = read_bundle(&bundle_path);
     for name in [
         "README.txt",
         "status.txt",
@@ -887,15 +912,38 @@ systemd:
         verify.contains("/etc/kubernetes/bootstrap-token: content changed (a secret file"),
         "{verify}"
     );
-    let readme = &files["nodewright-support/README.txt"];
-    assert!(readme.contains("journal/: no journal to read"), "{readme}");
+    let agent_journal = &files["nodewright-support/journal/nodewright.txt"];
+    assert!(
+        agent_journal.contains("NWPUBLIC-journal-agent"),
+        "{agent_journal}"
+    );
+    assert!(
+        agent_journal.contains("retrying with password <redacted>"),
+        "{agent_journal}"
+    );
+    let app_journal = &files["nodewright-support/journal/app.service.txt"];
+    assert!(
+        app_journal.contains("NWPUBLIC-journal-app"),
+        "{app_journal}"
+    );
+    assert!(
+        !app_journal.contains("NWPUBLIC-journal-agent"),
+        "{app_journal}"
+    );
+    assert!(
+        files["nodewright-support/README.txt"].contains("Everything was collected"),
+        "{}",
+        files["nodewright-support/README.txt"]
+    );
     assert!(files["nodewright-support/disk.txt"].contains("$ df -hT"));
     assert!(files["nodewright-support/timeline.txt"].contains("apply: write /etc/app/config.yaml"));
     assert!(files["nodewright-support/units.txt"].contains("app.service: wanted running"));
 }
 
-fn tar_entries(reader: impl Read) -> Vec<(String, String)> {
-    let mut archive = tar::Archive::new(reader);
+/// Every file of a bundle, by name.
+fn read_bundle(path: &Path) -> BTreeMap<String, String> {
+    let gz = flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap());
+    let mut archive = tar::Archive::new(gz);
     archive
         .entries()
         .unwrap()
@@ -907,6 +955,44 @@ fn tar_entries(reader: impl Read) -> Vec<(String, String)> {
             (name, text)
         })
         .collect()
+}
+
+/// Writes a real journal file with `systemd-journal-remote` (from the journal export
+/// format): (identifier, unit, message) per entry.
+fn write_journal(path: &Path, entries: &[(&str, Option<&str>, &str)]) {
+    let remote = Path::new("/lib/systemd/systemd-journal-remote");
+    assert!(
+        remote.exists(),
+        "{} is missing: run scripts/setup.sh",
+        remote.display()
+    );
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros();
+    let mut export = String::new();
+    for (i, (identifier, unit, message)) in entries.iter().enumerate() {
+        export.push_str(&format!(
+            "__REALTIME_TIMESTAMP={}\n__MONOTONIC_TIMESTAMP={}\n_BOOT_ID=0123456789abcdef0123456789abcdef\nSYSLOG_IDENTIFIER={identifier}\n",
+            now + i as u128,
+            1000 + i
+        ));
+        if let Some(unit) = unit {
+            export.push_str(&format!("_SYSTEMD_UNIT={unit}\n"));
+        }
+        export.push_str(&format!("MESSAGE={message}\n\n"));
+    }
+    let mut child = std::process::Command::new(remote)
+        .arg("-o")
+        .arg(path)
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), export.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
 }
 
 #[test]
