@@ -228,6 +228,33 @@ fn verify_finds_each_drift_and_repair_restores_it_restarting_only_the_affected_s
 }
 
 #[test]
+fn a_boot_that_restores_a_drifted_input_restarts_its_service() {
+    let world = booted_ops_worker();
+    let agent = &world.agent;
+    std::fs::write(agent.path(AGENT_CONFIG), "logLevel: debug\n").unwrap();
+    let plan = json_of(
+        agent
+            .run(&["plan", "--json", "--deadline", "20"])
+            .expect_code(0),
+    );
+    assert_eq!(actions_on(&plan["steps"], AGENT_CONFIG), ["write-file"]);
+    assert_eq!(restarted(&plan["steps"]), ["node-agent.service"]);
+    let restart = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["action"] == "restart-unit")
+        .unwrap();
+    assert_eq!(
+        restart["reason"],
+        format!("inputs restored on disk: {AGENT_CONFIG}")
+    );
+    agent.run(&["boot", "--deadline", "20"]).expect_code(0);
+    let plan = agent.run(&["plan", "--deadline", "20"]);
+    assert!(plan.stdout.contains("No changes"), "{}", plan.stdout);
+}
+
+#[test]
 fn verify_and_repair_reread_files_whose_stat_record_was_forged() {
     let world = booted_ops_worker();
     let agent = &world.agent;
