@@ -16,6 +16,8 @@ packages=(
   e2fsprogs util-linux  # mkfs.ext4, blkid, losetup, resize2fs for the disk tests
   iproute2            # network namespaces for booted nodes
   containerd          # `containerd config dump` checks the rendered config.toml (schema 2)
+  strace              # the crash tests kill runs at chosen system calls (--inject)
+  systemd-journal-remote  # writes real journal files for the support-bundle test
   ca-certificates
   debootstrap         # the booted nodes' root filesystem (the test "AMI")
   systemd-container   # systemd-nspawn boots those nodes

@@ -1,5 +1,7 @@
 //! The boot flow, step by step: user data, facts, node spec, model, plan, apply, record.
-//! `boot`, `apply` and `plan` are this flow with different sources and endings.
+//! `boot`, `apply`, `plan` and `repair` are this flow with different sources and
+//! endings (`repair`: the spec kept on the node, no network, nothing trusted from the
+//! stat cache, protected paths left alone).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,10 +11,15 @@ use aws_config::SdkConfig;
 
 use crate::assets::{FetchSettings, Fetcher, bake};
 use crate::cloud::{Metadata, MetadataError, NetworkSettings, aws, http::NetworkError};
+use crate::engine::applied::{AppliedError, AppliedSpec};
+use crate::engine::protect::Guard;
 use crate::engine::{self, Plan, PlanError, RunRecord, RunResult, State, StateError, Timeline};
+use crate::host::lock::{LockError, RunLock};
 use crate::host::{Host, os};
 use crate::model::{self, DesiredState, Facts, ModelError};
+use crate::progress;
 use crate::retry::RetryError;
+use crate::runbook::{self, Topic};
 use crate::source::{self, StoreError, UserDataError};
 use crate::spec::{self, BootConfig, NodeSpec, Sha256Hex, SpecError, SpecLocation};
 
@@ -26,6 +33,8 @@ pub enum SpecSource {
         url: String,
         sha256: Option<Sha256Hex>,
     },
+    /// The spec (and facts) kept on the node by the last converging run (`repair`).
+    Kept,
 }
 
 #[derive(Debug, Clone)]
@@ -36,6 +45,10 @@ pub struct Options {
     pub deadline: Duration,
     /// The command, as recorded in the state.
     pub command: String,
+    /// Re-read every managed file (no stat cache) and leave protected paths alone.
+    pub repair: bool,
+    /// How long to wait for another run to release the run lock.
+    pub lock_wait: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +76,14 @@ pub enum BootError {
     State(#[from] StateError),
     #[error("{} of the changes failed:\n  - {}", failures.len(), failures.join("\n  - "))]
     Apply { failures: Vec<String> },
+    #[error("{source}{}", holder.as_ref().map(|h| format!(": {h} is running")).unwrap_or_default())]
+    Locked {
+        source: LockError,
+        /// The run holding it, from its live record.
+        holder: Option<String>,
+    },
+    #[error(transparent)]
+    Kept(#[from] AppliedError),
 }
 
 /// Exit codes; documented in the README and in `nodewright --help`.
@@ -74,6 +95,8 @@ pub mod exit {
     pub const UNREACHABLE: u8 = 4;
     pub const APPLY_FAILED: u8 = 5;
     pub const NO_STATE: u8 = 6;
+    pub const DRIFT: u8 = 7;
+    pub const BUSY: u8 = 8;
 }
 
 impl BootError {
@@ -90,6 +113,32 @@ impl BootError {
             Self::Model(_) => exit::INVALID_INPUT,
             Self::Plan(_) | Self::Apply { .. } => exit::APPLY_FAILED,
             Self::State(_) => exit::INTERNAL,
+            Self::Locked {
+                source: LockError::Held { .. },
+                ..
+            } => exit::BUSY,
+            Self::Locked { .. } => exit::INTERNAL,
+            Self::Kept(AppliedError::Missing { .. }) => exit::NO_STATE,
+            Self::Kept(_) => exit::INTERNAL,
+        }
+    }
+
+    /// The runbook section for this failure, when one helps.
+    pub fn runbook(&self) -> Option<Topic> {
+        let by_text = || runbook::topic_for(&self.to_string());
+        match self {
+            Self::Spec(SpecError::DigestMismatch { .. }) => Some(Topic::SpecHashMismatch),
+            Self::UserDataFile { .. }
+            | Self::UserData(_)
+            | Self::Spec(_)
+            | Self::Network(_)
+            | Self::Model(_) => Some(Topic::InvalidSpec),
+            Self::Metadata(_) => Some(Topic::ImdsUnreachable),
+            Self::Store(_) => by_text().or(Some(Topic::StateStoreUnreachable)),
+            Self::Plan(_) | Self::Apply { .. } => by_text().or(Some(Topic::ApplyFailed)),
+            Self::State(_) => None,
+            Self::Locked { .. } => Some(Topic::AnotherRun),
+            Self::Kept(_) => Some(Topic::NoAppliedSpec),
         }
     }
 }
@@ -101,6 +150,8 @@ pub struct Prepared {
     pub spec: NodeSpec,
     pub spec_url: String,
     pub spec_sha256: String,
+    /// The spec's text, kept on the node for `repair`.
+    pub spec_text: String,
     pub desired: DesiredState,
     /// The proxy and CA settings every outbound call uses.
     pub network: NetworkSettings,
@@ -112,10 +163,14 @@ pub async fn prepare(
     host: &Host,
     timeline: &mut Timeline,
 ) -> Result<Prepared, BootError> {
+    if let SpecSource::Kept = options.source {
+        return prepare_kept(host, timeline);
+    }
     let metadata = Metadata::new(options.deadline);
 
     let boot = match &options.source {
         SpecSource::UserData { file } => {
+            progress::phase("user data");
             let began = Instant::now();
             let result = read_boot_config(&metadata, file.as_ref()).await;
             timeline.record("user data", began, outcome_text(&result));
@@ -129,7 +184,7 @@ pub async fn prepare(
             );
             Some(boot)
         }
-        SpecSource::Url { .. } => None,
+        SpecSource::Url { .. } | SpecSource::Kept => None,
     };
     // Proxy and CA settings apply to every call from here on; IMDS bypasses them.
     let network = NetworkSettings {
@@ -137,6 +192,7 @@ pub async fn prepare(
         ca_bundle: boot.as_ref().and_then(|b| b.ca_bundle.clone()),
     };
 
+    progress::phase("facts");
     let began = Instant::now();
     let facts = metadata.instance_facts().await.map(|instance| Facts {
         instance,
@@ -157,10 +213,11 @@ pub async fn prepare(
             Some(boot.node_spec.sha256.clone()),
         ),
         (SpecSource::Url { url, sha256 }, None) => (url.clone(), sha256.clone()),
-        (SpecSource::UserData { .. }, None) => {
-            unreachable!("user data always yields a boot config")
+        (SpecSource::UserData { .. } | SpecSource::Kept, None) => {
+            unreachable!("user data always yields a boot config; kept specs return early")
         }
     };
+    progress::phase("node spec");
     let began = Instant::now();
     let spec = fetch_spec(
         &url,
@@ -172,21 +229,61 @@ pub async fn prepare(
     )
     .await;
     timeline.record("node spec", began, outcome_text(&spec));
-    let (spec, spec_sha256) = spec?;
+    let (spec, spec_sha256, spec_text) = spec?;
 
-    let began = Instant::now();
-    let desired = model::desired_state(&spec, &facts);
-    timeline.record("model", began, outcome_text(&desired));
-    let desired = desired?;
-
+    let desired = render(&spec, &facts, timeline)?;
     Ok(Prepared {
         boot,
         facts,
         spec,
         spec_url: url,
         spec_sha256,
+        spec_text,
         desired,
         network,
+    })
+}
+
+fn render(
+    spec: &NodeSpec,
+    facts: &Facts,
+    timeline: &mut Timeline,
+) -> Result<DesiredState, BootError> {
+    progress::phase("model");
+    let began = Instant::now();
+    let desired = model::desired_state(spec, facts);
+    timeline.record("model", began, outcome_text(&desired));
+    Ok(desired?)
+}
+
+/// The inputs from the spec and facts kept on the node: no network at all.
+fn prepare_kept(host: &Host, timeline: &mut Timeline) -> Result<Prepared, BootError> {
+    progress::phase("kept spec");
+    let state_dir = host.state_dir();
+    let began = Instant::now();
+    let kept = AppliedSpec::load(&state_dir).and_then(|kept| {
+        let spec = kept.node_spec(&state_dir)?;
+        Ok((kept, spec))
+    });
+    timeline.record("kept spec", began, outcome_text(&kept));
+    let (kept, spec) = kept?;
+    tracing::info!(
+        spec = %kept.spec_url,
+        sha256 = %kept.spec_sha256,
+        saved_at = %kept.saved_at,
+        "using the spec kept on the node"
+    );
+    let desired = render(&spec, &kept.facts, timeline)?;
+    Ok(Prepared {
+        boot: None,
+        facts: kept.facts,
+        spec,
+        spec_url: kept.spec_url,
+        spec_sha256: kept.spec_sha256,
+        spec_text: kept.spec,
+        desired,
+        // Repair works offline, from the cache: no proxy is needed.
+        network: NetworkSettings::default(),
     })
 }
 
@@ -212,7 +309,7 @@ pub(crate) async fn fetch_spec(
     network: &NetworkSettings,
     deadline: Duration,
     boot: Option<&BootConfig>,
-) -> Result<(NodeSpec, String), BootError> {
+) -> Result<(NodeSpec, String, String), BootError> {
     let location = SpecLocation::parse(url).map_err(|detail| SpecError::Parse {
         source_name: "node spec location".to_owned(),
         detail,
@@ -241,7 +338,7 @@ pub(crate) async fn fetch_spec(
         spec::check_spec_matches_boot(&name, &text, &spec, boot)?;
     }
     tracing::info!(spec = %name, sha256 = %digest, "node spec verified and parsed");
-    Ok((spec, digest))
+    Ok((spec, digest, text))
 }
 
 /// What a converging run did.
@@ -249,6 +346,8 @@ pub struct Converged {
     pub plan: Plan,
     pub report: engine::ApplyReport,
     pub timeline: Vec<engine::TimelineEntry>,
+    /// Repair only: paths the spec declares under protected paths, left alone.
+    pub left_alone: Vec<(String, Guard)>,
 }
 
 /// The whole flow: prepare, plan, apply, record. Records a failed run too, when the
@@ -257,9 +356,11 @@ pub async fn converge(
     options: &Options,
 ) -> Result<Converged, (BootError, Vec<engine::TimelineEntry>)> {
     let host = Host::new(&options.root);
+    let _progress = progress::begin(&options.root, &options.command);
     let mut timeline = Timeline::new();
     let mut record = RecordContext::default();
     let result = converge_inner(options, &host, &mut timeline, &mut record).await;
+    progress::phase("record");
     let state_dir = host.state_dir();
     let mut state = record
         .state
@@ -283,7 +384,11 @@ pub async fn converge(
         timeline: entries.clone(),
     });
     let applied_anything = record.changes > 0 || result.is_ok();
+    // A run that never got the lock changed nothing, and must not write the state
+    // under the feet of the run that holds it.
+    let locked_out = matches!(result, Err(BootError::Locked { .. }));
     if (applied_anything || state_dir.is_dir())
+        && !locked_out
         && let Err(e) = state.save(&state_dir)
     {
         tracing::error!(error = %e, "could not record the run");
@@ -296,6 +401,7 @@ pub async fn converge(
             plan,
             report,
             timeline: entries,
+            left_alone: record.left_alone,
         }),
         Err(e) => Err((e, entries)),
     }
@@ -307,6 +413,9 @@ struct RecordContext {
     spec_url: Option<String>,
     spec_sha256: Option<String>,
     changes: usize,
+    left_alone: Vec<(String, Guard)>,
+    /// Held from planning until the run is recorded.
+    lock: Option<RunLock>,
 }
 
 async fn converge_inner(
@@ -315,9 +424,13 @@ async fn converge_inner(
     timeline: &mut Timeline,
     record: &mut RecordContext,
 ) -> Result<(Plan, engine::ApplyReport), BootError> {
-    let prepared = prepare(options, host, timeline).await?;
+    let mut prepared = prepare(options, host, timeline).await?;
     record.spec_url = Some(prepared.spec_url.clone());
     record.spec_sha256 = Some(prepared.spec_sha256.clone());
+
+    // Inputs are valid: from here on the run may change the node, one run at a time.
+    progress::phase("lock");
+    record.lock = Some(acquire_lock(host, options.lock_wait, timeline).await?);
 
     let mut state = State::load_or_reset(&host.state_dir());
     let fetcher = Arc::new(fetcher_for(host, &prepared)?);
@@ -342,13 +455,34 @@ async fn converge_inner(
         );
     }
     state.assets = asset_digests(&prepared.desired);
+    progress::phase("plan");
     let began = Instant::now();
-    let plan = engine::plan(&prepared.desired, host, &state).await;
+    let plan = if options.repair {
+        let view = engine::repair::view(&state, &mut prepared.desired);
+        record.left_alone = view.left_alone;
+        engine::plan(&prepared.desired, host, &view.state).await
+    } else {
+        engine::plan(&prepared.desired, host, &state).await
+    };
     timeline.record("plan", began, outcome_text(&plan));
     let plan = plan?;
     record.changes = plan.steps.len();
     tracing::info!(changes = plan.steps.len(), "planned");
 
+    // Keep what is about to be applied, for `repair` without the network.
+    if !matches!(options.source, SpecSource::Kept) {
+        AppliedSpec {
+            spec_url: prepared.spec_url.clone(),
+            spec_sha256: prepared.spec_sha256.clone(),
+            saved_at: engine::timeline::rfc3339(std::time::SystemTime::now()),
+            agent_version: crate::VERSION.to_owned(),
+            facts: prepared.facts.clone(),
+            spec: prepared.spec_text.clone(),
+        }
+        .save_if_changed(&host.state_dir())?;
+    }
+
+    progress::phase("apply");
     let began = Instant::now();
     let report = engine::apply_with(&plan, host, &mut state, fetcher.clone()).await;
     report.record(timeline);
@@ -398,13 +532,83 @@ pub fn asset_digests(desired: &DesiredState) -> std::collections::BTreeMap<Strin
         .collect()
 }
 
+/// Subject of the wait for the run lock, in the live run record.
+const LOCK_SUBJECT: &str = "the run lock";
+
+/// Takes the run lock, waiting up to `wait` for another run to release it.
+async fn acquire_lock(
+    host: &Host,
+    wait: Duration,
+    timeline: &mut Timeline,
+) -> Result<RunLock, BootError> {
+    let began = Instant::now();
+    let mut attempts = 0;
+    loop {
+        match RunLock::try_acquire(&host.state_dir()) {
+            Ok(lock) => {
+                if attempts > 0 {
+                    progress::done_waiting(LOCK_SUBJECT);
+                    timeline.record("lock", began, "ok");
+                }
+                return Ok(lock);
+            }
+            Err(source @ LockError::Held { .. }) => {
+                attempts += 1;
+                let me = std::process::id();
+                let holder = progress::read(host.root())
+                    .into_iter()
+                    .find(|f| f.running && f.progress.pid != me)
+                    .map(|f| {
+                        format!(
+                            "{} (pid {}, since {}, phase {})",
+                            f.progress.command,
+                            f.progress.pid,
+                            f.progress.started_at,
+                            f.progress.phase
+                        )
+                    });
+                if began.elapsed() >= wait {
+                    progress::done_waiting(LOCK_SUBJECT);
+                    timeline.record("lock", began, "failed: held by another run");
+                    return Err(BootError::Locked { source, holder });
+                }
+                let reason = format!(
+                    "held by {}",
+                    holder.as_deref().unwrap_or("another nodewright run")
+                );
+                progress::waiting(
+                    LOCK_SUBJECT,
+                    &reason,
+                    attempts,
+                    Some(std::time::SystemTime::now() + wait.saturating_sub(began.elapsed())),
+                );
+                if attempts == 1 {
+                    tracing::info!(%reason, "waiting for the run lock");
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(source) => {
+                return Err(BootError::Locked {
+                    source,
+                    holder: None,
+                });
+            }
+        }
+    }
+}
+
 /// Plans without applying: nothing is written, started or downloaded.
 pub async fn plan_only(options: &Options) -> Result<(Plan, Prepared), BootError> {
     let host = Host::new(&options.root);
     let mut timeline = Timeline::new();
-    let prepared = prepare(options, &host, &mut timeline).await?;
+    let mut prepared = prepare(options, &host, &mut timeline).await?;
     let state = State::load(&host.state_dir())?;
-    let plan = engine::plan(&prepared.desired, &host, &state).await?;
+    let plan = if options.repair {
+        let view = engine::repair::view(&state, &mut prepared.desired);
+        engine::plan(&prepared.desired, &host, &view.state).await?
+    } else {
+        engine::plan(&prepared.desired, &host, &state).await?
+    };
     Ok((plan, prepared))
 }
 

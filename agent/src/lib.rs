@@ -11,8 +11,11 @@ pub mod engine;
 pub mod host;
 pub mod logging;
 pub mod model;
+pub mod ops;
 pub mod prebake;
+pub mod progress;
 pub mod retry;
+pub mod runbook;
 pub mod source;
 pub mod spec;
 

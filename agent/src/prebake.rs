@@ -51,7 +51,7 @@ pub async fn prebake(options: &PrebakeOptions) -> Result<Prebaked, BootError> {
         instance: made_up_instance(1, "eu-west-3"),
         host: host_facts,
     };
-    let (spec, spec_sha256) = fetch_spec(
+    let (spec, spec_sha256, _) = fetch_spec(
         &options.url,
         options.sha256.as_ref(),
         &one,

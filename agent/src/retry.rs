@@ -3,6 +3,7 @@
 //! Every remote call at boot goes through here (IMDS, S3, the asset mirrors): a fresh
 //! instance's network, role and DNS can take seconds to work, so transient failures are
 //! retried until the deadline, and permanent ones fail at once with their cause.
+//! While it retries, the run's live record says what it is waiting for (`status`).
 
 use std::fmt::Display;
 use std::future::Future;
@@ -91,17 +92,20 @@ where
             Ok(value) => {
                 if attempt > 1 {
                     tracing::info!(what, attempt, "succeeded after retrying");
+                    crate::progress::done_waiting(what);
                 }
                 return Ok(value);
             }
             Err(error) => error,
         };
         if classify(&error) == Verdict::Fail {
+            crate::progress::done_waiting(what);
             return Err(RetryError::Permanent(error));
         }
         let delay = policy.delay(attempt);
         let elapsed = started.elapsed();
         if elapsed + delay >= policy.deadline {
+            crate::progress::done_waiting(what);
             return Err(RetryError::Deadline {
                 last: error,
                 attempts: attempt,
@@ -115,8 +119,19 @@ where
             retry_in_ms = delay.as_millis() as u64,
             "attempt failed; retrying"
         );
+        crate::progress::waiting(
+            what,
+            &error.to_string(),
+            attempt,
+            Some(gives_up_at(policy.deadline, started)),
+        );
         tokio::time::sleep(delay).await;
     }
+}
+
+/// The wall-clock time at which a retry loop that began at `started` gives up.
+fn gives_up_at(deadline: Duration, started: Instant) -> std::time::SystemTime {
+    std::time::SystemTime::now() + deadline.saturating_sub(started.elapsed())
 }
 
 #[cfg(test)]

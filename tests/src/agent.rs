@@ -115,6 +115,24 @@ impl Agent {
         command
     }
 
+    /// The command run under a wrapper (e.g. `strace ... --`), with the same
+    /// environment: `wrapper[0]` is the program, the agent binary follows the rest.
+    pub fn command_under(&self, wrapper: &[&str], args: &[&str]) -> Command {
+        let mut command = Command::new(wrapper[0]);
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.home.path())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .args(&wrapper[1..])
+            .arg(workspace_bin("nodewright"))
+            .arg("--root")
+            .arg(self.root.path())
+            .args(args)
+            .stdin(Stdio::null());
+        command
+    }
+
     pub fn run(&self, args: &[&str]) -> Run {
         Run::from_output(
             self.command(args)

@@ -5,7 +5,10 @@
 //! - [`front::AwsFront`]: a proxy in front of moto that adds what it lacks (faults,
 //!   throttling, EC2 behaviour) for the tests that need it.
 //! - [`imds::FakeImds`]: IMDSv2 as EC2 serves it, with switchable faults.
-//! - [`agent::Agent`]: runs the `nodewright` binary against a temp root.
+//! - [`agent::Agent`]: runs the `nodewright` binary against a temp root (optionally
+//!   under a wrapper such as `strace`, for the crash tests).
+//! - [`specs`]: the examples extended with more files and services, with boot configs
+//!   whose digest matches.
 //! - [`mirror::Mirror`]: an asset mirror with per-URL faults (5xx, stalls, cuts, wrong
 //!   bytes, redirects, no Range, slow); [`assetkit`] makes asset bytes and archives.
 //! - Booted nodes: [`image::Image`] (the "AMI": debootstrap + packer/provision.sh, as
@@ -28,6 +31,7 @@ pub mod node;
 pub mod overlay;
 pub mod proxy;
 pub mod runtime;
+pub mod specs;
 pub mod timeline;
 pub mod tools;
 pub mod tree;

@@ -182,6 +182,10 @@ fn no_permission_on_the_cache_is_a_clear_error() {
     std::fs::set_permissions(&spec_path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let cache = node.agent.path("/var/cache/nodewright");
     std::fs::create_dir_all(&cache).unwrap();
+    // Its own state directory is writable (so the run lock works): only the cache is not.
+    let state_dir = node.agent.path("/var/lib/nodewright");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    std::os::unix::fs::chown(&state_dir, Some(65534), Some(65534)).unwrap();
     let url = format!("file://{}", spec_path.display());
     let mut command = node
         .agent

@@ -118,7 +118,7 @@ fn worker_boots_converges_and_a_reboot_changes_nothing() {
     let status = node.nodewright(&["status"]);
     status.expect_code(0);
     assert!(
-        status.stdout.contains("boot (converged)"),
+        status.stdout.contains("boot converged"),
         "{}",
         status.stdout
     );
@@ -190,7 +190,11 @@ fn worker_boots_converges_and_a_reboot_changes_nothing() {
         node.journal_text("nodewright.service")
     );
     let status = node.nodewright(&["status"]);
-    assert!(status.stdout.contains("Changes:    0"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("Changes:      0"),
+        "{}",
+        status.stdout
+    );
 }
 
 #[test]
@@ -217,7 +221,7 @@ fn bad_user_data_is_reported_and_the_node_recovers_once_it_is_fixed() {
     assert!(!node.path("/etc/default/node-heartbeat").exists());
     let status = node.nodewright(&["status"]);
     status.expect_code(0);
-    assert!(status.stdout.contains("boot (failed)"), "{}", status.stdout);
+    assert!(status.stdout.contains("boot FAILED"), "{}", status.stdout);
     assert!(
         status.stdout.contains("Error:") && status.stdout.contains("role"),
         "{}",
@@ -273,7 +277,7 @@ fn tampered_spec_is_refused_until_the_published_spec_matches() {
     );
     let status = node.nodewright(&["status"]);
     assert!(
-        status.stdout.contains("boot (failed)") && status.stdout.contains("sha256"),
+        status.stdout.contains("boot FAILED") && status.stdout.contains("sha256"),
         "{}",
         status.stdout
     );
@@ -316,7 +320,7 @@ fn unreachable_s3_is_reported_and_the_node_recovers_when_it_is_back() {
     let journal = node.journal_text("nodewright.service");
     assert!(journal.contains("gave up after"), "{journal}");
     let status = node.nodewright(&["status"]);
-    assert!(status.stdout.contains("boot (failed)"), "{}", status.stdout);
+    assert!(status.stdout.contains("boot FAILED"), "{}", status.stdout);
 
     fleet.aws.set_reachable(true);
     let unit = node.wait_for_unit_within(

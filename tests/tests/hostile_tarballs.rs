@@ -219,8 +219,8 @@ fn through_the_agent_a_hostile_archive_installs_nothing() {
         .into_iter()
         .filter(|(_, e)| e.kind == "file")
         .map(|(p, _)| p.display().to_string())
-        // The harness's seed, and the host defaults every spec gets (they do not depend
-        // on the archive, so they are applied).
+        // The harness's seed, the host defaults every spec gets (they do not depend on
+        // the archive, so they are applied) and nodewright's own records.
         .filter(|p| {
             ![
                 "etc/os-release",
@@ -228,6 +228,7 @@ fn through_the_agent_a_hostile_archive_installs_nothing() {
                 "etc/modules-load.d/nodewright.conf",
             ]
             .contains(&p.as_str())
+                && (!p.starts_with("var/lib/nodewright/") || p == "var/lib/nodewright/state.json")
         })
         .collect();
     // Only the downloaded archive itself (and the state) are on disk.

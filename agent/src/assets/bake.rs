@@ -120,6 +120,8 @@ pub fn verify_baked(
                         kind: "file".to_owned(),
                         digest,
                         mode: stat.mode,
+                        uid: Some(stat.uid),
+                        gid: Some(stat.gid),
                         secret: false,
                         stat: Some(StatRecord::of(&stat)),
                         source: file.source.clone(),

@@ -32,6 +32,8 @@ pub async fn run(root: &Path, args: Args) -> u8 {
         },
         deadline: args.deadline.duration(),
         command: "apply".to_owned(),
+        repair: false,
+        lock_wait: args.deadline.duration(),
     };
     super::boot::converge_and_report(&options).await
 }

@@ -22,6 +22,8 @@ pub async fn run(root: &Path, args: Args) -> u8 {
         },
         deadline: args.deadline.duration(),
         command: "boot".to_owned(),
+        repair: false,
+        lock_wait: args.deadline.duration(),
     };
     converge_and_report(&options).await
 }

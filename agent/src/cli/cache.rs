@@ -163,7 +163,7 @@ async fn referenced_by(
     deadline: std::time::Duration,
 ) -> Result<Vec<String>, crate::bootstrap::BootError> {
     let facts = crate::model::Facts::example();
-    let (spec, _) = crate::bootstrap::fetch_spec(
+    let (spec, _, _) = crate::bootstrap::fetch_spec(
         url,
         sha256,
         &facts,

@@ -6,8 +6,13 @@ mod boot;
 mod cache;
 mod plan;
 mod prebake;
+mod repair;
+mod reset;
+mod runbook;
 mod schema;
 mod status;
+mod support_bundle;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,7 +30,11 @@ Exit codes:
   3  invalid input: user data, boot config or node spec refused (parse, validation, digest)
   4  a source (IMDS, the state store) did not answer before the deadline
   5  a change failed; the node is not converged
-  6  no recorded run (status)";
+  6  nothing recorded: no run (status, verify), no kept spec (repair)
+  7  drift: verify found files that differ from their record, or repair left some
+  8  another nodewright run holds the run lock (repair, reset)
+
+Runbook: `nodewright runbook` (also docs/runbook.md).";
 
 #[derive(Debug, Parser)]
 #[command(name = "nodewright", version = crate::VERSION, about = "Bootstraps a Kubernetes node on AWS", after_help = EXIT_CODES)]
@@ -53,8 +62,18 @@ enum Command {
     Prebake(prebake::Args),
     /// The download cache: list, verify, prune.
     Cache(cache::Args),
-    /// Show the last run, its timeline and the services' state.
+    /// Show runs in progress, the last run, services, drift and problems.
     Status(status::Args),
+    /// Re-hash every installed file and compare it with its record; exit 7 on drift.
+    Verify(verify::Args),
+    /// Restore drifted files from the kept spec, offline; restart what depends on them.
+    Repair(repair::Args),
+    /// Remove what nodewright installed (never etcd data without two flags).
+    Reset(reset::Args),
+    /// Write a tar.gz of status, timeline, redacted spec, units, journal, disks.
+    SupportBundle(support_bundle::Args),
+    /// Print the operator's runbook (a topic, or the list of topics).
+    Runbook(runbook::Args),
     /// Print the JSON Schema of the node spec (or of the boot config).
     Schema(schema::Args),
     /// Print the version.
@@ -110,7 +129,12 @@ pub fn main() -> ExitCode {
             Command::Apply(args) => apply::run(&cli.root, args).await,
             Command::Prebake(args) => prebake::run(&cli.root, args).await,
             Command::Cache(args) => cache::run(&cli.root, args).await,
-            Command::Status(args) => status::run(&cli.root, args),
+            Command::Status(args) => status::run(&cli.root, args).await,
+            Command::Verify(args) => verify::run(&cli.root, args),
+            Command::Repair(args) => repair::run(&cli.root, args).await,
+            Command::Reset(args) => reset::run(&cli.root, args).await,
+            Command::SupportBundle(args) => support_bundle::run(&cli.root, args).await,
+            Command::Runbook(args) => runbook::run(args),
             Command::Schema(args) => schema::run(args),
             Command::Version => {
                 println!("nodewright {}", crate::VERSION);
@@ -125,5 +149,8 @@ pub fn main() -> ExitCode {
 fn fail(error: &BootError) -> u8 {
     tracing::error!(error = %error, "run failed");
     eprintln!("nodewright: {error}");
+    if let Some(topic) = error.runbook() {
+        eprintln!("{}", topic.hint());
+    }
     error.exit_code()
 }

@@ -39,6 +39,8 @@ pub async fn run(root: &Path, args: Args) -> u8 {
         source,
         deadline: args.deadline.duration(),
         command: "plan".to_owned(),
+        repair: false,
+        lock_wait: args.deadline.duration(),
     };
     match bootstrap::plan_only(&options).await {
         Ok((plan, _)) => {

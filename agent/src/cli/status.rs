@@ -1,12 +1,12 @@
-//! `nodewright status`: the last run, its timeline, and what each trigger last did.
+//! `nodewright status`: runs in progress and what they wait for, the last run with its
+//! phases, services, drift, and the problems among them.
 
 use std::path::Path;
 
-use serde_json::json;
-
 use crate::bootstrap::exit;
-use crate::engine::{State, timeline};
+use crate::engine::State;
 use crate::host::Host;
+use crate::ops::status;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -15,61 +15,41 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(root: &Path, args: Args) -> u8 {
+pub async fn run(root: &Path, args: Args) -> u8 {
     let host = Host::new(root);
-    let state = match State::load(&host.state_dir()) {
-        Ok(state) => state,
-        Err(e) => {
-            eprintln!("nodewright: {e}");
-            return exit::INTERNAL;
-        }
+    // A damaged record is reported, not fatal: what runs now still matters.
+    let (state, unreadable) = match State::load(&host.state_dir()) {
+        Ok(state) => (state, None),
+        Err(e) => (State::default(), Some(e)),
     };
-    let Some(run) = &state.last_run else {
+    let mut status = status::gather(&host, &state).await;
+    if let Some(e) = &unreadable {
+        status.problems.insert(
+            0,
+            format!("{e}; the next boot sets it aside and starts a fresh record"),
+        );
+    }
+    if status.last_run.is_none()
+        && status.in_progress.is_empty()
+        && status.interrupted.is_empty()
+        && unreadable.is_none()
+    {
         eprintln!(
-            "nodewright: no run is recorded under {} (has nodewright run on this node?)",
+            "nodewright: no run is recorded under {} and none is in progress (has nodewright run on this node?)",
             host.state_dir().display()
         );
         return exit::NO_STATE;
-    };
+    }
     if args.json {
-        let value = json!({
-            "lastRun": run,
-            "managedFiles": state.files.len(),
-            "applied": state.applied,
-        });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        );
-        return exit::OK;
-    }
-    let result = serde_json::to_value(run.result)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
-    println!(
-        "Last run:   {} ({}), {} → {}",
-        run.command, result, run.started_at, run.finished_at
-    );
-    if let Some(error) = &run.error {
-        println!("Error:      {}", error.replace('\n', "\n            "));
-    }
-    println!("Agent:      nodewright {}", run.agent_version);
-    if let Some(url) = &run.spec_url {
-        println!("Node spec:  {url}");
-    }
-    if let Some(sha) = &run.spec_sha256 {
-        println!("Spec hash:  sha256:{sha}");
-    }
-    println!("Changes:    {}", run.changes);
-    println!("Managed:    {} paths", state.files.len());
-    if !state.applied.is_empty() {
-        println!("Last actions:");
-        for (key, record) in &state.applied {
-            println!("  {key:<32} {} at {}", record.outcome, record.at);
+        match serde_json::to_string_pretty(&status) {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("nodewright: {e}");
+                return exit::INTERNAL;
+            }
         }
+    } else {
+        print!("{}", status::render_text(&status));
     }
-    println!("Timeline (start, duration, step, outcome):");
-    print!("{}", timeline::render(&run.timeline));
     exit::OK
 }

@@ -106,7 +106,7 @@ impl Metadata {
 
     /// A path that must exist: retried (404 included) until the deadline.
     pub async fn get(&self, path: &str) -> Result<String, RetryError<MetadataError>> {
-        retry(path, self.policy, MetadataError::verdict, || {
+        retry(&subject(path), self.policy, MetadataError::verdict, || {
             self.get_once(path)
         })
         .await
@@ -115,7 +115,7 @@ impl Metadata {
     /// A path that may legitimately be absent (404 means "none").
     async fn get_optional(&self, path: &str) -> Result<Option<String>, RetryError<MetadataError>> {
         let outcome = retry(
-            path,
+            &subject(path),
             self.policy,
             |e: &MetadataError| match e {
                 MetadataError::NotFound { .. } => Verdict::Fail,
@@ -139,12 +139,17 @@ impl Metadata {
         match self.get(PATH).await {
             Ok(text) => Ok(text.into_bytes()),
             Err(RetryError::Permanent(error)) if error.is_unexpected_body() => {
-                retry(PATH, self.policy, MetadataError::verdict, || async {
-                    raw_get(PATH).await.map_err(|detail| MetadataError::Raw {
-                        path: PATH.to_owned(),
-                        detail,
-                    })
-                })
+                retry(
+                    &subject(PATH),
+                    self.policy,
+                    MetadataError::verdict,
+                    || async {
+                        raw_get(PATH).await.map_err(|detail| MetadataError::Raw {
+                            path: PATH.to_owned(),
+                            detail,
+                        })
+                    },
+                )
                 .await
             }
             Err(other) => Err(other),
@@ -192,6 +197,11 @@ impl Metadata {
             mac: mac.trim().to_owned(),
         })
     }
+}
+
+/// How a metadata path is named in logs and in the live run record.
+fn subject(path: &str) -> String {
+    format!("instance metadata {path}")
 }
 
 /// The IMDS endpoint the SDK would use, for the one raw request above.

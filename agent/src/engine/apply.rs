@@ -108,6 +108,10 @@ pub async fn apply_with(
         }
     }
 
+    // Files found in place first: a step that re-permissioned one refreshes its stat.
+    for (path, record) in &plan.unchanged {
+        state.files.insert(path.clone(), record.clone());
+    }
     let applied = Arc::new(state.applied.clone());
     let outcomes = run_steps(&plan.steps, host, &fetcher, &applied).await;
     let mut report = ApplyReport::default();
@@ -127,20 +131,19 @@ pub async fn apply_with(
             duration,
         });
     }
-    for (path, record) in &plan.unchanged {
-        state.files.insert(path.clone(), record.clone());
+    for path in &plan.forget {
+        state.files.remove(path);
     }
-    for key in &plan.forget {
-        state.files.remove(key);
-    }
-    for (path, mode) in &plan.directories {
+    for (path, perms) in &plan.directories {
         if host.path(path).is_dir() {
             state.files.insert(
                 path.to_string(),
                 FileRecord {
                     kind: "directory".to_owned(),
                     digest: String::new(),
-                    mode: *mode,
+                    mode: perms.mode,
+                    uid: Some(perms.uid),
+                    gid: Some(perms.gid),
                     secret: false,
                     stat: None,
                     source: None,
@@ -148,6 +151,9 @@ pub async fn apply_with(
             );
         }
     }
+    state
+        .protected
+        .extend(plan.protected.iter().map(|(p, r)| (p.clone(), r.clone())));
     report
 }
 
@@ -506,13 +512,16 @@ async fn run_action(action: &Action, host: &Host, fetcher: &Fetcher) -> Outcome 
             .await
             .map_err(|e| e.to_string()),
         Action::StopUnit { unit, forget } => {
+            // A unit whose file is gone already (an earlier run removed it and was
+            // killed before it could record so) is stopped as far as we are concerned.
             let stopped = systemd::stop(unit.as_str()).await;
             match (stopped, forget) {
-                (Ok(()), Some(_)) => systemd::disable(unit.as_str())
-                    .await
-                    .map_err(|e| e.to_string()),
-                (Ok(()), None) => Ok(()),
-                (Err(e), _) => Err(e.to_string()),
+                (Err(e), _) if !e.unit_is_gone() => Err(e.to_string()),
+                (_, Some(_)) => match systemd::disable(unit.as_str()).await {
+                    Err(e) if !e.unit_is_gone() => Err(e.to_string()),
+                    _ => Ok(()),
+                },
+                (_, None) => Ok(()),
             }
         }
     };
@@ -553,6 +562,8 @@ fn remember(step: &Step, outcome: &Outcome, host: &Host, fetcher: &Fetcher, stat
                         kind: "file".to_owned(),
                         digest: file.content.sha256().to_owned(),
                         mode: perms.mode,
+                        uid: Some(perms.uid),
+                        gid: Some(perms.gid),
                         secret: file.secret,
                         stat: Some(StatRecord::of(&stat)),
                         source: None,
@@ -564,6 +575,8 @@ fn remember(step: &Step, outcome: &Outcome, host: &Host, fetcher: &Fetcher, stat
             // chmod moves ctime: refresh the stat so the next run trusts the digest.
             if let Some(record) = state.files.get_mut(path.as_str()) {
                 record.mode = perms.mode;
+                record.uid = Some(perms.uid);
+                record.gid = Some(perms.gid);
                 if let Ok(Existing::File(stat)) = hostfs::inspect(&host.path(path)) {
                     record.stat = Some(StatRecord::of(&stat));
                 }
@@ -576,6 +589,8 @@ fn remember(step: &Step, outcome: &Outcome, host: &Host, fetcher: &Fetcher, stat
                     kind: "symlink".to_owned(),
                     digest: target.to_string(),
                     mode: 0o777,
+                    uid: None,
+                    gid: None,
                     secret: false,
                     stat: None,
                     source: None,
@@ -601,6 +616,8 @@ fn remember(step: &Step, outcome: &Outcome, host: &Host, fetcher: &Fetcher, stat
                                 kind: BLOCK_KIND.to_owned(),
                                 digest: digest.clone(),
                                 mode: perms.mode,
+                                uid: None,
+                                gid: None,
                                 secret: false,
                                 stat: None,
                                 source: None,
@@ -632,6 +649,8 @@ fn remember(step: &Step, outcome: &Outcome, host: &Host, fetcher: &Fetcher, stat
                         kind: "file".to_owned(),
                         digest,
                         mode: perms.mode,
+                        uid: Some(perms.uid),
+                        gid: Some(perms.gid),
                         secret: false,
                         stat: Some(StatRecord::of(&stat)),
                         source: Some(source_key(desired, member.as_deref())),
@@ -639,7 +658,10 @@ fn remember(step: &Step, outcome: &Outcome, host: &Host, fetcher: &Fetcher, stat
                 );
             }
         }
-        Action::CreateDirectory { .. } | Action::FetchAsset { .. } => {}
+        Action::CreateDirectory { path, .. } => {
+            state.created_directories.insert(path.to_string());
+        }
+        Action::FetchAsset { .. } => {}
         Action::DaemonReload { trigger }
         | Action::EnableUnit { trigger, .. }
         | Action::LoadModules { trigger, .. }

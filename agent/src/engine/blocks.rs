@@ -56,6 +56,26 @@ pub fn replace(existing: &str, name: &str, lines: Option<&str>) -> String {
     out
 }
 
+/// The digest recorded for a block's lines; the file always holds them with a final
+/// newline, so that is what is hashed.
+pub fn digest(lines: &str) -> String {
+    if lines.is_empty() || lines.ends_with('\n') {
+        crate::spec::digest(lines.as_bytes())
+    } else {
+        crate::spec::digest(format!("{lines}\n").as_bytes())
+    }
+}
+
+/// The record key of a block: `<path>#<name>`, split back into its parts.
+pub fn split_key(key: &str) -> Option<(&str, &str)> {
+    key.split_once('#')
+}
+
+/// `existing` without block `name`: what `reset` leaves of a shared file.
+pub fn remove(existing: &str, name: &str) -> String {
+    replace(existing, name, None)
+}
+
 /// The block's lines in `existing`, if it has the block.
 pub fn current<'a>(existing: &'a str, name: &str) -> Option<&'a str> {
     let begin = format!("{}\n", begin(name));
@@ -71,6 +91,18 @@ mod tests {
     use super::*;
 
     const HOSTS: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n";
+
+    #[test]
+    fn digests_ignore_a_missing_final_newline() {
+        assert_eq!(digest("a\tb"), digest("a\tb\n"));
+        let text = replace(HOSTS, "api", Some("10.0.1.5\tapi.internal"));
+        assert_eq!(
+            digest(current(&text, "api").unwrap()),
+            digest("10.0.1.5\tapi.internal")
+        );
+        assert_eq!(split_key("/etc/hosts#api"), Some(("/etc/hosts", "api")));
+        assert_eq!(remove(&text, "api"), HOSTS);
+    }
 
     #[test]
     fn appends_then_replaces_in_place_then_removes() {

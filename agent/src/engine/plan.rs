@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::blocks;
+use super::protect::Protected;
 use super::state::{FileRecord, StatRecord, State};
 use crate::assets::{Cache, ExtractManifest};
 use crate::host::fs::{self as hostfs, Existing};
@@ -219,11 +220,16 @@ pub struct Plan {
     /// they have; recorded after apply so the next run need not hash them again.
     #[serde(skip)]
     pub unchanged: BTreeMap<String, FileRecord>,
-    /// The directories the spec declares (not implicit parents), with their modes:
-    /// recorded as managed once they exist.
+    /// The directories the spec declares (not implicit parents), with their owner and
+    /// mode: recorded as managed once they exist.
     #[serde(skip)]
-    pub directories: Vec<(AbsPath, u32)>,
-    /// Records to drop after apply (blocks of files that are gone).
+    pub directories: Vec<(AbsPath, Perms)>,
+    /// Paths the model declares protected (etcd data), with why: recorded in the state.
+    #[serde(skip)]
+    pub protected: BTreeMap<String, String>,
+    /// Records to drop after apply: blocks of files that are gone, and paths no longer
+    /// in the spec that are gone already (an earlier run removed them but was killed
+    /// before it could record that).
     #[serde(skip)]
     pub forget: Vec<String>,
 }
@@ -278,6 +284,8 @@ struct Planner<'a> {
     /// The digest each asset-installed file will have, or `pending:<source>` when only
     /// the download will tell.
     asset_digests: BTreeMap<String, String>,
+    directories: Vec<(AbsPath, Perms)>,
+    protected: Protected,
 }
 
 /// Computes the plan. Reads only.
@@ -293,6 +301,8 @@ pub async fn plan(desired: &DesiredState, host: &Host, state: &State) -> Result<
         manifests: BTreeMap::new(),
         fetches: BTreeMap::new(),
         asset_digests: BTreeMap::new(),
+        directories: Vec::new(),
+        protected: Protected::of(state, Some(desired)),
     };
     planner.directories(desired)?;
     planner.files(desired)?;
@@ -314,11 +324,12 @@ pub async fn plan(desired: &DesiredState, host: &Host, state: &State) -> Result<
     Ok(Plan {
         steps: planner.steps,
         unchanged: planner.unchanged,
+        directories: planner.directories,
         forget: planner.forget,
-        directories: desired
-            .directories
+        protected: desired
+            .protected
             .iter()
-            .map(|d| (d.path.clone(), d.ownership.mode.bits()))
+            .map(|p| (p.path.to_string(), p.reason.clone()))
             .collect(),
     })
 }
@@ -414,6 +425,7 @@ impl Planner<'_> {
         for dir in dirs {
             self.ensure_parents(&dir.path, &explicit)?;
             let perms = self.perms(&dir.path, &dir.ownership)?;
+            self.directories.push((dir.path.clone(), perms));
             let after = self.parent_steps(&dir.path);
             match self.inspect(&dir.path)? {
                 Existing::Missing => {
@@ -490,6 +502,8 @@ impl Planner<'_> {
                                 kind: "file".to_owned(),
                                 digest,
                                 mode: perms.mode,
+                                uid: Some(perms.uid),
+                                gid: Some(perms.gid),
                                 secret: file.secret,
                                 stat: Some(StatRecord::of(&stat)),
                                 source: None,
@@ -568,6 +582,8 @@ impl Planner<'_> {
                                     kind: "file".to_owned(),
                                     digest,
                                     mode: perms.mode,
+                                    uid: Some(perms.uid),
+                                    gid: Some(perms.gid),
                                     secret: false,
                                     stat: Some(StatRecord::of(&stat)),
                                     source: Some(source),
@@ -729,7 +745,8 @@ impl Planner<'_> {
         Ok(())
     }
 
-    /// Files an earlier spec had and this one does not: removed (only ones we wrote).
+    /// Files an earlier spec had and this one does not: removed (only ones we wrote,
+    /// and never one under a protected path such as etcd's data).
     fn removals(&mut self, desired: &DesiredState) -> Result<(), PlanError> {
         let wanted: BTreeSet<&str> = desired
             .files
@@ -754,7 +771,17 @@ impl Planner<'_> {
             let Ok(path) = AbsPath::try_from(path) else {
                 continue;
             };
-            if self.inspect(&path)? != Existing::Missing {
+            if let Some(guard) = self.protected.covering(path.as_str()) {
+                tracing::warn!(
+                    path = %path,
+                    protected = %guard.path,
+                    "no longer in the spec, but under a protected path: left in place"
+                );
+                continue;
+            }
+            if self.inspect(&path)? == Existing::Missing {
+                self.forget.push(path.to_string());
+            } else {
                 let index = self.push(
                     Action::RemoveFile { path: path.clone() },
                     "no longer in the spec".to_owned(),
@@ -808,6 +835,16 @@ impl Planner<'_> {
         (!changed.is_empty()).then_some(changed)
     }
 
+    /// Inputs this plan rewrites or re-permissions although nodewright last applied
+    /// the same content: they drifted on disk, and whatever read them may be affected.
+    fn rewritten(&self, inputs: &[AbsPath]) -> Vec<String> {
+        inputs
+            .iter()
+            .filter(|p| self.writes.contains_key(p.as_str()))
+            .map(|p| p.to_string())
+            .collect()
+    }
+
     fn steps_writing(&self, paths: impl IntoIterator<Item = String>) -> Vec<usize> {
         paths
             .into_iter()
@@ -838,13 +875,27 @@ impl Planner<'_> {
         if trigger.inputs.is_empty() && !self.state.applied.contains_key(&trigger.key) {
             return None;
         }
-        let changed = self.changed(&trigger)?;
-        let reason = if changed.is_empty() {
-            "units not yet loaded by systemd".to_owned()
-        } else {
-            format!("units changed: {}", changed.join(", "))
+        let changed = self.changed(&trigger);
+        let reason = match &changed {
+            Some(changed) if changed.is_empty() => "units not yet loaded by systemd".to_owned(),
+            Some(changed) => format!("units changed: {}", changed.join(", ")),
+            // Same text as last loaded, but drifted on disk meanwhile: systemd may have
+            // loaded the drifted text, so load the restored one.
+            None => {
+                let repaired = self.rewritten(&units);
+                if repaired.is_empty() {
+                    return None;
+                }
+                format!("unit files restored on disk: {}", repaired.join(", "))
+            }
         };
-        let after = self.steps_writing(trigger.inputs.keys().cloned().chain(changed));
+        let after = self.steps_writing(
+            trigger
+                .inputs
+                .keys()
+                .cloned()
+                .chain(changed.unwrap_or_default()),
+        );
         Some(self.push(Action::DaemonReload { trigger }, reason, after))
     }
 
@@ -1074,10 +1125,7 @@ impl Planner<'_> {
             for (name, lines) in &wanted {
                 let before = blocks::current(&text, name).map(str::to_owned);
                 text = blocks::replace(&text, name, lines.as_deref());
-                records.insert(
-                    name.clone(),
-                    lines.as_deref().map(|l| crate::spec::digest(l.as_bytes())),
-                );
+                records.insert(name.clone(), lines.as_deref().map(blocks::digest));
                 match (before.as_deref(), lines.as_deref()) {
                     (None, Some(_)) => changes.push(format!("block {name} missing")),
                     (Some(_), None) => changes.push(format!("block {name} no longer in the spec")),
@@ -1095,6 +1143,8 @@ impl Planner<'_> {
                                 kind: BLOCK_KIND.to_owned(),
                                 digest,
                                 mode: perms.mode,
+                                uid: None,
+                                gid: None,
                                 secret: false,
                                 stat: None,
                                 source: None,
@@ -1231,12 +1281,18 @@ impl Planner<'_> {
             // Off a live host a service counts as running once it was started.
             self.state.applied.contains_key(&trigger.key)
         };
+        let repaired = self.rewritten(&service.inputs);
         let (action, reason) = match (active, changed) {
             (false, _) => (
                 Action::StartUnit { unit, trigger },
                 "not running".to_owned(),
             ),
-            (true, None) => return Ok(None),
+            (true, None) if repaired.is_empty() => return Ok(None),
+            // The service may be running with the drifted file (or failing on it).
+            (true, None) => (
+                Action::RestartUnit { unit, trigger },
+                format!("inputs restored on disk: {}", repaired.join(", ")),
+            ),
             (true, Some(changed)) if changed.is_empty() => (
                 Action::RestartUnit { unit, trigger },
                 "running with inputs nodewright has not applied".to_owned(),

@@ -5,9 +5,11 @@
 //!   run need not re-read unchanged files (`verify` always re-reads);
 //! - for each trigger (a service, the sysctls, the modules, systemd's unit set), the
 //!   digests of the inputs it last acted on: a service restarts when these differ, even
-//!   if the run that wrote the new files was killed before it could restart it.
+//!   if the run that wrote the new files was killed before it could restart it;
+//! - the directories nodewright created (so `reset` can remove them when empty), and the
+//!   protected paths (etcd data) that `repair`, `reset` and removals never touch.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -34,6 +36,12 @@ pub struct State {
     /// The assets the last spec named (name to sha256): `cache prune` keeps these.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub assets: BTreeMap<String, String>,
+    /// Directories nodewright created (explicit or as parents), by node path.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub created_directories: BTreeSet<String>,
+    /// Paths holding data nodewright must never delete (etcd data), with why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub protected: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +52,11 @@ pub struct FileRecord {
     /// Content digest for files; the target for symlinks; empty for directories.
     pub digest: String,
     pub mode: u32,
+    /// Owner and group ids it was given (absent in records older than these fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub secret: bool,
     /// The stat the file had when `digest` was computed (files only).
@@ -115,6 +128,8 @@ pub struct RunRecord {
 pub enum RunResult {
     Converged,
     Failed,
+    /// `reset` took off what nodewright had installed.
+    Reset,
 }
 
 #[derive(Debug, thiserror::Error)]

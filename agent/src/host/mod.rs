@@ -1,10 +1,13 @@
 //! The only code that touches the OS. Every path is under the root (`--root`, default
 //! `/`), so the whole agent runs against a temp directory in tests.
 
+pub mod diag;
 pub mod fs;
 pub mod kernel;
+pub mod lock;
 pub mod os;
 pub mod packages;
+pub mod process;
 pub mod swap;
 pub mod systemd;
 pub mod users;

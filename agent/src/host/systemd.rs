@@ -9,6 +9,13 @@ pub struct SystemctlError {
     pub detail: String,
 }
 
+impl SystemctlError {
+    /// systemctl refused because the unit (or its file) does not exist.
+    pub fn unit_is_gone(&self) -> bool {
+        self.detail.contains("not loaded") || self.detail.contains("does not exist")
+    }
+}
+
 async fn systemctl(args: &[&str]) -> Result<std::process::Output, SystemctlError> {
     Command::new("systemctl")
         .args(args)
@@ -75,4 +82,90 @@ pub async fn restart(unit: &str) -> Result<(), SystemctlError> {
 
 pub async fn stop(unit: &str) -> Result<(), SystemctlError> {
     run(&["stop", unit]).await
+}
+
+/// A unit's state as systemd reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnitStatus {
+    pub unit: String,
+    /// `loaded`, `not-found`, `masked`…
+    pub load_state: String,
+    /// `active`, `inactive`, `failed`, `activating`…
+    pub active_state: String,
+    /// `running`, `exited`, `dead`, `auto-restart`…
+    pub sub_state: String,
+    /// `enabled`, `disabled`, `static`…
+    pub unit_file_state: String,
+    /// `success`, `exit-code`, `signal`, `timeout`…
+    pub result: String,
+    /// How often systemd restarted it (Restart=).
+    pub restarts: u32,
+    pub active_since: String,
+}
+
+const SHOW_PROPERTIES: &str =
+    "Id,LoadState,ActiveState,SubState,UnitFileState,Result,NRestarts,ActiveEnterTimestamp";
+
+/// The state of each unit, in one `systemctl show`.
+pub async fn show(units: &[String]) -> Result<Vec<UnitStatus>, SystemctlError> {
+    if units.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut args = vec!["show", "--property", SHOW_PROPERTIES, "--"];
+    args.extend(units.iter().map(String::as_str));
+    let output = systemctl(&args).await?;
+    if !output.status.success() {
+        return Err(SystemctlError {
+            args: args.join(" "),
+            detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(parse_show(&String::from_utf8_lossy(&output.stdout)))
+}
+
+/// Parses `systemctl show` output: one `Key=Value` block per unit, blank-line separated.
+pub fn parse_show(text: &str) -> Vec<UnitStatus> {
+    text.split("\n\n")
+        .filter(|block| !block.trim().is_empty())
+        .map(|block| {
+            let mut status = UnitStatus::default();
+            for line in block.lines() {
+                let Some((key, value)) = line.split_once('=') else {
+                    continue;
+                };
+                let value = value.to_owned();
+                match key {
+                    "Id" => status.unit = value,
+                    "LoadState" => status.load_state = value,
+                    "ActiveState" => status.active_state = value,
+                    "SubState" => status.sub_state = value,
+                    "UnitFileState" => status.unit_file_state = value,
+                    "Result" => status.result = value,
+                    "NRestarts" => status.restarts = value.parse().unwrap_or(0),
+                    "ActiveEnterTimestamp" => status.active_since = value,
+                    _ => {}
+                }
+            }
+            status
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_show_blocks() {
+        // As systemd 252 prints it for a running and a failed unit.
+        let text = "Id=kubelet.service\nLoadState=loaded\nActiveState=active\nSubState=running\nResult=success\nNRestarts=0\nActiveEnterTimestamp=Tue 2026-01-06 10:00:01 UTC\nUnitFileState=enabled\n\nId=containerd.service\nLoadState=loaded\nActiveState=failed\nSubState=failed\nResult=exit-code\nNRestarts=5\nActiveEnterTimestamp=\nUnitFileState=enabled\n";
+        let units = parse_show(text);
+        assert_eq!(units.len(), 2);
+        assert_eq!(units[0].unit, "kubelet.service");
+        assert_eq!(units[0].sub_state, "running");
+        assert_eq!(units[1].active_state, "failed");
+        assert_eq!(units[1].result, "exit-code");
+        assert_eq!(units[1].restarts, 5);
+    }
 }

@@ -7,7 +7,7 @@ use super::ModelError;
 use super::desired::{
     Content, DesiredAsset, DesiredAssetFile, DesiredBlock, DesiredDirectory, DesiredFile,
     DesiredPackages, DesiredService, DesiredState, DesiredSymlink, FileKind, Ownership,
-    PackageManager,
+    PackageManager, ProtectedPath,
 };
 use crate::spec::{AbsPath, UnitName};
 
@@ -212,6 +212,17 @@ impl StateBuilder {
         self.owners.insert(format!("sysctl:{key}"), component);
         self.state.sysctls.insert(key.to_owned(), value);
         Ok(())
+    }
+
+    /// Declares `path` as data nodewright must never delete (etcd's data directory or
+    /// volume mount point). No claim: files may be declared under it.
+    pub fn protect(&mut self, path: AbsPath, reason: impl Into<String>) {
+        if !self.state.protected.iter().any(|p| p.path == path) {
+            self.state.protected.push(ProtectedPath {
+                path,
+                reason: reason.into(),
+            });
+        }
     }
 
     pub fn module(&mut self, name: &str) {

@@ -109,6 +109,15 @@ pub struct DesiredSymlink {
     pub target: AbsPath,
 }
 
+/// A path holding data that nodewright must never delete or rewrite on its own
+/// (etcd's data): removals, `repair` and `reset` leave everything under it alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtectedPath {
+    pub path: AbsPath,
+    /// Why, for messages: e.g. "etcd data of member etcd-a".
+    pub reason: String,
+}
+
 /// A systemd unit the node runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredService {
@@ -192,6 +201,8 @@ pub struct DesiredState {
     /// Turn active swap off (the model also masks swap.target so it stays off).
     pub swap_off: bool,
     pub blocks: Vec<DesiredBlock>,
+    /// Data nodewright must not delete (recorded in the state for `reset`).
+    pub protected: Vec<ProtectedPath>,
 }
 
 impl DesiredState {

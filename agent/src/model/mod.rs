@@ -20,7 +20,7 @@ pub use builder::{MODULES_FILE, SYSCTL_FILE, StateBuilder, UNIT_DIR, fixed_path,
 pub use desired::{
     Content, DesiredAsset, DesiredAssetFile, DesiredBlock, DesiredDirectory, DesiredFile,
     DesiredPackages, DesiredService, DesiredState, DesiredSymlink, FileKind, Ownership,
-    PackageManager,
+    PackageManager, ProtectedPath,
 };
 pub use facts::{Facts, HostFacts, InstanceFacts};
 
