@@ -3,6 +3,7 @@
 //! values are errors that name the field path and the line.
 
 mod boot;
+mod control_plane;
 mod locate;
 mod location;
 mod node;
@@ -14,6 +15,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use boot::{BOOT_CONFIG_KIND, BootConfig, NodeSpecSource, ProxySettings};
+pub use control_plane::{
+    ControlPlaneSpec, DnsMode, DnsSpec, EtcdVolumesSpec, Filesystem, ForceDetach, WatchSpec,
+    etcd_peer_name,
+};
 pub use locate::line_of;
 pub use location::SpecLocation;
 pub use node::{

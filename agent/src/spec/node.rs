@@ -7,6 +7,7 @@ use ipnet::IpNet;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::control_plane::ControlPlaneSpec;
 use super::types::{
     AbsPath, DnsName, DropInName, FileMode, KubernetesVersion, ModuleName, Principal, SysctlKey,
     UnitName,
@@ -42,6 +43,9 @@ pub struct NodeSpec {
     pub symlinks: Vec<SymlinkEntry>,
     #[serde(default, skip_serializing_if = "SystemdSpec::is_empty")]
     pub systemd: SystemdSpec,
+    /// Control-plane nodes only: etcd volumes, published names, the watch service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_plane: Option<ControlPlaneSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -275,6 +279,16 @@ impl NodeSpec {
                     );
                 }
             }
+        }
+
+        if let Some(control_plane) = &self.control_plane {
+            if self.role != Role::ControlPlane {
+                problems.add(
+                    "controlPlane",
+                    format!("only control-plane nodes have this section (role is {})", self.role),
+                );
+            }
+            control_plane.check(problems);
         }
 
         let mut modules = BTreeSet::new();
