@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use aws_config::SdkConfig;
 
 use crate::cloud::{Metadata, MetadataError, NetworkSettings, aws, http::NetworkError};
+use crate::controlplane::{self, ControlPlaneError};
 use crate::engine::{self, Plan, PlanError, RunRecord, RunResult, State, StateError, Timeline};
 use crate::host::{Host, os};
 use crate::model::{self, DesiredState, Facts, ModelError};
@@ -53,6 +54,8 @@ pub enum BootError {
     Store(RetryError<StoreError>),
     #[error(transparent)]
     Network(#[from] NetworkError),
+    #[error(transparent)]
+    ControlPlane(#[from] ControlPlaneError),
     #[error("building the node's desired state: {0}")]
     Model(#[from] ModelError),
     #[error("planning: {0}")]
@@ -86,7 +89,7 @@ impl BootError {
             }
             Self::Metadata(_) | Self::Store(_) => exit::UNREACHABLE,
             Self::Model(_) => exit::INVALID_INPUT,
-            Self::Plan(_) | Self::Apply { .. } => exit::APPLY_FAILED,
+            Self::Plan(_) | Self::Apply { .. } | Self::ControlPlane(_) => exit::APPLY_FAILED,
             Self::State(_) => exit::INTERNAL,
         }
     }
@@ -100,16 +103,27 @@ pub struct Prepared {
     pub spec_url: String,
     pub spec_sha256: String,
     pub desired: DesiredState,
+    /// What the control-plane phase did (or, for `plan`, would do).
+    pub control_plane_report: Vec<String>,
 }
 
-/// Reads the inputs and renders the desired state. Writes nothing.
-pub async fn prepare(
+/// What a node learns before it decides anything: its boot config, facts and spec.
+pub struct Inputs {
+    pub boot: Option<BootConfig>,
+    pub facts: Facts,
+    pub spec: NodeSpec,
+    pub spec_url: String,
+    pub spec_sha256: String,
+    pub network: NetworkSettings,
+}
+
+/// User data, facts and the verified node spec. Writes nothing.
+pub async fn read_inputs(
     options: &Options,
     host: &Host,
     timeline: &mut Timeline,
-) -> Result<Prepared, BootError> {
+) -> Result<Inputs, BootError> {
     let metadata = Metadata::new(options.deadline);
-
     let boot = match &options.source {
         SpecSource::UserData { file } => {
             let began = Instant::now();
@@ -137,6 +151,7 @@ pub async fn prepare(
     let facts = metadata.instance_facts().await.map(|instance| Facts {
         instance,
         host: os::host_facts(host.root()),
+        control_plane: Default::default(),
     });
     timeline.record("facts", began, outcome_text(&facts));
     let facts = facts.map_err(BootError::Metadata)?;
@@ -169,6 +184,56 @@ pub async fn prepare(
     .await;
     timeline.record("node spec", began, outcome_text(&spec));
     let (spec, spec_sha256) = spec?;
+    Ok(Inputs {
+        boot,
+        facts,
+        spec,
+        spec_url: url,
+        spec_sha256,
+        network,
+    })
+}
+
+/// Reads the inputs, runs the control-plane phase (read-only when `read_only`: then
+/// nothing at all is written or changed) and renders the desired state.
+pub async fn prepare(
+    options: &Options,
+    host: &Host,
+    timeline: &mut Timeline,
+    read_only: bool,
+) -> Result<Prepared, BootError> {
+    let Inputs {
+        boot,
+        mut facts,
+        spec,
+        spec_url: url,
+        spec_sha256,
+        network,
+    } = read_inputs(options, host, timeline).await?;
+
+
+    let mut control_plane_report = Vec::new();
+    if let Some(control_plane) = spec
+        .control_plane
+        .as_ref()
+        .filter(|_| spec.role == spec::Role::ControlPlane)
+    {
+        let sdk = aws::sdk_config(&facts.instance.region, &network).await?;
+        let outcome = controlplane::run_with_aws(
+            control_plane,
+            &spec.cluster.name,
+            &facts.instance,
+            host,
+            &sdk,
+            options.deadline,
+            read_only,
+            &options.command,
+            timeline,
+        )
+        .await?;
+        facts.control_plane = outcome.facts;
+        control_plane_report = outcome.report;
+    }
 
     let began = Instant::now();
     let desired = model::desired_state(&spec, &facts);
@@ -182,6 +247,7 @@ pub async fn prepare(
         spec_url: url,
         spec_sha256,
         desired,
+        control_plane_report,
     })
 }
 
@@ -310,7 +376,7 @@ async fn converge_inner(
     timeline: &mut Timeline,
     record: &mut RecordContext,
 ) -> Result<(Plan, engine::ApplyReport), BootError> {
-    let prepared = prepare(options, host, timeline).await?;
+    let prepared = prepare(options, host, timeline, false).await?;
     record.spec_url = Some(prepared.spec_url.clone());
     record.spec_sha256 = Some(prepared.spec_sha256.clone());
 
@@ -346,7 +412,7 @@ async fn converge_inner(
 pub async fn plan_only(options: &Options) -> Result<(Plan, Prepared), BootError> {
     let host = Host::new(&options.root);
     let mut timeline = Timeline::new();
-    let prepared = prepare(options, &host, &mut timeline).await?;
+    let prepared = prepare(options, &host, &mut timeline, true).await?;
     let state = State::load(&host.state_dir())?;
     let plan = engine::plan(&prepared.desired, &host, &state).await?;
     Ok((plan, prepared))

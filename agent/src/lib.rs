@@ -6,6 +6,7 @@
 pub mod bootstrap;
 pub mod cli;
 pub mod cloud;
+pub mod controlplane;
 pub mod engine;
 pub mod host;
 pub mod logging;

@@ -5,6 +5,7 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::bootstrap::exit;
+use crate::controlplane::ControlPlaneRecord;
 use crate::engine::{State, timeline};
 use crate::host::Host;
 
@@ -31,11 +32,13 @@ pub fn run(root: &Path, args: Args) -> u8 {
         );
         return exit::NO_STATE;
     };
+    let control_plane = ControlPlaneRecord::load(&host.state_dir());
     if args.json {
         let value = json!({
             "lastRun": run,
             "managedFiles": state.files.len(),
             "applied": state.applied,
+            "controlPlane": control_plane,
         });
         println!(
             "{}",
@@ -69,7 +72,34 @@ pub fn run(root: &Path, args: Args) -> u8 {
             println!("  {key:<32} {} at {}", record.outcome, record.at);
         }
     }
+    if let Some(record) = &control_plane {
+        print_control_plane(record);
+    }
     println!("Timeline (start, duration, step, outcome):");
     print!("{}", timeline::render(&run.timeline));
     exit::OK
+}
+
+fn print_control_plane(record: &ControlPlaneRecord) {
+    println!(
+        "Control plane: last round by {} at {}: {}",
+        record.command,
+        record.at,
+        if record.ok { "ok" } else { "not ok" }
+    );
+    for (etcd_cluster, m) in &record.etcd_members {
+        println!(
+            "  etcd {etcd_cluster:<8} member {} on {} ({}) at {}",
+            m.member, m.volume_id, m.device, m.mount_path
+        );
+    }
+    for (what, reason) in &record.waiting {
+        println!("  Waiting for {what}: {reason}");
+    }
+    if let Some(error) = &record.error {
+        println!("  Error: {error}");
+    }
+    for line in &record.report {
+        println!("  - {line}");
+    }
 }

@@ -1,6 +1,7 @@
 //! The only code that touches the OS. Every path is under the root (`--root`, default
 //! `/`), so the whole agent runs against a temp directory in tests.
 
+pub mod disks;
 pub mod fs;
 pub mod kernel;
 pub mod os;

@@ -3,6 +3,7 @@
 
 mod base;
 mod builder;
+pub mod control_plane;
 mod desired;
 mod facts;
 
@@ -11,7 +12,7 @@ pub use desired::{
     Content, DesiredAssetFile, DesiredDirectory, DesiredFile, DesiredService, DesiredState,
     DesiredSymlink, FileKind, Ownership,
 };
-pub use facts::{Facts, HostFacts, InstanceFacts};
+pub use facts::{ControlPlaneFacts, EtcdMember, Facts, HostFacts, InstanceFacts};
 
 use crate::spec::NodeSpec;
 
@@ -28,8 +29,9 @@ pub enum ModelError {
 }
 
 /// Renders the node's desired state.
-pub fn desired_state(spec: &NodeSpec, _facts: &Facts) -> Result<DesiredState, ModelError> {
+pub fn desired_state(spec: &NodeSpec, facts: &Facts) -> Result<DesiredState, ModelError> {
     let mut out = StateBuilder::default();
     base::render(spec, &mut out)?;
+    control_plane::render(spec, facts, &mut out)?;
     out.finish()
 }
