@@ -14,6 +14,7 @@ pub mod model;
 pub mod retry;
 pub mod source;
 pub mod spec;
+pub mod watch;
 
 /// The agent's version, recorded with every run.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -6,6 +6,7 @@ mod boot;
 mod plan;
 mod schema;
 mod status;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +49,8 @@ enum Command {
     Apply(apply::Args),
     /// Show the last run, its timeline and the services' state.
     Status(status::Args),
+    /// Control-plane nodes: keep the etcd volumes mounted and the names current.
+    Watch(watch::Args),
     /// Print the JSON Schema of the node spec (or of the boot config).
     Schema(schema::Args),
     /// Print the version.
@@ -97,6 +100,7 @@ pub fn main() -> ExitCode {
             Command::Plan(args) => plan::run(&cli.root, args).await,
             Command::Apply(args) => apply::run(&cli.root, args).await,
             Command::Status(args) => status::run(&cli.root, args),
+            Command::Watch(args) => watch::run(&cli.root, args).await,
             Command::Schema(args) => schema::run(args),
             Command::Version => {
                 println!("nodewright {}", crate::VERSION);
