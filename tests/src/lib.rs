@@ -8,6 +8,9 @@
 //! - [`agent::Agent`]: runs the `nodewright` binary against a temp root.
 
 pub mod agent;
+pub mod cluster;
+pub mod disks;
+pub mod fidelity;
 pub mod front;
 pub mod imds;
 pub mod moto;

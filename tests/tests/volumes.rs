@@ -1,0 +1,169 @@
+//! etcd volumes against the emulator with the fidelity layer, loop devices as the
+//! volumes. Needs root (losetup, mknod, mount): skipped with a reason otherwise.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::path::{Path, PathBuf};
+use std::process::Child;
+
+use nodewright_e2e::agent::{Agent, Run};
+use nodewright_e2e::cluster::{CLUSTER, ControlPlane, SpecOptions, ZONE};
+use nodewright_e2e::disks::{LoopDisk, is_root};
+use nodewright_e2e::tree::snapshot;
+
+macro_rules! require_root {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: needs root (loop devices, mknod, mount)");
+            return;
+        }
+    };
+}
+
+/// A PATH directory whose `mkfs.ext4` logs each call, then runs the real one.
+fn mkfs_counter() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mkfs.log");
+    let script = format!(
+        "#!/bin/sh\necho \"$@\" >> {}\nexec /usr/sbin/mkfs.ext4 \"$@\"\n",
+        log.display()
+    );
+    let shim = dir.path().join("mkfs.ext4");
+    std::fs::write(&shim, script).unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(
+        &mut std::fs::metadata(&shim).unwrap().permissions(),
+        0o755,
+    );
+    std::fs::set_permissions(
+        &shim,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    (dir, log)
+}
+
+fn with_counter(agent: &mut Agent, dir: &Path) {
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    agent.set_env("PATH", &path);
+}
+
+fn mkfs_calls(log: &Path) -> usize {
+    std::fs::read_to_string(log)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+fn record(agent: &Agent) -> serde_json::Value {
+    let text = std::fs::read_to_string(agent.path("/var/lib/nodewright/control-plane.json"))
+        .unwrap_or_else(|e| panic!("no control-plane record: {e}"));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn wait_all(children: Vec<Child>) -> Vec<Run> {
+    children
+        .into_iter()
+        .map(|child| {
+            let output = child.wait_with_output().unwrap();
+            Run {
+                code: output.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            }
+        })
+        .collect()
+}
+
+fn spawn(agent: &Agent, args: &[&str]) -> Child {
+    agent
+        .command(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_volume_with_a_filesystem_is_mounted_never_formatted() {
+    require_root!();
+    let mut cp = ControlPlane::start();
+    let disk = LoopDisk::new(64);
+    let uuid = disk.format_with(&[("member.txt", "etcd data of member a\n")]);
+    let volume = cp.add_volume("main", "a", "a,b,c", ZONE, CLUSTER, Some(disk));
+    let user_data = cp.publish_spec(&SpecOptions {
+        dns_mode: "",
+        ..Default::default()
+    });
+    let n = cp.add_node(&user_data, ZONE);
+    let (shim, log) = mkfs_counter();
+    with_counter(&mut cp.nodes[n].agent, shim.path());
+    let agent = &cp.nodes[n].agent;
+
+    // plan first: it names the volume it would claim, and changes nothing anywhere.
+    let before = snapshot(agent.root());
+    let plan = agent.run(&["plan", "--deadline", "20"]);
+    plan.expect_code(0);
+    assert!(
+        plan.stdout
+            .contains(&format!("would claim {volume} as member a of main")),
+        "{}",
+        plan.stdout
+    );
+    assert_eq!(before, snapshot(agent.root()), "plan wrote something");
+    assert!(
+        !cp.front
+            .log()
+            .iter()
+            .any(|l| l.action.as_deref() == Some("AttachVolume")),
+        "plan attached a volume"
+    );
+
+    let boot = agent.run(&["boot", "--deadline", "30"]);
+    boot.expect_code(0);
+    let mount = agent.path("/mnt/etcd-main-a");
+    assert_eq!(
+        std::fs::read_to_string(mount.join("member.txt")).unwrap(),
+        "etcd data of member a\n",
+        "the file on the volume is intact"
+    );
+    assert_eq!(cp.disks[&volume].mount_points(), [mount.clone()]);
+    assert_eq!(cp.disks[&volume].uuid().unwrap(), uuid, "never formatted");
+    assert_eq!(mkfs_calls(&log), 0, "mkfs never ran");
+    assert_eq!(cp.holder(&volume).unwrap(), cp.nodes[n].instance_id);
+    let rec = record(agent);
+    assert_eq!(rec["etcdMembers"]["main"]["member"], "a");
+    assert_eq!(rec["etcdMembers"]["main"]["volumeId"], volume.as_str());
+    // The mount unit is rendered, and enabled by its wants link.
+    let unit = std::fs::read_to_string(
+        agent.path("/etc/systemd/system/mnt-etcd\\x2dmain\\x2da.mount"),
+    )
+    .unwrap();
+    assert!(unit.contains("Where=/mnt/etcd-main-a"), "{unit}");
+    assert!(
+        unit.contains(&format!(
+            "What=/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{}",
+            volume.replace('-', "")
+        )),
+        "{unit}"
+    );
+    assert!(
+        agent
+            .path("/etc/systemd/system/local-fs.target.wants/mnt-etcd\\x2dmain\\x2da.mount")
+            .is_symlink()
+    );
+
+    // Again: already attached and mounted; nothing is claimed, formatted or mounted.
+    let again = agent.run(&["boot", "--deadline", "30"]);
+    again.expect_code(0);
+    assert_eq!(cp.disks[&volume].mount_points(), [mount]);
+    assert_eq!(mkfs_calls(&log), 0);
+    let status = agent.run(&["status"]);
+    assert!(
+        status.stdout.contains(&format!("member a on {volume}")),
+        "{}",
+        status.stdout
+    );
+}
