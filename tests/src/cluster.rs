@@ -38,7 +38,8 @@ pub struct Node {
     pub agent: Agent,
 }
 
-/// Fields drop in order: the disks (unmounted, detached) before the node roots.
+/// Fields drop in order: the disks (unmounted, detached) before the node roots; and
+/// `Drop` unmounts devices the caller owns from the roots first.
 pub struct ControlPlane {
     pub disks: BTreeMap<String, LoopDisk>,
     pub nodes: Vec<Node>,
@@ -140,6 +141,44 @@ impl ControlPlane {
             zone_id,
             registry,
             image,
+        }
+    }
+
+    /// Like [`add_volume`](Self::add_volume) for this cluster, backed by a device the
+    /// caller owns.
+    pub fn add_volume_on(
+        &mut self,
+        etcd_cluster: &str,
+        member: &str,
+        members: &str,
+        zone: &str,
+        number: (u64, u64),
+    ) -> String {
+        let id = self.add_volume(etcd_cluster, member, members, zone, CLUSTER, None);
+        self.registry
+            .lock()
+            .expect("registry")
+            .devices
+            .insert(id.clone(), number);
+        id
+    }
+
+    /// Unmounts every loop device mounted under a node root (before the roots go).
+    pub fn unmount_all(&self) {
+        let devices: Vec<(u64, u64)> = self
+            .registry
+            .lock()
+            .expect("registry")
+            .devices
+            .values()
+            .copied()
+            .collect();
+        for number in devices {
+            for mount in disks::mount_points_of(number) {
+                if self.nodes.iter().any(|n| mount.starts_with(n.agent.root())) {
+                    let _ = std::process::Command::new("umount").arg(&mount).status();
+                }
+            }
         }
     }
 
@@ -352,4 +391,10 @@ nodeSpec:
 ",
         hex::encode(Sha256::digest(spec))
     )
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.unmount_all();
+    }
 }

@@ -167,3 +167,103 @@ fn a_volume_with_a_filesystem_is_mounted_never_formatted() {
         status.stdout
     );
 }
+
+#[test]
+fn a_blank_volume_is_formatted_exactly_once_even_when_two_runs_overlap() {
+    require_root!();
+    let mut cp = ControlPlane::start();
+    let volume = cp.add_volume("main", "b", "a,b,c", ZONE, CLUSTER, Some(LoopDisk::new(64)));
+    let user_data = cp.publish_spec(&SpecOptions {
+        dns_mode: "",
+        ..Default::default()
+    });
+    let n = cp.add_node(&user_data, ZONE);
+    let (shim, log) = mkfs_counter();
+    with_counter(&mut cp.nodes[n].agent, shim.path());
+    let agent = &cp.nodes[n].agent;
+    let runs = wait_all(vec![
+        spawn(agent, &["boot", "--deadline", "30"]),
+        spawn(agent, &["boot", "--deadline", "30"]),
+    ]);
+    for run in &runs {
+        run.expect_code(0);
+    }
+    assert_eq!(mkfs_calls(&log), 1, "formatted exactly once");
+    let disk = &cp.disks[&volume];
+    let uuid = disk.uuid().expect("an ext4 filesystem now");
+    let formats: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(agent.path("/var/lib/nodewright/etcd-formats.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(formats[&volume]["uuid"], uuid.as_str(), "{formats}");
+    assert_eq!(
+        disk.mount_points(),
+        [agent.path("/mnt/etcd-main-b")],
+        "mounted once"
+    );
+    // A third run finds the filesystem and leaves it be.
+    agent.run(&["boot", "--deadline", "30"]).expect_code(0);
+    assert_eq!(mkfs_calls(&log), 1);
+    assert_eq!(disk.uuid().unwrap(), uuid);
+}
+
+#[test]
+fn three_nodes_race_for_three_volumes_and_each_gets_exactly_one() {
+    require_root!();
+    let disks: Vec<LoopDisk> = ["a", "b", "c"]
+        .iter()
+        .map(|m| {
+            let disk = LoopDisk::new(32);
+            disk.format_with(&[("member", m)]);
+            disk
+        })
+        .collect();
+    let numbers: Vec<(u64, u64)> = disks.iter().map(LoopDisk::number).collect();
+    let mut refused = 0;
+    for round in 0..20 {
+        let mut cp = ControlPlane::start();
+        let mut volumes = Vec::new();
+        for (i, member) in ["a", "b", "c"].iter().enumerate() {
+            volumes.push(cp.add_volume_on("main", member, "a,b,c", ZONE, numbers[i]));
+        }
+        let user_data = cp.publish_spec(&SpecOptions {
+            dns_mode: "",
+            ..Default::default()
+        });
+        for _ in 0..3 {
+            cp.add_node(&user_data, ZONE);
+        }
+        let runs = wait_all(
+            cp.nodes
+                .iter()
+                .map(|node| spawn(&node.agent, &["boot", "--deadline", "30"]))
+                .collect(),
+        );
+        for (i, run) in runs.iter().enumerate() {
+            assert_eq!(run.code, 0, "round {round}, node {i}: {}", run.stderr);
+        }
+        let mut claimed = Vec::new();
+        for node in &cp.nodes {
+            let rec = record(&node.agent);
+            let member = rec["etcdMembers"]["main"]["member"].as_str().unwrap().to_owned();
+            let volume = rec["etcdMembers"]["main"]["volumeId"].as_str().unwrap().to_owned();
+            // The node holds that volume in EC2, and its data is the member's.
+            assert_eq!(cp.holder(&volume).as_deref(), Some(node.instance_id.as_str()));
+            let on_disk = std::fs::read_to_string(
+                node.agent.path(&format!("/mnt/etcd-main-{member}/member")),
+            )
+            .unwrap();
+            assert_eq!(on_disk, member, "round {round}: mounted the member's own volume");
+            claimed.push(volume);
+        }
+        claimed.sort();
+        let mut all = volumes.clone();
+        all.sort();
+        assert_eq!(claimed, all, "round {round}: one each, all distinct");
+        refused += cp.fidelity.refused_attaches();
+        cp.unmount_all();
+    }
+    eprintln!("AttachVolume refused with VolumeInUse {refused} times over 20 rounds");
+    assert!(refused > 0, "the nodes never raced for a volume");
+    drop(disks);
+}
