@@ -28,11 +28,12 @@ pub struct RecordSet {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Action {
+    /// Delete exactly this record: Route53 refuses unless every field matches, so a
+    /// record changed by someone else since it was read is never deleted. Ordered
+    /// first: a batch removes the placeholder before it adds per-instance records.
+    Delete,
     /// Create or replace the record with this (name, type, set identifier).
     Upsert,
-    /// Delete exactly this record: Route53 refuses unless every field matches, so a
-    /// record changed by someone else since it was read is never deleted.
-    Delete,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

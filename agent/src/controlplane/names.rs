@@ -15,7 +15,7 @@ use crate::model::EtcdMember;
 use crate::spec::{DnsMode, DnsSpec, etcd_peer_name};
 
 /// How many times a batch refused because the zone changed meanwhile is recomputed.
-const CONFLICT_ROUNDS: usize = 4;
+const CONFLICT_ROUNDS: u32 = 6;
 
 pub(super) async fn publish<E: Ec2, R: Route53>(
     ctx: &Context<'_, E>,
@@ -68,7 +68,16 @@ async fn publish_route53<E: Ec2, R: Route53>(
         names: &names,
     };
     let mut last_conflict = None;
-    for _ in 0..CONFLICT_ROUNDS {
+    for attempt in 0..CONFLICT_ROUNDS {
+        if attempt > 0 {
+            // Let the other node's change land before reading again (jittered, so two
+            // nodes do not keep colliding in step).
+            let base = 250u64 << attempt.min(5);
+            tokio::time::sleep(std::time::Duration::from_millis(
+                base / 2 + fastrand::u64(0..=base / 2),
+            ))
+            .await;
+        }
         let mut existing = Vec::new();
         for name in &managed {
             existing.extend(

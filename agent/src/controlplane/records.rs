@@ -86,6 +86,8 @@ pub fn changes(
             });
         }
     }
+    // Deletes first (the derived order): the placeholder must be gone before the
+    // per-instance records of the same name are added.
     out.sort();
     out.dedup();
     Ok(out)
@@ -192,10 +194,14 @@ mod tests {
             &live(&[]),
         )
         .unwrap();
-        assert!(c.contains(&Change {
-            action: Action::Delete,
-            record: placeholder
-        }));
+        assert_eq!(
+            c[0],
+            Change {
+                action: Action::Delete,
+                record: placeholder
+            },
+            "the placeholder goes first"
+        );
         assert_eq!(c.iter().filter(|c| c.action == Action::Upsert).count(), 2);
         // A placeholder on a peer's name is the peer's to replace.
         let peer_placeholder = record(ETCD_B, None, PLACEHOLDER);

@@ -43,6 +43,8 @@ pub enum WatchError {
     },
     #[error("signals: {0}")]
     Signals(std::io::Error),
+    #[error("the last watch round failed: {0}")]
+    Round(String),
 }
 
 impl WatchError {
@@ -51,6 +53,7 @@ impl WatchError {
             Self::Boot(e) => e.exit_code(),
             Self::Health { .. } => bootstrap::exit::USAGE,
             Self::Signals(_) => bootstrap::exit::INTERNAL,
+            Self::Round(_) => bootstrap::exit::APPLY_FAILED,
         }
     }
 }
@@ -150,6 +153,7 @@ pub async fn run(watch: WatchOptions) -> Result<(), WatchError> {
     let mut again = false;
     let mut ready = false;
     let mut rounds = 0u64;
+    let mut last_ok = true;
     loop {
         let start = tokio::select! {
             _ = ticker.tick() => true,
@@ -172,6 +176,7 @@ pub async fn run(watch: WatchOptions) -> Result<(), WatchError> {
                     error: Some(format!("internal error: {e}")),
                     ..Default::default()
                 });
+                last_ok = record.ok;
                 let status = if record.ok {
                     format!("STATUS=round {rounds} ok")
                 } else {
@@ -217,6 +222,13 @@ pub async fn run(watch: WatchOptions) -> Result<(), WatchError> {
     notify::send("STOPPING=1");
     if let Some(task) = running {
         task.abort();
+    }
+    // With a round limit (one-shot use), the exit code says how the last round went.
+    if watch.rounds.is_some() && !last_ok {
+        let record = ControlPlaneRecord::load(&host.state_dir()).unwrap_or_default();
+        return Err(WatchError::Round(
+            record.error.unwrap_or_else(|| "the last round failed".to_owned()),
+        ));
     }
     Ok(())
 }
