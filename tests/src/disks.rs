@@ -82,12 +82,24 @@ impl LoopDisk {
         self.uuid().expect("a filesystem UUID")
     }
 
-    /// Writes a GPT partition table (and nothing else).
+    /// Writes an MBR partition table with one Linux partition (and nothing else).
     pub fn partition(&self) {
-        run(Command::new("sh")
-            .arg("-c")
-            .arg("echo 'label: gpt' | sfdisk --quiet \"$0\"")
-            .arg(&self.device));
+        use std::io::{Seek, SeekFrom, Write};
+        let mut mbr = [0u8; 512];
+        // Partition 1: type 0x83, from sector 2048, 16384 sectors.
+        let entry = &mut mbr[446..462];
+        entry[4] = 0x83;
+        entry[8..12].copy_from_slice(&2048u32.to_le_bytes());
+        entry[12..16].copy_from_slice(&16384u32.to_le_bytes());
+        mbr[510] = 0x55;
+        mbr[511] = 0xaa;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.device)
+            .expect("the loop device");
+        f.seek(SeekFrom::Start(0)).expect("seek");
+        f.write_all(&mbr).expect("writing the partition table");
+        f.sync_all().expect("sync");
     }
 
     pub fn uuid(&self) -> Option<String> {

@@ -255,7 +255,8 @@ impl Fidelity {
                 }
             }
         }
-        if let (Some(page), Some(_)) = (self.lock().page_size, seen.param("MaxResults")) {
+        let page_size = self.lock().page_size;
+        if let (Some(page), Some(_)) = (page_size, seen.param("MaxResults")) {
             let asked: usize = seen
                 .param("MaxResults")
                 .and_then(|m| m.parse().ok())

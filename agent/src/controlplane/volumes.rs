@@ -580,8 +580,15 @@ impl DiskJob {
             if self.read_only {
                 lines.push(format!("would grow {what}"));
             } else {
-                disks::grow_ext4(device).map_err(disk)?;
-                lines.push(format!("grew {what}"));
+                // Not fatal: etcd runs on the smaller filesystem, and the next round
+                // tries again. (Online growth needs CAP_SYS_RESOURCE.)
+                match disks::grow_ext4(device) {
+                    Ok(()) => lines.push(format!("grew {what}")),
+                    Err(e) => {
+                        tracing::warn!(volume = %id, error = %e, "could not grow the filesystem");
+                        lines.push(format!("could not grow {what}: {e}"));
+                    }
+                }
             }
         } else if self.ec2_size > device_size + GROW_THRESHOLD {
             lines.push(format!(

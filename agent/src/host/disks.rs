@@ -281,7 +281,11 @@ fn run_checked(command: &mut Command) -> Result<String, DiskError> {
     } else {
         Err(DiskError::Command {
             command: name,
-            detail: format!("exit {}: {}", output.status, output.stderr.trim()),
+            detail: format!(
+                "exit {}: {}",
+                output.status,
+                output.stderr.trim().lines().collect::<Vec<_>>().join("; ")
+            ),
         })
     }
 }
