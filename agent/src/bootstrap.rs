@@ -211,7 +211,6 @@ pub async fn prepare(
         network,
     } = read_inputs(options, host, timeline).await?;
 
-
     let mut control_plane_report = Vec::new();
     if let Some(control_plane) = spec
         .control_plane

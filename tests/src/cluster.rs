@@ -239,8 +239,13 @@ impl ControlPlane {
     }
 
     pub fn private_ip(&self, instance_id: &str) -> Ipv4Addr {
-        let out = block_on(self.ec2.describe_instances().instance_ids(instance_id).send())
-            .expect("DescribeInstances");
+        let out = block_on(
+            self.ec2
+                .describe_instances()
+                .instance_ids(instance_id)
+                .send(),
+        )
+        .expect("DescribeInstances");
         out.reservations()[0].instances()[0]
             .private_ip_address()
             .and_then(|ip| ip.parse().ok())

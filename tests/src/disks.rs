@@ -65,13 +65,17 @@ impl LoopDisk {
     }
 
     pub fn number(&self) -> (u64, u64) {
-        let rdev = std::fs::metadata(&self.device).expect("the loop device").rdev();
+        let rdev = std::fs::metadata(&self.device)
+            .expect("the loop device")
+            .rdev();
         (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev))
     }
 
     /// Makes an ext4 filesystem and writes `files` (name, content) into it.
     pub fn format_with(&self, files: &[(&str, &str)]) -> String {
-        run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&self.device));
+        run(Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&self.device));
         let mount = self.dir.path().join("m");
         std::fs::create_dir_all(&mount).expect("a mount point");
         run(Command::new("mount").arg(&self.device).arg(&mount));
@@ -119,7 +123,9 @@ impl LoopDisk {
             .open(&self.file)
             .expect("the backing file");
         f.set_len(size_mib << 20).expect("growing the backing file");
-        run(Command::new("losetup").arg("--set-capacity").arg(&self.device));
+        run(Command::new("losetup")
+            .arg("--set-capacity")
+            .arg(&self.device));
     }
 
     /// Every mount point of this device, from /proc/self/mountinfo.
@@ -135,7 +141,11 @@ pub fn mount_points_of(number: (u64, u64)) -> Vec<PathBuf> {
         .filter_map(|line| {
             let fields: Vec<&str> = line.split(' ').collect();
             (fields.get(2) == Some(&wanted.as_str()))
-                .then(|| fields.get(4).map(|p| PathBuf::from(p.replace("\\040", " "))))
+                .then(|| {
+                    fields
+                        .get(4)
+                        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+                })
                 .flatten()
         })
         .collect()
@@ -167,7 +177,9 @@ pub fn reclaim_stale() {
         if file.contains(PREFIX) && (line.contains("(deleted)") || !Path::new(file).exists()) {
             if let Ok(meta) = std::fs::metadata(name) {
                 let rdev = meta.rdev();
-                for mount in mount_points_of((nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev))) {
+                for mount in
+                    mount_points_of((nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev)))
+                {
                     let _ = Command::new("umount").arg("-l").arg(&mount).status();
                 }
             }

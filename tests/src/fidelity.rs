@@ -213,7 +213,8 @@ impl Fidelity {
         }
         let doc = roxmltree::Document::parse(body).ok()?;
         let set = doc.descendants().find(|n| n.has_tag_name("volumeSet"))?;
-        let items: Vec<roxmltree::Node> = set.children().filter(|n| n.has_tag_name("item")).collect();
+        let items: Vec<roxmltree::Node> =
+            set.children().filter(|n| n.has_tag_name("item")).collect();
         let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
         let now = Instant::now();
         {
@@ -229,7 +230,8 @@ impl Fidelity {
                     .flat_map(|set| set.children().filter(|n| n.has_tag_name("item")));
                 for attachment in attachments {
                     let instance = child_text(attachment, "instanceId").unwrap_or_default();
-                    let Some(status_node) = attachment.children().find(|n| n.has_tag_name("status"))
+                    let Some(status_node) =
+                        attachment.children().find(|n| n.has_tag_name("status"))
                     else {
                         continue;
                     };
@@ -268,13 +270,18 @@ impl Fidelity {
                 .unwrap_or(0);
             for (i, item) in items.iter().enumerate() {
                 if i < offset || i >= offset + size {
-                    edits.retain(|(r, _)| !(r.start >= item.range().start && r.end <= item.range().end));
+                    edits.retain(|(r, _)| {
+                        !(r.start >= item.range().start && r.end <= item.range().end)
+                    });
                     edits.push((item.range(), String::new()));
                 }
             }
             if offset + size < items.len() {
                 let end = set.range().end;
-                edits.push((end..end, format!("<nextToken>harness-page-{}</nextToken>", offset + size)));
+                edits.push((
+                    end..end,
+                    format!("<nextToken>harness-page-{}</nextToken>", offset + size),
+                ));
             }
             self.lock().paged_calls += 1;
         }
@@ -302,7 +309,10 @@ impl Fidelity {
         let mut records = state.records.clone();
         for change in doc.descendants().filter(|n| n.has_tag_name("Change")) {
             let action = child_text(change, "Action").unwrap_or_default();
-            let Some(set) = change.children().find(|n| n.has_tag_name("ResourceRecordSet")) else {
+            let Some(set) = change
+                .children()
+                .find(|n| n.has_tag_name("ResourceRecordSet"))
+            else {
                 continue;
             };
             let name = child_text(set, "Name")
@@ -322,7 +332,9 @@ impl Fidelity {
             let key = (zone.clone(), name.clone(), kind.clone(), id.clone());
             let describe = format!(
                 "[name='{name}.', type='{kind}'{}]",
-                id.as_ref().map(|i| format!(", set-identifier='{i}'")).unwrap_or_default()
+                id.as_ref()
+                    .map(|i| format!(", set-identifier='{i}'"))
+                    .unwrap_or_default()
             );
             let refuse = |state: &mut State, message: String| {
                 state.refused_batches += 1;
@@ -330,14 +342,29 @@ impl Fidelity {
             };
             match action.as_str() {
                 "CREATE" if records.contains_key(&key) => {
-                    return refuse(&mut state, format!("Tried to create resource record set {describe} but it already exists"));
+                    return refuse(
+                        &mut state,
+                        format!(
+                            "Tried to create resource record set {describe} but it already exists"
+                        ),
+                    );
                 }
                 "DELETE" => match records.get(&key) {
                     None => {
-                        return refuse(&mut state, format!("Tried to delete resource record set {describe} but it was not found"));
+                        return refuse(
+                            &mut state,
+                            format!(
+                                "Tried to delete resource record set {describe} but it was not found"
+                            ),
+                        );
                     }
                     Some(existing) if *existing != value => {
-                        return refuse(&mut state, format!("Tried to delete resource record set {describe} but the values provided do not match the current values"));
+                        return refuse(
+                            &mut state,
+                            format!(
+                                "Tried to delete resource record set {describe} but the values provided do not match the current values"
+                            ),
+                        );
                     }
                     Some(_) => {
                         records.remove(&key);
@@ -352,19 +379,25 @@ impl Fidelity {
         // A name holds either one plain record set or routing-policy ones, never both.
         let mut kinds: BTreeMap<(String, String, String), (bool, bool)> = BTreeMap::new();
         for (zone, name, kind, id) in records.keys() {
-            let entry = kinds.entry((zone.clone(), name.clone(), kind.clone())).or_default();
+            let entry = kinds
+                .entry((zone.clone(), name.clone(), kind.clone()))
+                .or_default();
             if id.is_some() {
                 entry.1 = true;
             } else {
                 entry.0 = true;
             }
         }
-        if let Some(((_, name, kind), _)) = kinds.iter().find(|(_, (plain, multi))| *plain && *multi) {
+        if let Some(((_, name, kind), _)) =
+            kinds.iter().find(|(_, (plain, multi))| *plain && *multi)
+        {
             state.refused_batches += 1;
             return Some(Canned::route53_error(
                 400,
                 "InvalidChangeBatch",
-                &format!("RRSet with DNS name {name}. and type {kind} cannot be created: plain and multivalue records cannot share a name and type"),
+                &format!(
+                    "RRSet with DNS name {name}. and type {kind} cannot be created: plain and multivalue records cannot share a name and type"
+                ),
             ));
         }
         state.records = records;

@@ -9,7 +9,7 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use nodewright_e2e::agent::Run;
-use nodewright_e2e::cluster::{CLUSTER, ControlPlane, SpecOptions, ZONE, tag};
+use nodewright_e2e::cluster::{CLUSTER, ControlPlane, SpecOptions, ZONE};
 use nodewright_e2e::disks::{LoopDisk, is_root};
 use nodewright_e2e::front::Canned;
 use nodewright_e2e::runtime::block_on;
@@ -70,7 +70,10 @@ fn three_masters_publish_and_a_terminated_ones_records_go_on_the_next_watch_roun
     let api = cp.records(API);
     assert_eq!(ids(&api), all_ids, "one API record per master: {api:?}");
     for node in &cp.nodes {
-        assert!(api.contains(&(Some(node.instance_id.clone()), vec![node.private_ip.to_string()])));
+        assert!(api.contains(&(
+            Some(node.instance_id.clone()),
+            vec![node.private_ip.to_string()]
+        )));
     }
     let mut etcd = Vec::new();
     for member in ["a", "b", "c"] {
@@ -85,18 +88,28 @@ fn three_masters_publish_and_a_terminated_ones_records_go_on_the_next_watch_roun
     let socket_dir = tempfile::tempdir().unwrap();
     let socket_path = socket_dir.path().join("notify");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let port = nodewright_e2e::moto::free_port();
     let mut agent0 = cp.nodes.remove(0);
-    agent0.agent.set_env("NOTIFY_SOCKET", socket_path.to_str().unwrap());
+    agent0
+        .agent
+        .set_env("NOTIFY_SOCKET", socket_path.to_str().unwrap());
     agent0.agent.set_env("WATCHDOG_USEC", "400000");
     let health = format!("127.0.0.1:{port}");
-    let mut watch = spawn(&agent0.agent, &["watch", "--health", &health, "--deadline", "30"]);
+    let mut watch = spawn(
+        &agent0.agent,
+        &["watch", "--health", &health, "--deadline", "30"],
+    );
     let mut seen = String::new();
     let mut buffer = [0u8; 512];
     let started = Instant::now();
     while !(seen.contains("READY=1") && seen.contains("WATCHDOG=1")) {
-        assert!(started.elapsed() < Duration::from_secs(30), "notifications: {seen}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "notifications: {seen}"
+        );
         let n = socket.recv(&mut buffer).expect("a notification");
         seen.push_str(&String::from_utf8_lossy(&buffer[..n]));
         seen.push('\n');
@@ -120,7 +133,10 @@ fn three_masters_publish_and_a_terminated_ones_records_go_on_the_next_watch_roun
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while ids(&cp.records(API)).contains(&gone) {
-        assert!(Instant::now() < deadline, "the terminated master's record stayed");
+        assert!(
+            Instant::now() < deadline,
+            "the terminated master's record stayed"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let api = ids(&cp.records(API));
@@ -162,7 +178,12 @@ fn two_masters_replacing_the_placeholder_at_once_keep_both_records() {
         let runs: Vec<Run> = cp
             .nodes
             .iter()
-            .map(|n| spawn(&n.agent, &["watch", "--rounds", "1", "--no-health", "--deadline", "30"]))
+            .map(|n| {
+                spawn(
+                    &n.agent,
+                    &["watch", "--rounds", "1", "--no-health", "--deadline", "30"],
+                )
+            })
             .collect::<Vec<_>>()
             .into_iter()
             .map(wait)
@@ -172,7 +193,11 @@ fn two_masters_replacing_the_placeholder_at_once_keep_both_records() {
         }
         let records = cp.records(API);
         assert_eq!(ids(&records), expected, "round {round}: {records:?}");
-        assert_eq!(records.len(), 2, "round {round}: the placeholder is gone: {records:?}");
+        assert_eq!(
+            records.len(),
+            2,
+            "round {round}: the placeholder is gone: {records:?}"
+        );
     }
     eprintln!(
         "Route53 refused {} conflicting batches",
@@ -186,7 +211,12 @@ fn create_placeholder(cp: &ControlPlane) {
         .name(API)
         .r#type(RrType::A)
         .ttl(60)
-        .resource_records(ResourceRecord::builder().value("203.0.113.123").build().unwrap())
+        .resource_records(
+            ResourceRecord::builder()
+                .value("203.0.113.123")
+                .build()
+                .unwrap(),
+        )
         .build()
         .unwrap();
     change(cp, ChangeAction::Create, set);
@@ -208,7 +238,11 @@ fn delete_record(cp: &ControlPlane, id: Option<&str>, values: &[String]) {
     change(cp, ChangeAction::Delete, set.build().unwrap());
 }
 
-fn change(cp: &ControlPlane, action: aws_sdk_route53::types::ChangeAction, set: aws_sdk_route53::types::ResourceRecordSet) {
+fn change(
+    cp: &ControlPlane,
+    action: aws_sdk_route53::types::ChangeAction,
+    set: aws_sdk_route53::types::ResourceRecordSet,
+) {
     use aws_sdk_route53::types::*;
     block_on(
         cp.route53
@@ -216,7 +250,13 @@ fn change(cp: &ControlPlane, action: aws_sdk_route53::types::ChangeAction, set: 
             .hosted_zone_id(&cp.zone_id)
             .change_batch(
                 ChangeBatch::builder()
-                    .changes(Change::builder().action(action).resource_record_set(set).build().unwrap())
+                    .changes(
+                        Change::builder()
+                            .action(action)
+                            .resource_record_set(set)
+                            .build()
+                            .unwrap(),
+                    )
                     .build()
                     .unwrap(),
             )
@@ -234,7 +274,7 @@ fn route53_throttling_is_retried() {
     });
     cp.add_node(&user_data, ZONE);
     let is_change = |s: &nodewright_e2e::front::Seen| {
-        s.method == "POST" && s.path.ends_with("/rrset/") || s.method == "POST" && s.path.ends_with("/rrset")
+        s.method == "POST" && s.path.trim_end_matches('/').ends_with("/rrset")
     };
     cp.front.fail(
         Some(2),
@@ -244,9 +284,16 @@ fn route53_throttling_is_retried() {
     cp.front.fail(
         Some(1),
         is_change,
-        Canned::route53_error(400, "PriorRequestNotComplete", "The request was rejected because Route 53 was still processing a prior request."),
+        Canned::route53_error(
+            400,
+            "PriorRequestNotComplete",
+            "The request was rejected because Route 53 was still processing a prior request.",
+        ),
     );
-    cp.nodes[0].agent.run(&["boot", "--deadline", "60"]).expect_code(0);
+    cp.nodes[0]
+        .agent
+        .run(&["boot", "--deadline", "60"])
+        .expect_code(0);
     let statuses: Vec<u16> = cp
         .front
         .log()
@@ -291,7 +338,11 @@ fn hosts_and_none_modes_write_the_fenced_block() {
         cp.add_node(&user_data, ZONE);
         cp.add_node(&user_data, ZONE);
         std::fs::create_dir_all(cp.nodes[0].agent.path("/etc")).unwrap();
-        std::fs::write(cp.nodes[0].agent.path("/etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+        std::fs::write(
+            cp.nodes[0].agent.path("/etc/hosts"),
+            "127.0.0.1 localhost\n",
+        )
+        .unwrap();
         for node in &cp.nodes {
             node.agent.run(&["boot", "--deadline", "30"]).expect_code(0);
         }
@@ -301,25 +352,41 @@ fn hosts_and_none_modes_write_the_fenced_block() {
             .run(&["watch", "--rounds", "1", "--no-health", "--deadline", "30"])
             .expect_code(0);
         let hosts = std::fs::read_to_string(cp.nodes[0].agent.path("/etc/hosts")).unwrap();
-        assert!(hosts.starts_with("127.0.0.1 localhost\n# BEGIN nodewright"), "{hosts}");
+        assert!(
+            hosts.starts_with("127.0.0.1 localhost\n# BEGIN nodewright"),
+            "{hosts}"
+        );
         let stranger_ip = cp.private_ip(&stranger).to_string();
         assert!(!hosts.contains(&stranger_ip), "{hosts}");
         let mut peers = Vec::new();
         for node in &cp.nodes {
             let rec: serde_json::Value = serde_json::from_str(
-                &std::fs::read_to_string(node.agent.path("/var/lib/nodewright/control-plane.json")).unwrap(),
+                &std::fs::read_to_string(node.agent.path("/var/lib/nodewright/control-plane.json"))
+                    .unwrap(),
             )
             .unwrap();
-            let member = rec["etcdMembers"]["main"]["member"].as_str().unwrap().to_owned();
+            let member = rec["etcdMembers"]["main"]["member"]
+                .as_str()
+                .unwrap()
+                .to_owned();
             let line = format!("{}\tetcd-{member}.internal.{CLUSTER}\n", node.private_ip);
-            assert!(hosts.contains(&line), "{mode}: missing {line:?} in\n{hosts}");
+            assert!(
+                hosts.contains(&line),
+                "{mode}: missing {line:?} in\n{hosts}"
+            );
             peers.push(node.private_ip.to_string());
             let api_line = format!("{}\t{API}\n", node.private_ip);
-            assert_eq!(hosts.contains(&api_line), mode == "hosts", "{mode}:\n{hosts}");
+            assert_eq!(
+                hosts.contains(&api_line),
+                mode == "hosts",
+                "{mode}:\n{hosts}"
+            );
         }
         if mode == "none" {
-            assert!(hosts.contains(&format!("10.9.0.10\t{API}\n10.9.0.11\t{API}\n")), "{hosts}");
+            assert!(
+                hosts.contains(&format!("10.9.0.10\t{API}\n10.9.0.11\t{API}\n")),
+                "{hosts}"
+            );
         }
-        let _ = tag;
     }
 }

@@ -34,11 +34,7 @@ fn mkfs_counter() -> (tempfile::TempDir, PathBuf) {
         &mut std::fs::metadata(&shim).unwrap().permissions(),
         0o755,
     );
-    std::fs::set_permissions(
-        &shim,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     (dir, log)
 }
 
@@ -129,7 +125,10 @@ fn a_volume_with_a_filesystem_is_mounted_never_formatted() {
         "etcd data of member a\n",
         "the file on the volume is intact"
     );
-    assert_eq!(cp.disks[&volume].mount_points(), [mount.clone()]);
+    assert_eq!(
+        cp.disks[&volume].mount_points(),
+        std::slice::from_ref(&mount)
+    );
     assert_eq!(cp.disks[&volume].uuid().unwrap(), uuid, "never formatted");
     assert_eq!(mkfs_calls(&log), 0, "mkfs never ran");
     assert_eq!(cp.holder(&volume).unwrap(), cp.nodes[n].instance_id);
@@ -137,10 +136,9 @@ fn a_volume_with_a_filesystem_is_mounted_never_formatted() {
     assert_eq!(rec["etcdMembers"]["main"]["member"], "a");
     assert_eq!(rec["etcdMembers"]["main"]["volumeId"], volume.as_str());
     // The mount unit is rendered, and enabled by its wants link.
-    let unit = std::fs::read_to_string(
-        agent.path("/etc/systemd/system/mnt-etcd\\x2dmain\\x2da.mount"),
-    )
-    .unwrap();
+    let unit =
+        std::fs::read_to_string(agent.path("/etc/systemd/system/mnt-etcd\\x2dmain\\x2da.mount"))
+            .unwrap();
     assert!(unit.contains("Where=/mnt/etcd-main-a"), "{unit}");
     assert!(
         unit.contains(&format!(
@@ -245,15 +243,27 @@ fn three_nodes_race_for_three_volumes_and_each_gets_exactly_one() {
         let mut claimed = Vec::new();
         for node in &cp.nodes {
             let rec = record(&node.agent);
-            let member = rec["etcdMembers"]["main"]["member"].as_str().unwrap().to_owned();
-            let volume = rec["etcdMembers"]["main"]["volumeId"].as_str().unwrap().to_owned();
+            let member = rec["etcdMembers"]["main"]["member"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let volume = rec["etcdMembers"]["main"]["volumeId"]
+                .as_str()
+                .unwrap()
+                .to_owned();
             // The node holds that volume in EC2, and its data is the member's.
-            assert_eq!(cp.holder(&volume).as_deref(), Some(node.instance_id.as_str()));
+            assert_eq!(
+                cp.holder(&volume).as_deref(),
+                Some(node.instance_id.as_str())
+            );
             let on_disk = std::fs::read_to_string(
                 node.agent.path(&format!("/mnt/etcd-main-{member}/member")),
             )
             .unwrap();
-            assert_eq!(on_disk, member, "round {round}: mounted the member's own volume");
+            assert_eq!(
+                on_disk, member,
+                "round {round}: mounted the member's own volume"
+            );
             claimed.push(volume);
         }
         claimed.sort();
@@ -285,8 +295,22 @@ fn volume_calls(cp: &ControlPlane) -> std::sync::Arc<std::sync::Mutex<Vec<(Strin
 fn wrong_cluster_other_zone_and_root_volumes_are_never_touched() {
     require_root!();
     let mut cp = ControlPlane::start();
-    let wrong_cluster = cp.add_volume("main", "a", "a,b,c", ZONE, "dev.example.com", Some(LoopDisk::new(32)));
-    let other_zone = cp.add_volume("main", "b", "a,b,c", "us-east-1b", CLUSTER, Some(LoopDisk::new(32)));
+    let wrong_cluster = cp.add_volume(
+        "main",
+        "a",
+        "a,b,c",
+        ZONE,
+        "dev.example.com",
+        Some(LoopDisk::new(32)),
+    );
+    let other_zone = cp.add_volume(
+        "main",
+        "b",
+        "a,b,c",
+        "us-east-1b",
+        CLUSTER,
+        Some(LoopDisk::new(32)),
+    );
     let good = cp.add_volume("main", "c", "a,b,c", ZONE, CLUSTER, Some(LoopDisk::new(32)));
     let user_data = cp.publish_spec(&SpecOptions {
         dns_mode: "",
@@ -309,7 +333,10 @@ fn wrong_cluster_other_zone_and_root_volumes_are_never_touched() {
         out.volumes()[0].volume_id().unwrap().to_owned()
     };
     let calls = volume_calls(&cp);
-    cp.nodes[n].agent.run(&["boot", "--deadline", "30"]).expect_code(0);
+    cp.nodes[n]
+        .agent
+        .run(&["boot", "--deadline", "30"])
+        .expect_code(0);
     let touched: Vec<(String, String)> = calls
         .lock()
         .unwrap()
@@ -322,8 +349,14 @@ fn wrong_cluster_other_zone_and_root_volumes_are_never_touched() {
         assert_eq!(cp.holder(untouched), None);
         assert!(cp.disks[untouched].uuid().is_none(), "never formatted");
     }
-    assert_eq!(cp.holder(&root_volume).as_deref(), Some(cp.nodes[n].instance_id.as_str()));
-    assert_eq!(record(&cp.nodes[n].agent)["etcdMembers"]["main"]["member"], "c");
+    assert_eq!(
+        cp.holder(&root_volume).as_deref(),
+        Some(cp.nodes[n].instance_id.as_str())
+    );
+    assert_eq!(
+        record(&cp.nodes[n].agent)["etcdMembers"]["main"]["member"],
+        "c"
+    );
 }
 
 #[test]
@@ -340,14 +373,22 @@ fn a_volume_with_a_partition_table_is_refused_and_left_alone() {
     let n = cp.add_node(&user_data, ZONE);
     let run = cp.nodes[n].agent.run(&["boot", "--deadline", "30"]);
     run.expect_code(5);
-    assert!(run.stderr.contains(&volume) && run.stderr.contains("partition table (dos)"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&volume) && run.stderr.contains("partition table (dos)"),
+        "{}",
+        run.stderr
+    );
     assert!(cp.disks[&volume].mount_points().is_empty());
     let probe = std::process::Command::new("blkid")
         .args(["-p", "-o", "value", "-s", "PTTYPE"])
         .arg(cp.disks[&volume].device())
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), "dos", "still only a partition table");
+    assert_eq!(
+        String::from_utf8_lossy(&probe.stdout).trim(),
+        "dos",
+        "still only a partition table"
+    );
 }
 
 #[test]
@@ -359,7 +400,12 @@ fn a_volume_attached_to_a_stopped_instance_is_reported_and_taken_only_when_allow
     let volume = cp.add_volume("main", "a", "a", ZONE, CLUSTER, Some(disk));
     let old = cp.launch(ZONE, true);
     nodewright_e2e::runtime::block_on(
-        cp.ec2.attach_volume().volume_id(&volume).instance_id(&old).device("/dev/xvdu").send(),
+        cp.ec2
+            .attach_volume()
+            .volume_id(&volume)
+            .instance_id(&old)
+            .device("/dev/xvdu")
+            .send(),
     )
     .unwrap();
     nodewright_e2e::runtime::block_on(cp.ec2.stop_instances().instance_ids(&old).send()).unwrap();
@@ -373,13 +419,22 @@ fn a_volume_attached_to_a_stopped_instance_is_reported_and_taken_only_when_allow
     let calls = volume_calls(&cp);
     let run = cp.nodes[n].agent.run(&["boot", "--deadline", "30"]);
     run.expect_code(5);
-    let expected = format!("etcd volume {volume} (member a of main) is attached to {old} (stopped)");
+    let expected =
+        format!("etcd volume {volume} (member a of main) is attached to {old} (stopped)");
     assert!(run.stderr.contains(&expected), "{}", run.stderr);
     assert!(run.stderr.contains("forceDetach"), "{}", run.stderr);
     let status = cp.nodes[n].agent.run(&["status"]);
-    assert!(status.stdout.contains("Waiting for etcd volume main") && status.stdout.contains(&expected), "{}", status.stdout);
     assert!(
-        !calls.lock().unwrap().iter().any(|(a, _)| a == "DetachVolume" || a == "AttachVolume"),
+        status.stdout.contains("Waiting for etcd volume main") && status.stdout.contains(&expected),
+        "{}",
+        status.stdout
+    );
+    assert!(
+        !calls
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(a, _)| a == "DetachVolume" || a == "AttachVolume"),
         "nothing was detached or attached"
     );
     assert_eq!(cp.holder(&volume).as_deref(), Some(old.as_str()));
@@ -391,9 +446,20 @@ fn a_volume_attached_to_a_stopped_instance_is_reported_and_taken_only_when_allow
         ..Default::default()
     });
     cp.nodes[n].imds.set_user_data(&user_data);
-    cp.nodes[n].agent.run(&["boot", "--deadline", "30"]).expect_code(0);
-    assert!(calls.lock().unwrap().contains(&("DetachVolume".to_owned(), volume.clone())));
-    assert_eq!(cp.holder(&volume).as_deref(), Some(cp.nodes[n].instance_id.as_str()));
+    cp.nodes[n]
+        .agent
+        .run(&["boot", "--deadline", "30"])
+        .expect_code(0);
+    assert!(
+        calls
+            .lock()
+            .unwrap()
+            .contains(&("DetachVolume".to_owned(), volume.clone()))
+    );
+    assert_eq!(
+        cp.holder(&volume).as_deref(),
+        Some(cp.nodes[n].instance_id.as_str())
+    );
     let data = std::fs::read_to_string(cp.nodes[n].agent.path("/mnt/etcd-main-a/member")).unwrap();
     assert_eq!(data, "a");
 }
@@ -411,14 +477,24 @@ fn a_grown_volume_grows_its_filesystem() {
         ..Default::default()
     });
     let n = cp.add_node(&user_data, ZONE);
-    cp.nodes[n].agent.run(&["boot", "--deadline", "30"]).expect_code(0);
+    cp.nodes[n]
+        .agent
+        .run(&["boot", "--deadline", "30"])
+        .expect_code(0);
     let mount = cp.nodes[n].agent.path("/mnt/etcd-main-a");
-    let size = |path: &Path| nix::sys::statvfs::statvfs(path).map(|s| s.blocks() * s.fragment_size()).unwrap();
+    let size = |path: &Path| {
+        nix::sys::statvfs::statvfs(path)
+            .map(|s| s.blocks() * s.fragment_size())
+            .unwrap()
+    };
     let before = size(&mount);
     // EBS: ModifyVolume, then the device grows.
-    nodewright_e2e::runtime::block_on(cp.ec2.modify_volume().volume_id(&volume).size(2).send()).unwrap();
+    nodewright_e2e::runtime::block_on(cp.ec2.modify_volume().volume_id(&volume).size(2).send())
+        .unwrap();
     cp.disks[&volume].grow(768);
-    let run = cp.nodes[n].agent.run(&["watch", "--rounds", "1", "--no-health", "--deadline", "30"]);
+    let run = cp.nodes[n]
+        .agent
+        .run(&["watch", "--rounds", "1", "--no-health", "--deadline", "30"]);
     run.expect_code(0);
     assert_eq!(std::fs::read_to_string(mount.join("member")).unwrap(), "a");
     let report = record(&cp.nodes[n].agent)["report"].to_string();
@@ -431,7 +507,8 @@ fn a_grown_volume_grows_its_filesystem() {
         // needs: the agent saw the bigger device, tried, and says why it could not.
         eprintln!("no CAP_SYS_RESOURCE here: checking the attempt, not the growth");
         assert!(
-            report.contains("could not grow the filesystem from") && report.contains("Permission denied"),
+            report.contains("could not grow the filesystem from")
+                && report.contains("Permission denied"),
             "{report}"
         );
         assert_eq!(size(&mount), before);
@@ -459,7 +536,12 @@ fn volumes_are_found_across_describe_volumes_pages() {
         let volume = cp.add_volume("main", member, "a,b,c", ZONE, CLUSTER, None);
         let holder = cp.launch(ZONE, true);
         nodewright_e2e::runtime::block_on(
-            cp.ec2.attach_volume().volume_id(&volume).instance_id(&holder).device("/dev/xvdu").send(),
+            cp.ec2
+                .attach_volume()
+                .volume_id(&volume)
+                .instance_id(&holder)
+                .device("/dev/xvdu")
+                .send(),
         )
         .unwrap();
     }
@@ -472,7 +554,16 @@ fn volumes_are_found_across_describe_volumes_pages() {
     });
     let n = cp.add_node(&user_data, ZONE);
     let before = cp.fidelity.paged_calls();
-    cp.nodes[n].agent.run(&["boot", "--deadline", "30"]).expect_code(0);
-    assert!(cp.fidelity.paged_calls() - before >= 3, "DescribeVolumes was paged");
-    assert_eq!(record(&cp.nodes[n].agent)["etcdMembers"]["main"]["volumeId"], free.as_str());
+    cp.nodes[n]
+        .agent
+        .run(&["boot", "--deadline", "30"])
+        .expect_code(0);
+    assert!(
+        cp.fidelity.paged_calls() - before >= 3,
+        "DescribeVolumes was paged"
+    );
+    assert_eq!(
+        record(&cp.nodes[n].agent)["etcdMembers"]["main"]["volumeId"],
+        free.as_str()
+    );
 }

@@ -59,7 +59,9 @@ pub async fn run(root: &Path, args: Args) -> u8 {
                 }
             } else {
                 if !control_plane.is_empty() {
-                    println!("Control plane (read from EC2, Route53 and the devices; nothing changed):");
+                    println!(
+                        "Control plane (read from EC2, Route53 and the devices; nothing changed):"
+                    );
                     for line in control_plane {
                         println!("  - {line}");
                     }

@@ -133,7 +133,11 @@ where
 {
     let outcome = retry(operation, policy, CloudError::verdict, || {
         let attempt = op();
-        async move { attempt.await.map_err(|e| CloudError::from_sdk(operation, e)) }
+        async move {
+            attempt
+                .await
+                .map_err(|e| CloudError::from_sdk(operation, e))
+        }
     })
     .await;
     outcome.map_err(|e| match e {

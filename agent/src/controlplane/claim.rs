@@ -400,7 +400,11 @@ mod tests {
         let firsts: std::collections::BTreeSet<String> = (0..20)
             .map(|n| order(&format!("i-{n}"))[0].clone())
             .collect();
-        assert_eq!(firsts.len(), 2, "different nodes start at different volumes");
+        assert_eq!(
+            firsts.len(),
+            2,
+            "different nodes start at different volumes"
+        );
     }
 
     #[test]
@@ -412,10 +416,19 @@ mod tests {
         let mut states = BTreeMap::new();
         states.insert("i-run".to_owned(), "running".to_owned());
         states.insert("i-stopped".to_owned(), "stopped".to_owned());
-        match decide("i-me", "main", "us-east-1a", &c, &states, ForceDetach::Never) {
+        match decide(
+            "i-me",
+            "main",
+            "us-east-1a",
+            &c,
+            &states,
+            ForceDetach::Never,
+        ) {
             Decision::Wait(reason) => {
                 assert!(
-                    reason.contains("etcd volume vol-2 (member b of main) is attached to i-stopped (stopped)"),
+                    reason.contains(
+                        "etcd volume vol-2 (member b of main) is attached to i-stopped (stopped)"
+                    ),
                     "{reason}"
                 );
                 assert!(reason.contains("vol-1") && reason.contains("(running)"));

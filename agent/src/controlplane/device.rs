@@ -129,6 +129,9 @@ mod tests {
         failed.blkid_error = "cannot open".to_owned();
         assert!(matches!(verdict(&failed, "ext4"), Verdict::Refuse(r) if r.contains("exit 4")));
         // Ambivalent results (blkid exit 8) are refused too.
-        assert!(matches!(verdict(&probe(8, &[]), "ext4"), Verdict::Refuse(_)));
+        assert!(matches!(
+            verdict(&probe(8, &[]), "ext4"),
+            Verdict::Refuse(_)
+        ));
     }
 }

@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-pub const BEGIN: &str = "# BEGIN nodewright control-plane names (managed by nodewright; do not edit)";
+pub const BEGIN: &str =
+    "# BEGIN nodewright control-plane names (managed by nodewright; do not edit)";
 pub const END: &str = "# END nodewright control-plane names";
 
 /// Name to addresses, rendered one `address<TAB>name` line each, sorted.

@@ -78,6 +78,7 @@ pub struct Outcome {
 pub const LOCK_FILE: &str = "run/nodewright/etcd-volumes.lock";
 
 /// Runs the phase with the real AWS clients.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_with_aws(
     spec: &ControlPlaneSpec,
     cluster: &DnsName,

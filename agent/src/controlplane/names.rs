@@ -33,9 +33,7 @@ pub(super) async fn publish<E: Ec2, R: Route53>(
             })?;
             publish_route53(ctx, route53, zone, dns, &api, members).await
         }
-        DnsMode::Hosts | DnsMode::None => {
-            write_hosts(ctx, dns, &api, etcd_clusters).await
-        }
+        DnsMode::Hosts | DnsMode::None => write_hosts(ctx, dns, &api, etcd_clusters).await,
     }
 }
 
@@ -192,7 +190,10 @@ async fn discover<E: Ec2>(
                 continue;
             };
             for name in names {
-                entries.entry(name.clone()).or_default().insert(IpAddr::V4(ip));
+                entries
+                    .entry(name.clone())
+                    .or_default()
+                    .insert(IpAddr::V4(ip));
             }
             if dns.mode == DnsMode::Hosts {
                 entries
@@ -220,9 +221,7 @@ async fn write_hosts<E: Ec2>(
     let entries = discover(ctx, dns, etcd_clusters).await?;
     let block = hosts::render_block(&entries);
     let path = ctx.host.root().join("etc/hosts");
-    let fail = |detail: String| {
-        ControlPlaneError::Names(format!("{}: {detail}", path.display()))
-    };
+    let fail = |detail: String| ControlPlaneError::Names(format!("{}: {detail}", path.display()));
     let (existing, mode) = match std::fs::read_to_string(&path) {
         Ok(text) => {
             let mode = match hostfs::inspect(&path) {

@@ -77,8 +77,7 @@ pub fn changes(
             continue;
         };
         let stale_own = mine(set) && !publish.names.contains(&set.name);
-        let dead_other =
-            !mine(set) && looks_like_instance_id(id) && !live_instances.contains(id);
+        let dead_other = !mine(set) && looks_like_instance_id(id) && !live_instances.contains(id);
         if stale_own || dead_other {
             out.push(Change {
                 action: Action::Delete,
@@ -174,13 +173,23 @@ mod tests {
             dead_api.clone(),
             manual,
         ];
-        let c = changes(&publish(&names), &managed(), &existing, &live(&["i-0a", "i-0b"])).unwrap();
+        let c = changes(
+            &publish(&names),
+            &managed(),
+            &existing,
+            &live(&["i-0a", "i-0b"]),
+        )
+        .unwrap();
         let deletes: Vec<&RecordSet> = c
             .iter()
             .filter(|c| c.action == Action::Delete)
             .map(|c| &c.record)
             .collect();
-        assert_eq!(deletes, [&dead_api], "only the dead instance's record, exactly as read");
+        assert_eq!(
+            deletes,
+            [&dead_api],
+            "only the dead instance's record, exactly as read"
+        );
     }
 
     #[test]
@@ -205,7 +214,13 @@ mod tests {
         assert_eq!(c.iter().filter(|c| c.action == Action::Upsert).count(), 2);
         // A placeholder on a peer's name is the peer's to replace.
         let peer_placeholder = record(ETCD_B, None, PLACEHOLDER);
-        let c = changes(&publish(&names), &managed(), &[peer_placeholder], &live(&[])).unwrap();
+        let c = changes(
+            &publish(&names),
+            &managed(),
+            &[peer_placeholder],
+            &live(&[]),
+        )
+        .unwrap();
         assert!(c.iter().all(|c| c.action == Action::Upsert));
         let err = changes(
             &publish(&names),
@@ -221,7 +236,13 @@ mod tests {
     fn own_records_for_names_no_longer_ours_are_removed() {
         let names = vec![API.to_owned()];
         let old = record(ETCD_A, Some("i-0a"), "10.0.0.1");
-        let c = changes(&publish(&names), &managed(), std::slice::from_ref(&old), &live(&["i-0a"])).unwrap();
+        let c = changes(
+            &publish(&names),
+            &managed(),
+            std::slice::from_ref(&old),
+            &live(&["i-0a"]),
+        )
+        .unwrap();
         assert!(c.contains(&Change {
             action: Action::Delete,
             record: old

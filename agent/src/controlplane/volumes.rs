@@ -71,7 +71,10 @@ pub(super) async fn ensure<E: Ec2>(
                 {
                     break (candidate, device);
                 }
-                tracing::info!(etcd_cluster, "lost every race for a free volume; looking again");
+                tracing::info!(
+                    etcd_cluster,
+                    "lost every race for a free volume; looking again"
+                );
                 let _ = candidates;
             }
             Decision::TakeOver {
@@ -122,7 +125,17 @@ pub(super) async fn ensure<E: Ec2>(
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(10));
     };
-    prepare_device(ctx, spec, etcd_cluster, domain, candidate, attached_as, deadline, lines).await
+    prepare_device(
+        ctx,
+        spec,
+        etcd_cluster,
+        domain,
+        candidate,
+        attached_as,
+        deadline,
+        lines,
+    )
+    .await
 }
 
 /// DescribeVolumes, the holders' states, and the decision.
@@ -140,7 +153,8 @@ async fn look<E: Ec2>(
         ))
         .await
         .map_err(ControlPlaneError::Cloud)?;
-    let (candidates, ignored) = claim::eligible(&volumes, ctx.cluster_name, etcd_cluster, Some(zone));
+    let (candidates, ignored) =
+        claim::eligible(&volumes, ctx.cluster_name, etcd_cluster, Some(zone));
     for i in &ignored {
         tracing::warn!(volume = %i.volume_id, reason = %i.reason, "ignoring a volume EC2 returned");
     }
@@ -191,7 +205,17 @@ async fn attach_first<E: Ec2>(
         let id = &candidate.volume.id;
         match ctx.ec2.attach_volume(id, me, &device).await {
             Ok(()) => {}
-            Err(e) if matches!(e.code(), Some("VolumeInUse" | "IncorrectState" | "InvalidVolume.NotFound" | "InvalidVolume.ZoneMismatch")) => {
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some(
+                        "VolumeInUse"
+                            | "IncorrectState"
+                            | "InvalidVolume.NotFound"
+                            | "InvalidVolume.ZoneMismatch"
+                    )
+                ) =>
+            {
                 tracing::info!(volume = %id, error = %e, "another node was first; trying the next volume");
                 continue;
             }
@@ -405,14 +429,9 @@ async fn prepare_device<E: Ec2>(
         let search_root = root.clone();
         let id = volume_id.clone();
         let asked = attached_as.clone();
-        let found = blocking(move || {
-            Ok(disks::find_ebs_device(
-                &search_root,
-                &id,
-                asked.as_deref(),
-            )?)
-        })
-        .await?;
+        let found =
+            blocking(move || Ok(disks::find_ebs_device(&search_root, &id, asked.as_deref())?))
+                .await?;
         match found {
             Some(found) => break found,
             None if ctx.read_only => {
@@ -541,9 +560,11 @@ impl DiskJob {
                             uuid,
                         },
                     )
-                    .map_err(|e| ControlPlaneError::Volume(format!(
-                        "{id} was formatted but recording it failed: {e}"
-                    )))?;
+                    .map_err(|e| {
+                        ControlPlaneError::Volume(format!(
+                            "{id} was formatted but recording it failed: {e}"
+                        ))
+                    })?;
                     lines.push(format!("made {} on blank {id}", self.filesystem));
                 }
             }
@@ -604,7 +625,7 @@ impl DiskJob {
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ControlPlaneError> + Send + 'static,
 ) -> Result<T, ControlPlaneError> {
-    tokio::task::spawn_blocking(move || work())
+    tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| ControlPlaneError::Volume(format!("internal error: {e}")))?
 }

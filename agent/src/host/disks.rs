@@ -464,8 +464,13 @@ mod tests {
         let [name, _] = ebs_link_names("vol-1");
         // A link to a device that is not in the root: not found (never the host's).
         std::os::unix::fs::symlink("/dev/null", root.join(BY_ID_DIR).join(&name)).unwrap();
-        assert_eq!(find_ebs_device(root, "vol-1", Some("/dev/sdf")).unwrap(), None);
-        let escaping = root.join(BY_ID_DIR).join(ebs_link_names("vol-2")[0].clone());
+        assert_eq!(
+            find_ebs_device(root, "vol-1", Some("/dev/sdf")).unwrap(),
+            None
+        );
+        let escaping = root
+            .join(BY_ID_DIR)
+            .join(ebs_link_names("vol-2")[0].clone());
         std::os::unix::fs::symlink("../../../../../../../../dev/null", &escaping).unwrap();
         assert_eq!(find_ebs_device(root, "vol-2", None).unwrap(), None);
     }

@@ -90,7 +90,8 @@ pub fn escape_path(path: &str) -> String {
             out.push('-');
         }
         for (j, byte) in part.bytes().enumerate() {
-            let plain = byte.is_ascii_alphanumeric() || byte == b'_' || byte == b':' || byte == b'.';
+            let plain =
+                byte.is_ascii_alphanumeric() || byte == b'_' || byte == b':' || byte == b'.';
             if plain && !(j == 0 && i == 0 && byte == b'.') {
                 out.push(byte as char);
             } else {

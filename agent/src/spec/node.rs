@@ -285,7 +285,10 @@ impl NodeSpec {
             if self.role != Role::ControlPlane {
                 problems.add(
                     "controlPlane",
-                    format!("only control-plane nodes have this section (role is {})", self.role),
+                    format!(
+                        "only control-plane nodes have this section (role is {})",
+                        self.role
+                    ),
                 );
             }
             control_plane.check(problems);

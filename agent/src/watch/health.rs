@@ -38,9 +38,9 @@ pub fn answer(health: &Health, interval: Duration) -> (bool, String) {
 }
 
 pub async fn bind(address: &str) -> std::io::Result<TcpListener> {
-    let address: SocketAddr = address
-        .parse()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{address}: {e}")))?;
+    let address: SocketAddr = address.parse().map_err(|e| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{address}: {e}"))
+    })?;
     if !address.ip().is_loopback() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
@@ -66,9 +66,19 @@ pub async fn serve(listener: TcpListener, health: Shared, interval: Duration) {
             let line = request.lines().next().unwrap_or_default();
             let (status, body) = if line.starts_with("GET /healthz ") || line == "GET /healthz" {
                 let (healthy, body) = answer(&health.lock().expect("health lock"), interval);
-                (if healthy { "200 OK" } else { "503 Service Unavailable" }, body)
+                (
+                    if healthy {
+                        "200 OK"
+                    } else {
+                        "503 Service Unavailable"
+                    },
+                    body,
+                )
             } else {
-                ("404 Not Found", "{\"error\":\"only GET /healthz is served\"}".to_owned())
+                (
+                    "404 Not Found",
+                    "{\"error\":\"only GET /healthz is served\"}".to_owned(),
+                )
             };
             let response = format!(
                 "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",

@@ -210,7 +210,9 @@ pub async fn run(watch: WatchOptions) -> Result<(), WatchError> {
             reload = false;
             match load(&options, &host).await {
                 Ok(fresh) => inputs = fresh,
-                Err(e) => tracing::error!(error = %e, "re-reading the inputs failed; keeping the last ones"),
+                Err(e) => {
+                    tracing::error!(error = %e, "re-reading the inputs failed; keeping the last ones")
+                }
             }
         }
         running = Some(tokio::spawn(round(
@@ -227,7 +229,9 @@ pub async fn run(watch: WatchOptions) -> Result<(), WatchError> {
     if watch.rounds.is_some() && !last_ok {
         let record = ControlPlaneRecord::load(&host.state_dir()).unwrap_or_default();
         return Err(WatchError::Round(
-            record.error.unwrap_or_else(|| "the last round failed".to_owned()),
+            record
+                .error
+                .unwrap_or_else(|| "the last round failed".to_owned()),
         ));
     }
     Ok(())
