@@ -11,6 +11,7 @@ use aws_config::SdkConfig;
 
 use crate::assets::{FetchSettings, Fetcher, bake};
 use crate::cloud::{Metadata, MetadataError, NetworkSettings, aws, http::NetworkError};
+use crate::controlplane::{self, ControlPlaneError};
 use crate::engine::applied::{AppliedError, AppliedSpec};
 use crate::engine::protect::Guard;
 use crate::engine::{self, Plan, PlanError, RunRecord, RunResult, State, StateError, Timeline};
@@ -68,6 +69,8 @@ pub enum BootError {
     Store(RetryError<StoreError>),
     #[error(transparent)]
     Network(#[from] NetworkError),
+    #[error(transparent)]
+    ControlPlane(#[from] ControlPlaneError),
     #[error("building the node's desired state: {0}")]
     Model(#[from] ModelError),
     #[error("planning: {0}")]
@@ -111,7 +114,7 @@ impl BootError {
             }
             Self::Metadata(_) | Self::Store(_) => exit::UNREACHABLE,
             Self::Model(_) => exit::INVALID_INPUT,
-            Self::Plan(_) | Self::Apply { .. } => exit::APPLY_FAILED,
+            Self::Plan(_) | Self::Apply { .. } | Self::ControlPlane(_) => exit::APPLY_FAILED,
             Self::State(_) => exit::INTERNAL,
             Self::Locked {
                 source: LockError::Held { .. },
@@ -139,6 +142,9 @@ impl BootError {
             Self::State(_) => None,
             Self::Locked { .. } => Some(Topic::AnotherRun),
             Self::Kept(_) => Some(Topic::NoAppliedSpec),
+            Self::ControlPlane(ControlPlaneError::Names(_)) => Some(Topic::DnsPlaceholder),
+            Self::ControlPlane(ControlPlaneError::Cloud(_)) => by_text(),
+            Self::ControlPlane(_) => Some(Topic::VolumeStuck),
         }
     }
 }
@@ -155,19 +161,28 @@ pub struct Prepared {
     pub desired: DesiredState,
     /// The proxy and CA settings every outbound call uses.
     pub network: NetworkSettings,
+    /// What the control-plane phase did (or, for `plan`, would do).
+    pub control_plane_report: Vec<String>,
 }
 
-/// Reads the inputs and renders the desired state. Writes nothing.
-pub async fn prepare(
+/// What a node learns before it decides anything: its boot config, facts and spec.
+pub struct Inputs {
+    pub boot: Option<BootConfig>,
+    pub facts: Facts,
+    pub spec: NodeSpec,
+    pub spec_url: String,
+    pub spec_sha256: String,
+    pub spec_text: String,
+    pub network: NetworkSettings,
+}
+
+/// User data, facts and the verified node spec. Writes nothing.
+pub async fn read_inputs(
     options: &Options,
     host: &Host,
     timeline: &mut Timeline,
-) -> Result<Prepared, BootError> {
-    if let SpecSource::Kept = options.source {
-        return prepare_kept(host, timeline);
-    }
+) -> Result<Inputs, BootError> {
     let metadata = Metadata::new(options.deadline);
-
     let boot = match &options.source {
         SpecSource::UserData { file } => {
             progress::phase("user data");
@@ -197,6 +212,7 @@ pub async fn prepare(
     let facts = metadata.instance_facts().await.map(|instance| Facts {
         instance,
         host: os::host_facts(host.root()),
+        control_plane: Default::default(),
     });
     timeline.record("facts", began, outcome_text(&facts));
     let facts = facts.map_err(BootError::Metadata)?;
@@ -214,7 +230,7 @@ pub async fn prepare(
         ),
         (SpecSource::Url { url, sha256 }, None) => (url.clone(), sha256.clone()),
         (SpecSource::UserData { .. } | SpecSource::Kept, None) => {
-            unreachable!("user data always yields a boot config; kept specs return early")
+            unreachable!("user data always yields a boot config; kept specs never get here")
         }
     };
     progress::phase("node spec");
@@ -230,17 +246,74 @@ pub async fn prepare(
     .await;
     timeline.record("node spec", began, outcome_text(&spec));
     let (spec, spec_sha256, spec_text) = spec?;
-
-    let desired = render(&spec, &facts, timeline)?;
-    Ok(Prepared {
+    Ok(Inputs {
         boot,
         facts,
         spec,
         spec_url: url,
         spec_sha256,
         spec_text,
+        network,
+    })
+}
+
+/// Reads the inputs, runs the control-plane phase (read-only when `read_only`: then
+/// nothing at all is written or changed) and renders the desired state. A kept spec
+/// (`repair`) needs no network at all and reuses the facts it was applied with.
+pub async fn prepare(
+    options: &Options,
+    host: &Host,
+    timeline: &mut Timeline,
+    read_only: bool,
+) -> Result<Prepared, BootError> {
+    if let SpecSource::Kept = options.source {
+        return prepare_kept(host, timeline);
+    }
+    let Inputs {
+        boot,
+        mut facts,
+        spec,
+        spec_url,
+        spec_sha256,
+        spec_text,
+        network,
+    } = read_inputs(options, host, timeline).await?;
+
+    let mut control_plane_report = Vec::new();
+    if let Some(control_plane) = spec
+        .control_plane
+        .as_ref()
+        .filter(|_| spec.role == spec::Role::ControlPlane)
+    {
+        progress::phase("control plane");
+        let sdk = aws::sdk_config(&facts.instance.region, &network).await?;
+        let outcome = controlplane::run_with_aws(
+            control_plane,
+            &spec.cluster.name,
+            &facts.instance,
+            host,
+            &sdk,
+            options.deadline,
+            read_only,
+            &options.command,
+            timeline,
+        )
+        .await?;
+        facts.control_plane = outcome.facts;
+        control_plane_report = outcome.report;
+    }
+
+    let desired = render(&spec, &facts, timeline)?;
+    Ok(Prepared {
+        boot,
+        facts,
+        spec,
+        spec_url,
+        spec_sha256,
+        spec_text,
         desired,
         network,
+        control_plane_report,
     })
 }
 
@@ -256,7 +329,9 @@ fn render(
     Ok(desired?)
 }
 
-/// The inputs from the spec and facts kept on the node: no network at all.
+/// The inputs from the spec and facts kept on the node: no network at all. On a
+/// control-plane node the kept facts hold the etcd members it had claimed; volumes are
+/// not touched (that is `boot`'s and `watch`'s work).
 fn prepare_kept(host: &Host, timeline: &mut Timeline) -> Result<Prepared, BootError> {
     progress::phase("kept spec");
     let state_dir = host.state_dir();
@@ -284,6 +359,7 @@ fn prepare_kept(host: &Host, timeline: &mut Timeline) -> Result<Prepared, BootEr
         desired,
         // Repair works offline, from the cache: no proxy is needed.
         network: NetworkSettings::default(),
+        control_plane_report: Vec::new(),
     })
 }
 
@@ -424,7 +500,7 @@ async fn converge_inner(
     timeline: &mut Timeline,
     record: &mut RecordContext,
 ) -> Result<(Plan, engine::ApplyReport), BootError> {
-    let mut prepared = prepare(options, host, timeline).await?;
+    let mut prepared = prepare(options, host, timeline, false).await?;
     record.spec_url = Some(prepared.spec_url.clone());
     record.spec_sha256 = Some(prepared.spec_sha256.clone());
 
@@ -601,7 +677,7 @@ async fn acquire_lock(
 pub async fn plan_only(options: &Options) -> Result<(Plan, Prepared), BootError> {
     let host = Host::new(&options.root);
     let mut timeline = Timeline::new();
-    let mut prepared = prepare(options, &host, &mut timeline).await?;
+    let mut prepared = prepare(options, &host, &mut timeline, true).await?;
     let state = State::load(&host.state_dir())?;
     let plan = if options.repair {
         let view = engine::repair::view(&state, &mut prepared.desired);

@@ -7,6 +7,7 @@ pub mod assets;
 pub mod bootstrap;
 pub mod cli;
 pub mod cloud;
+pub mod controlplane;
 pub mod engine;
 pub mod host;
 pub mod logging;
@@ -18,6 +19,7 @@ pub mod retry;
 pub mod runbook;
 pub mod source;
 pub mod spec;
+pub mod watch;
 
 /// The agent's version, recorded with every run.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

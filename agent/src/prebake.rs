@@ -46,10 +46,12 @@ pub async fn prebake(options: &PrebakeOptions) -> Result<Prebaked, BootError> {
     let one = Facts {
         instance: made_up_instance(0, &options.region),
         host: host_facts.clone(),
+        control_plane: Default::default(),
     };
     let other = Facts {
         instance: made_up_instance(1, "eu-west-3"),
         host: host_facts,
+        control_plane: Default::default(),
     };
     let (spec, spec_sha256, _) = fetch_spec(
         &options.url,

@@ -105,7 +105,23 @@ impl Canned {
     }
 }
 
+impl Canned {
+    /// A Route53-style (REST-XML) error, e.g. `Throttling` or `PriorRequestNotComplete`.
+    pub fn route53_error(status: u16, code: &str, message: &str) -> Self {
+        Self {
+            status,
+            headers: vec![("content-type".into(), "text/xml".into())],
+            body: format!(
+                "<?xml version=\"1.0\"?>\n<ErrorResponse xmlns=\"https://route53.amazonaws.com/doc/2013-04-01/\"><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>HARNESS</RequestId></ErrorResponse>"
+            ),
+        }
+    }
+}
+
 type Matcher = Arc<dyn Fn(&Seen) -> bool + Send + Sync>;
+/// A rewrite sees each answer that came from upstream (status and body) and may
+/// replace its body: how the harness adds behaviour moto lacks to moto's answers.
+pub type Rewrite = Arc<dyn Fn(&Seen, u16, &str) -> Option<String> + Send + Sync>;
 /// A hook may answer a request itself (Some) or let it through to moto (None).
 pub type Hook = Arc<dyn Fn(&Seen) -> Option<Canned> + Send + Sync>;
 
@@ -132,6 +148,7 @@ struct Inner {
     upstream: String,
     rules: Vec<Rule>,
     hooks: Vec<Hook>,
+    rewrites: Vec<Rewrite>,
     log: Vec<Logged>,
 }
 
@@ -147,6 +164,7 @@ impl AwsFront {
             upstream: upstream.trim_end_matches('/').to_owned(),
             rules: Vec::new(),
             hooks: Vec::new(),
+            rewrites: Vec::new(),
             log: Vec::new(),
         }));
         let router = Router::new().fallback(handle).with_state(inner.clone());
@@ -189,10 +207,18 @@ impl AwsFront {
         self.lock().hooks.push(Arc::new(hook));
     }
 
+    pub fn rewrite(
+        &self,
+        rewrite: impl Fn(&Seen, u16, &str) -> Option<String> + Send + Sync + 'static,
+    ) {
+        self.lock().rewrites.push(Arc::new(rewrite));
+    }
+
     pub fn clear(&self) {
         let mut inner = self.lock();
         inner.rules.clear();
         inner.hooks.clear();
+        inner.rewrites.clear();
     }
 
     pub fn log(&self) -> Vec<Logged> {
@@ -216,9 +242,10 @@ async fn handle(State(inner): State<Arc<Mutex<Inner>>>, request: Request) -> Res
         headers: parts.headers.clone(),
         body,
     };
-    let (upstream, decision) = {
+    let (upstream, decision, rewrites) = {
         let mut inner = inner.lock().expect("front lock");
         let upstream = inner.upstream.clone();
+        let rewrites = inner.rewrites.clone();
         let mut decision = None;
         let mut delay = None;
         for rule in inner.rules.iter_mut() {
@@ -239,7 +266,7 @@ async fn handle(State(inner): State<Arc<Mutex<Inner>>>, request: Request) -> Res
         if decision.is_none() {
             decision = inner.hooks.iter().find_map(|hook| hook(&seen));
         }
-        (upstream, (decision, delay))
+        (upstream, (decision, delay), rewrites)
     };
     let (canned, delay) = decision;
     if let Some(delay) = delay {
@@ -247,7 +274,7 @@ async fn handle(State(inner): State<Arc<Mutex<Inner>>>, request: Request) -> Res
     }
     let response = match canned {
         Some(canned) => canned_response(canned),
-        None => forward(&upstream, &seen).await,
+        None => forward(&upstream, &seen, &rewrites).await,
     };
     inner.lock().expect("front lock").log.push(Logged {
         method: seen.method.clone(),
@@ -272,7 +299,7 @@ fn canned_response(canned: Canned) -> Response {
     response
 }
 
-async fn forward(upstream: &str, seen: &Seen) -> Response {
+async fn forward(upstream: &str, seen: &Seen, rewrites: &[Rewrite]) -> Response {
     let client = crate::runtime::control_client();
     let query = if seen.query.is_empty() {
         String::new()
@@ -292,7 +319,13 @@ async fn forward(upstream: &str, seen: &Seen) -> Response {
         Ok(upstream_response) => {
             let status = upstream_response.status();
             let headers = upstream_response.headers().clone();
-            let bytes = upstream_response.bytes().await.unwrap_or_default();
+            let mut bytes = upstream_response.bytes().await.unwrap_or_default();
+            for rewrite in rewrites {
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                if let Some(new) = rewrite(seen, status.as_u16(), &text) {
+                    bytes = Bytes::from(new);
+                }
+            }
             let mut response = Response::new(Body::from(bytes));
             *response.status_mut() = status;
             for (name, value) in &headers {

@@ -18,6 +18,9 @@
 pub mod agent;
 pub mod assetkit;
 pub mod checks;
+pub mod cluster;
+pub mod disks;
+pub mod fidelity;
 pub mod fleet;
 pub mod front;
 pub mod image;

@@ -13,6 +13,7 @@ mod schema;
 mod status;
 mod support_bundle;
 mod verify;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -74,6 +75,8 @@ enum Command {
     SupportBundle(support_bundle::Args),
     /// Print the operator's runbook (a topic, or the list of topics).
     Runbook(runbook::Args),
+    /// Control-plane nodes: keep the etcd volumes mounted and the names current.
+    Watch(watch::Args),
     /// Print the JSON Schema of the node spec (or of the boot config).
     Schema(schema::Args),
     /// Print the version.
@@ -135,6 +138,7 @@ pub fn main() -> ExitCode {
             Command::Reset(args) => reset::run(&cli.root, args).await,
             Command::SupportBundle(args) => support_bundle::run(&cli.root, args).await,
             Command::Runbook(args) => runbook::run(args),
+            Command::Watch(args) => watch::run(&cli.root, args).await,
             Command::Schema(args) => schema::run(args),
             Command::Version => {
                 println!("nodewright {}", crate::VERSION);

@@ -43,9 +43,16 @@ pub async fn run(root: &Path, args: Args) -> u8 {
         lock_wait: args.deadline.duration(),
     };
     match bootstrap::plan_only(&options).await {
-        Ok((plan, _)) => {
+        Ok((plan, prepared)) => {
+            let control_plane = &prepared.control_plane_report;
             if args.json {
-                match serde_json::to_string_pretty(&plan) {
+                let mut value = serde_json::to_value(&plan).unwrap_or_default();
+                if let Some(object) = value.as_object_mut()
+                    && !control_plane.is_empty()
+                {
+                    object.insert("controlPlane".to_owned(), control_plane.clone().into());
+                }
+                match serde_json::to_string_pretty(&value) {
                     Ok(json) => println!("{json}"),
                     Err(e) => {
                         eprintln!("nodewright: {e}");
@@ -53,6 +60,14 @@ pub async fn run(root: &Path, args: Args) -> u8 {
                     }
                 }
             } else {
+                if !control_plane.is_empty() {
+                    println!(
+                        "Control plane (read from EC2, Route53 and the devices; nothing changed):"
+                    );
+                    for line in control_plane {
+                        println!("  - {line}");
+                    }
+                }
                 print!("{}", plan.render());
             }
             exit::OK

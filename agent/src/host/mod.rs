@@ -2,6 +2,7 @@
 //! `/`), so the whole agent runs against a temp directory in tests.
 
 pub mod diag;
+pub mod disks;
 pub mod fs;
 pub mod kernel;
 pub mod lock;

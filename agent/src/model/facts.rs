@@ -1,8 +1,11 @@
 //! What the model knows about the machine it renders for.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
+
+use crate::spec::AbsPath;
 
 /// Facts from the instance metadata service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +41,47 @@ pub struct HostFacts {
 pub struct Facts {
     pub instance: InstanceFacts,
     pub host: HostFacts,
+    /// Control-plane nodes: what the etcd volumes phase found or did.
+    #[serde(default, skip_serializing_if = "ControlPlaneFacts::is_empty")]
+    pub control_plane: ControlPlaneFacts,
+}
+
+/// What the control-plane phase (between facts and model) learned: which etcd member
+/// this node is, decided by the volume it holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ControlPlaneFacts {
+    /// By etcd cluster name (`main`, `events`).
+    #[serde(default)]
+    pub etcd_members: BTreeMap<String, EtcdMember>,
+}
+
+impl ControlPlaneFacts {
+    pub fn is_empty(&self) -> bool {
+        self.etcd_members.is_empty()
+    }
+}
+
+/// This node's member of one etcd cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdMember {
+    /// The member's name, from the volume's tag (`a`).
+    pub member: String,
+    /// All members of the etcd cluster, from the same tag (`a`, `b`, `c`).
+    pub members: Vec<String>,
+    /// Every member's peer DNS name (`etcd-a.internal.<cluster>`).
+    pub peer_names: BTreeMap<String, String>,
+    pub volume_id: String,
+    /// The device by a stable path (`/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol…`).
+    pub device: String,
+    /// Where the volume is mounted: the member's data lives below it.
+    pub mount_path: AbsPath,
+    pub filesystem: String,
+    /// Only in `plan`: the volume is not attached or mounted yet, this is what a run
+    /// would claim.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub planned: bool,
 }
 
 impl Facts {
@@ -60,6 +104,7 @@ impl Facts {
                 distro: "debian".to_owned(),
                 distro_version: "12".to_owned(),
             },
+            control_plane: ControlPlaneFacts::default(),
         }
     }
 }

@@ -7,6 +7,7 @@ mod builder;
 pub mod cluster;
 pub mod cni;
 pub mod containerd;
+pub mod control_plane;
 mod desired;
 mod facts;
 pub mod host;
@@ -22,7 +23,7 @@ pub use desired::{
     DesiredPackages, DesiredService, DesiredState, DesiredSymlink, FileKind, Ownership,
     PackageManager, ProtectedPath,
 };
-pub use facts::{Facts, HostFacts, InstanceFacts};
+pub use facts::{ControlPlaneFacts, EtcdMember, Facts, HostFacts, InstanceFacts};
 
 use crate::spec::NodeSpec;
 
@@ -50,6 +51,7 @@ pub fn desired_state(spec: &NodeSpec, facts: &Facts) -> Result<DesiredState, Mod
     kube_proxy::render(spec, facts, &mut out)?;
     base::render(spec, &mut out)?;
     assets::render(spec, &mut out)?;
+    control_plane::render(spec, facts, &mut out)?;
     out.finish()
 }
 

@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use crate::controlplane::ControlPlaneRecord;
 use crate::engine::applied::{AppliedError, AppliedSpec};
 use crate::engine::verify::{self, Check};
 use crate::engine::{RunResult, State, TimelineEntry};
@@ -30,6 +31,9 @@ pub struct NodeStatus {
     pub drift: verify::Report,
     /// The spec kept for `repair`: `ok`, or why it cannot be used.
     pub kept_spec: String,
+    /// Control-plane nodes: the etcd volumes claimed and what the last round waits for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control_plane: Option<ControlPlaneRecord>,
     /// Everything above that needs attention, one line each.
     pub problems: Vec<String>,
 }
@@ -159,6 +163,16 @@ pub async fn gather(host: &Host, state: &State) -> NodeStatus {
         ));
     }
 
+    let control_plane = ControlPlaneRecord::load(&host.state_dir());
+    if let Some(record) = &control_plane {
+        for (what, reason) in &record.waiting {
+            problems.push(format!("control plane waits for {what}: {reason}"));
+        }
+        if let Some(error) = &record.error {
+            problems.push(format!("control plane: {error}"));
+        }
+    }
+
     NodeStatus {
         root: host.root().display().to_string(),
         live: host.skip_reason().is_none(),
@@ -169,6 +183,7 @@ pub async fn gather(host: &Host, state: &State) -> NodeStatus {
         services,
         drift,
         kept_spec,
+        control_plane,
         problems,
     }
 }
@@ -458,6 +473,26 @@ pub fn render_text(status: &NodeStatus) -> String {
         "Kept spec:    {} (used by `nodewright repair`)",
         status.kept_spec
     ));
+    if let Some(record) = &status.control_plane {
+        line(format!(
+            "Control plane: last round by {} at {}: {}",
+            record.command,
+            record.at,
+            if record.ok { "ok" } else { "not ok" }
+        ));
+        for (etcd_cluster, m) in &record.etcd_members {
+            line(format!(
+                "  etcd {etcd_cluster:<8} member {} on {} ({}) at {}",
+                m.member, m.volume_id, m.device, m.mount_path
+            ));
+        }
+        for (what, reason) in &record.waiting {
+            line(format!("  Waiting for {what}: {reason}"));
+        }
+        for report in &record.report {
+            line(format!("  - {report}"));
+        }
+    }
     if status.problems.is_empty() {
         line("Problems:     none".to_owned());
     } else {

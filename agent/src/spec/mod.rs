@@ -6,6 +6,7 @@ mod assets;
 mod boot;
 mod cni;
 mod containerd;
+mod control_plane;
 mod host;
 mod kube_proxy;
 mod kubelet;
@@ -27,6 +28,10 @@ pub use cni::{CNI_PLUGINS, CniSpec};
 pub use containerd::{
     ContainerdSpec, check_extra_config as check_containerd_extra_config,
     config_version as containerd_config_version, describe_toml_error as containerd_toml_error,
+};
+pub use control_plane::{
+    ControlPlaneSpec, DnsMode, DnsSpec, EtcdVolumesSpec, Filesystem, ForceDetach, WatchSpec,
+    etcd_peer_name,
 };
 pub use host::{HostSpec, TimeDaemon, TimeSync};
 pub use kube_proxy::{KubeProxySpec, ProxyMode};

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::assets::{AssetEntry, DownloadSettings};
 use super::cni::CniSpec;
 use super::containerd::ContainerdSpec;
+use super::control_plane::ControlPlaneSpec;
 use super::host::HostSpec;
 use super::kube_proxy::KubeProxySpec;
 use super::kubelet::{KubeletSpec, PROTECTED_KERNEL_DEFAULTS};
@@ -68,6 +69,9 @@ pub struct NodeSpec {
     /// How assets are downloaded: mirrors, air-gapped mode, timeouts.
     #[serde(default, skip_serializing_if = "DownloadSettings::is_default")]
     pub downloads: DownloadSettings,
+    /// Control-plane nodes only: etcd volumes, published names, the watch service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_plane: Option<ControlPlaneSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -349,6 +353,19 @@ impl NodeSpec {
                     );
                 }
             }
+        }
+
+        if let Some(control_plane) = &self.control_plane {
+            if self.role != Role::ControlPlane {
+                problems.add(
+                    "controlPlane",
+                    format!(
+                        "only control-plane nodes have this section (role is {})",
+                        self.role
+                    ),
+                );
+            }
+            control_plane.check(problems);
         }
 
         let mut modules = BTreeSet::new();
