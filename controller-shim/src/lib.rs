@@ -10,3 +10,6 @@
 //! - `server` (feature `server`): the HTTPS service itself.
 
 pub mod pki;
+pub mod client;
+pub mod identity;
+pub mod protocol;
