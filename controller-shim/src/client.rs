@@ -332,7 +332,10 @@ fn host_port(url: &str) -> Option<(String, u16)> {
     let authority = rest.split('/').next()?;
     if let Some(v6) = authority.strip_prefix('[') {
         let (host, tail) = v6.split_once(']')?;
-        let port = tail.strip_prefix(':').and_then(|p| p.parse().ok()).unwrap_or(443);
+        let port = tail
+            .strip_prefix(':')
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(443);
         return Some((host.to_owned(), port));
     }
     match authority.rsplit_once(':') {
@@ -372,10 +375,7 @@ async fn read_answer<T: serde::de::DeserializeOwned>(
             body: "the answer is too large".to_owned(),
         });
     }
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| transport(server, &e))?;
+    let bytes = response.bytes().await.map_err(|e| transport(server, &e))?;
     if status == 200 {
         return serde_json::from_slice(&bytes).map_err(|e| ClientError::Unexpected {
             server: server.to_owned(),

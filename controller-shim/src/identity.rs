@@ -281,7 +281,9 @@ impl SigV4Authorization {
         signature.ok_or_else(|| malformed("no Signature"))?;
         let scope: Vec<&str> = credential.split('/').collect();
         let [_key_id, date, region, service, "aws4_request"] = scope.as_slice() else {
-            return Err(malformed("the credential scope is not key/date/region/service/aws4_request"));
+            return Err(malformed(
+                "the credential scope is not key/date/region/service/aws4_request",
+            ));
         };
         Ok(Self {
             scope_date: (*date).to_owned(),
@@ -323,7 +325,13 @@ mod tests {
             .check(b"{}", &endpoint(), now, Duration::from_secs(300))
             .unwrap();
         let names: Vec<_> = headers.iter().map(|(k, _)| k.as_str()).collect();
-        for name in ["authorization", "host", "x-amz-date", "x-amz-security-token", BODY_HASH_HEADER] {
+        for name in [
+            "authorization",
+            "host",
+            "x-amz-date",
+            "x-amz-security-token",
+            BODY_HASH_HEADER,
+        ] {
             assert!(names.contains(&name), "{name} in {names:?}");
         }
         let auth = token.header("authorization").unwrap();

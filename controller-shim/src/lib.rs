@@ -9,7 +9,10 @@
 //! - [`manifest`]: the shim as a static pod, for the control-plane model;
 //! - `server` (feature `server`): the HTTPS service itself.
 
-pub mod pki;
 pub mod client;
 pub mod identity;
+pub mod manifest;
+pub mod pki;
 pub mod protocol;
+#[cfg(feature = "server")]
+pub mod server;

@@ -11,8 +11,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose, SanType, SerialNumber, SubjectPublicKeyInfo,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType, SerialNumber, SubjectPublicKeyInfo,
 };
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -73,10 +73,9 @@ impl PrivateKey {
     pub fn generate(algorithm: KeyAlgorithm) -> Result<Self, PkiError> {
         let pair = match algorithm {
             KeyAlgorithm::EcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
-            KeyAlgorithm::Rsa2048 => KeyPair::generate_rsa_for(
-                &rcgen::PKCS_RSA_SHA256,
-                rcgen::RsaKeySize::_2048,
-            ),
+            KeyAlgorithm::Rsa2048 => {
+                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+            }
         }
         .map_err(|e| PkiError::Generate {
             algorithm: algorithm.to_string(),
@@ -196,7 +195,10 @@ impl CertificateRequest {
             x509_parser::certification_request::X509CertificationRequest::from_der(&der)
                 .map_err(|e| invalid(what, format!("not a certificate request: {e}")))?;
         if !rest.is_empty() {
-            return Err(invalid(what, "trailing bytes after the certificate request"));
+            return Err(invalid(
+                what,
+                "trailing bytes after the certificate request",
+            ));
         }
         csr.verify_signature()
             .map_err(|_| invalid(what, "the request's signature does not verify"))?;
@@ -303,7 +305,8 @@ pub struct CertificateAuthority {
 
 impl std::fmt::Debug for CertificateAuthority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertificateAuthority").finish_non_exhaustive()
+        f.debug_struct("CertificateAuthority")
+            .finish_non_exhaustive()
     }
 }
 
@@ -635,7 +638,10 @@ mod tests {
         assert_eq!(request.public_key, key.public_key());
 
         let issued = ca
-            .issue(&request.public_key, &client_profile("ip-10-0-1-23.ec2.internal"))
+            .issue(
+                &request.public_key,
+                &client_profile("ip-10-0-1-23.ec2.internal"),
+            )
             .unwrap();
         let info = CertificateInfo::from_pem("cert", &issued.pem).unwrap();
         assert_eq!(
@@ -665,7 +671,10 @@ mod tests {
         assert_eq!(request.organizations, ["a"]);
         let mut profile = client_profile("n");
         profile.subject = Subject::new("admin", &["system:masters", "ops"]);
-        let err = ca.issue(&key.public_key(), &profile).unwrap_err().to_string();
+        let err = ca
+            .issue(&key.public_key(), &profile)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("one organization"), "{err}");
     }
 
@@ -676,7 +685,10 @@ mod tests {
         let profile = Profile {
             subject: Subject::new("system:node:n", &["system:nodes"]),
             dns_names: vec!["ip-10-0-1-23.ec2.internal".into()],
-            ips: vec!["10.0.1.23".parse().unwrap(), "2600:1f18::5".parse().unwrap()],
+            ips: vec![
+                "10.0.1.23".parse().unwrap(),
+                "2600:1f18::5".parse().unwrap(),
+            ],
             usage: Usage::Server,
             validity: Duration::from_secs(86400),
             backdate: Duration::ZERO,
@@ -699,22 +711,26 @@ mod tests {
         let at = der.windows(13).position(|w| w == b"system:node:a").unwrap() + 12;
         let mut tampered = der.clone();
         tampered[at] = b'b';
-        let err = CertificateRequest::from_pem(
-            "csr",
-            &encode_pem("CERTIFICATE REQUEST", &tampered),
-        )
-        .unwrap_err()
-        .to_string();
+        let err =
+            CertificateRequest::from_pem("csr", &encode_pem("CERTIFICATE REQUEST", &tampered))
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("signature"), "{err}");
-        for garbage in ["", "hello", "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"] {
-            assert!(CertificateRequest::from_pem("csr", garbage).is_err(), "{garbage}");
+        for garbage in [
+            "",
+            "hello",
+            "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+        ] {
+            assert!(
+                CertificateRequest::from_pem("csr", garbage).is_err(),
+                "{garbage}"
+            );
         }
     }
 
     #[test]
     fn a_ca_must_match_its_key_and_be_a_ca() {
-        let (ca1, key1) =
-            CertificateAuthority::create("one", Duration::from_secs(86400)).unwrap();
+        let (ca1, key1) = CertificateAuthority::create("one", Duration::from_secs(86400)).unwrap();
         let (_, key2) = CertificateAuthority::create("two", Duration::from_secs(86400)).unwrap();
         CertificateAuthority::from_pem("ca", ca1.cert_pem(), &key1.to_pem()).unwrap();
         let err = CertificateAuthority::from_pem("ca", ca1.cert_pem(), &key2.to_pem())
@@ -722,7 +738,9 @@ mod tests {
             .to_string();
         assert!(err.contains("does not match"), "{err}");
         let leaf_key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
-        let leaf = ca1.issue(&leaf_key.public_key(), &client_profile("x")).unwrap();
+        let leaf = ca1
+            .issue(&leaf_key.public_key(), &client_profile("x"))
+            .unwrap();
         let err = CertificateAuthority::from_pem("ca", &leaf.pem, &leaf_key.to_pem())
             .unwrap_err()
             .to_string();

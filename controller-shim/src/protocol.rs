@@ -247,7 +247,11 @@ mod tests {
         assert!(ErrorCode::RateLimited.retryable());
         assert!(!ErrorCode::AlreadyBootstrapped.retryable());
         assert!(!ErrorCode::IdentityRejected.retryable());
-        for code in [ErrorCode::BadCsr, ErrorCode::WrongCluster, ErrorCode::TooLarge] {
+        for code in [
+            ErrorCode::BadCsr,
+            ErrorCode::WrongCluster,
+            ErrorCode::TooLarge,
+        ] {
             assert!((400..500).contains(&code.status()), "{code}");
         }
     }
