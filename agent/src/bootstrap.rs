@@ -11,6 +11,7 @@ use crate::engine::{self, Plan, PlanError, RunRecord, RunResult, State, StateErr
 use crate::host::{Host, os};
 use crate::model::{self, DesiredState, Facts, ModelError};
 use crate::retry::RetryError;
+use crate::source::shim::{NewCredentials, ShimSourceError};
 use crate::source::{self, StoreError, UserDataError};
 use crate::spec::{self, BootConfig, NodeSpec, Sha256Hex, SpecError, SpecLocation};
 
@@ -34,6 +35,9 @@ pub struct Options {
     pub deadline: Duration,
     /// The command, as recorded in the state.
     pub command: String,
+    /// Whether a worker without kubelet credentials asks controller-shim for them
+    /// (`boot`); otherwise it asks for the spec only and writes nothing (`plan`).
+    pub credentials: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +55,10 @@ pub enum BootError {
     Metadata(RetryError<MetadataError>),
     #[error("{0}")]
     Store(RetryError<StoreError>),
+    #[error(transparent)]
+    Shim(#[from] ShimSourceError),
+    #[error("writing the kubelet credentials: {0}")]
+    Credentials(ShimSourceError),
     #[error(transparent)]
     Network(#[from] NetworkError),
     #[error("building the node's desired state: {0}")]
@@ -85,6 +93,9 @@ impl BootError {
                 exit::INVALID_INPUT
             }
             Self::Metadata(_) | Self::Store(_) => exit::UNREACHABLE,
+            Self::Shim(e) if e.is_unreachable() => exit::UNREACHABLE,
+            Self::Shim(_) => exit::INVALID_INPUT,
+            Self::Credentials(_) => exit::APPLY_FAILED,
             Self::Model(_) => exit::INVALID_INPUT,
             Self::Plan(_) | Self::Apply { .. } => exit::APPLY_FAILED,
             Self::State(_) => exit::INTERNAL,
@@ -100,6 +111,8 @@ pub struct Prepared {
     pub spec_url: String,
     pub spec_sha256: String,
     pub desired: DesiredState,
+    /// Kubelet credentials controller-shim issued, to install before applying.
+    pub credentials: Option<NewCredentials>,
 }
 
 /// Reads the inputs and renders the desired state. Writes nothing.
@@ -120,7 +133,7 @@ pub async fn prepare(
                 cluster = %boot.cluster_name,
                 node_group = %boot.node_group,
                 role = %boot.role,
-                spec = %boot.node_spec.url,
+                spec = %boot.node_spec.describe(),
                 "read the boot config"
             );
             Some(boot)
@@ -147,9 +160,29 @@ pub async fn prepare(
         "gathered instance facts"
     );
 
+    if let Some(boot) = &boot
+        && let Some(shim) = &boot.node_spec.controller_shim
+    {
+        let began = Instant::now();
+        let fetched = fetch_from_shim(options, host, boot, shim, &facts, &network).await;
+        timeline.record("node spec", began, outcome_text(&fetched));
+        let (spec, spec_sha256, credentials) = fetched?;
+        let began = Instant::now();
+        let desired = model::desired_state(&spec, &facts);
+        timeline.record("model", began, outcome_text(&desired));
+        return Ok(Prepared {
+            spec_url: boot.node_spec.describe(),
+            boot: Some(boot.clone()),
+            facts,
+            spec,
+            spec_sha256,
+            desired: desired?,
+            credentials,
+        });
+    }
     let (url, sha256) = match (&options.source, &boot) {
         (_, Some(boot)) => (
-            boot.node_spec.url.clone(),
+            boot.node_spec.url.clone().unwrap_or_default(),
             Some(boot.node_spec.sha256.clone()),
         ),
         (SpecSource::Url { url, sha256 }, None) => (url.clone(), sha256.clone()),
@@ -182,7 +215,44 @@ pub async fn prepare(
         spec_url: url,
         spec_sha256,
         desired,
+        credentials: None,
     })
+}
+
+/// Workers: the spec (and, at first boot, the kubelet credentials) from controller-shim.
+/// The spec's bytes are checked against the boot config's digest before anything the
+/// shim sent is used.
+async fn fetch_from_shim(
+    options: &Options,
+    host: &Host,
+    boot: &BootConfig,
+    shim: &spec::ControllerShimSource,
+    facts: &Facts,
+    network: &NetworkSettings,
+) -> Result<(NodeSpec, String, Option<NewCredentials>), BootError> {
+    let sdk = aws::sdk_config(&facts.instance.region, network).await?;
+    let answer = source::shim::fetch(source::shim::Fetch {
+        root: host.root(),
+        boot,
+        source: shim,
+        hostname: &facts.instance.hostname,
+        sdk: &sdk,
+        proxies: network.reqwest_proxies()?,
+        deadline: options.deadline,
+        bootstrap: options.credentials,
+    })
+    .await?;
+    let name = format!("the node spec from {}", boot.node_spec.describe());
+    spec::verify_digest(&name, &answer.spec, &boot.node_spec.sha256)?;
+    let digest = spec::digest(&answer.spec);
+    let text = String::from_utf8(answer.spec).map_err(|_| SpecError::Parse {
+        source_name: name.clone(),
+        detail: "the document is not UTF-8 text".to_owned(),
+    })?;
+    let spec = NodeSpec::parse(&name, &text)?;
+    spec::check_spec_matches_boot(&name, &text, &spec, boot)?;
+    tracing::info!(spec = %name, sha256 = %digest, node_name = %answer.node_name, "node spec verified and parsed");
+    Ok((spec, digest, answer.credentials))
 }
 
 async fn read_boot_config(
@@ -313,6 +383,13 @@ async fn converge_inner(
     let prepared = prepare(options, host, timeline).await?;
     record.spec_url = Some(prepared.spec_url.clone());
     record.spec_sha256 = Some(prepared.spec_sha256.clone());
+    if let Some(credentials) = &prepared.credentials {
+        let began = Instant::now();
+        let installed =
+            source::shim::install(host.root(), credentials).map_err(BootError::Credentials);
+        timeline.record("kubelet credentials", began, outcome_text(&installed));
+        installed?;
+    }
 
     let mut state = State::load_or_reset(&host.state_dir());
     let began = Instant::now();

@@ -32,6 +32,7 @@ pub async fn run(root: &Path, args: Args) -> u8 {
         },
         deadline: args.deadline.duration(),
         command: "apply".to_owned(),
+        credentials: false,
     };
     super::boot::converge_and_report(&options).await
 }

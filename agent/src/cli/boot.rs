@@ -22,6 +22,7 @@ pub async fn run(root: &Path, args: Args) -> u8 {
         },
         deadline: args.deadline.duration(),
         command: "boot".to_owned(),
+        credentials: true,
     };
     converge_and_report(&options).await
 }

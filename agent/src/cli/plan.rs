@@ -39,6 +39,7 @@ pub async fn run(root: &Path, args: Args) -> u8 {
         source,
         deadline: args.deadline.duration(),
         command: "plan".to_owned(),
+        credentials: false,
     };
     match bootstrap::plan_only(&options).await {
         Ok((plan, _)) => {

@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-pub use boot::{BOOT_CONFIG_KIND, BootConfig, NodeSpecSource, ProxySettings};
+pub use boot::{BOOT_CONFIG_KIND, BootConfig, ControllerShimSource, NodeSpecSource, ProxySettings};
 pub use locate::line_of;
 pub use location::SpecLocation;
 pub use node::{
