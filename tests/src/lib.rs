@@ -13,6 +13,7 @@ pub mod imds;
 pub mod moto;
 pub mod proxy;
 pub mod runtime;
+pub mod shim;
 pub mod tools;
 pub mod tree;
 pub mod world;
