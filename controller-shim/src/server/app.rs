@@ -13,12 +13,12 @@ use axum::routing::{get, post};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::Semaphore;
 
-use super::config::{NodeGroupSettings, NodeNaming, ShimConfig};
 use super::ec2::{Ec2, Ec2Error, InstanceView};
 use super::metrics::Metrics;
 use super::specs::SpecCache;
 use super::store::{NodeStore, Write};
 use super::sts::{RoleSession, Sts, StsError, is_instance_id};
+use crate::config::{NodeGroupSettings, NodeNaming, ShimConfig};
 use crate::identity::{IdentityError, IdentityToken};
 use crate::pki::{CertificateAuthority, CertificateRequest, Profile, Subject, Usage};
 use crate::protocol::{
@@ -679,7 +679,7 @@ mod tests {
 
     #[test]
     fn sessions_must_be_instance_roles_of_this_account() {
-        let config = ShimConfig::parse("c", super::super::config::tests::EXAMPLE).unwrap();
+        let config = ShimConfig::parse("c", crate::config::tests::EXAMPLE).unwrap();
         let group = &config.node_groups[0];
         let ok =
             "arn:aws:sts::123456789012:assumed-role/nodes.prod.example.com/i-0a1b2c3d4e5f60718";

@@ -1,7 +1,6 @@
 //! The controller-shim service: HTTPS on the control plane, bootstrapping workers.
 
 pub mod app;
-pub mod config;
 pub mod ec2;
 pub mod metrics;
 pub mod specs;
@@ -18,13 +17,13 @@ use aws_config::{BehaviorVersion, Region};
 use crate::identity::StsEndpoint;
 use crate::pki::CertificateAuthority;
 
+pub use crate::config::{self, ShimConfig};
 pub use app::{Shim, router};
-pub use config::ShimConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
-    Config(#[from] config::ConfigError),
+    Config(#[from] crate::config::ConfigError),
     #[error("reading {path}: {source}")]
     Read {
         path: String,
