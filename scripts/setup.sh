@@ -16,6 +16,8 @@ packages=(
   e2fsprogs util-linux  # mkfs.ext4, blkid, losetup, resize2fs for the disk tests
   iproute2            # network namespaces for booted nodes
   ca-certificates
+  buildah skopeo      # the controller-shim image (FROM scratch, built without a daemon)
+  containerd runc     # runs that image in the image test
 )
 missing=()
 for p in "${packages[@]}"; do
