@@ -320,6 +320,46 @@ nodeGroups:
         self.launch_in(cluster, group, role, ACCOUNT)
     }
 
+    /// Launches `count` running instances of the node group in one call, each with its
+    /// role session.
+    pub fn launch_many(&self, count: i32) -> Vec<Node> {
+        let ec2 = aws_sdk_ec2::Client::new(&self.sdk());
+        let tag = |k: &str, v: &str| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build();
+        let tags = aws_sdk_ec2::types::TagSpecification::builder()
+            .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
+            .tags(tag(&format!("kubernetes.io/cluster/{CLUSTER}"), "owned"))
+            .tags(tag(NODE_GROUP_TAG, NODE_GROUP))
+            .build();
+        let output = block_on(async {
+            ec2.run_instances()
+                .image_id("ami-12c6146b")
+                .instance_type(aws_sdk_ec2::types::InstanceType::M6iLarge)
+                .min_count(count)
+                .max_count(count)
+                .tag_specifications(tags)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("RunInstances: {e:?}"))
+        });
+        output
+            .instances()
+            .iter()
+            .map(|instance| {
+                let instance_id = instance.instance_id().expect("an id").to_owned();
+                Node {
+                    credentials: self.assume_role(NODE_ROLE, ACCOUNT, &instance_id),
+                    private_ip: instance
+                        .private_ip_address()
+                        .expect("a private IP")
+                        .parse()
+                        .expect("an IPv4"),
+                    private_dns_name: instance.private_dns_name().unwrap_or("").to_owned(),
+                    instance_id,
+                }
+            })
+            .collect()
+    }
+
     pub fn launch_in(
         &self,
         cluster: Option<&str>,

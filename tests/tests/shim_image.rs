@@ -35,7 +35,10 @@ fn the_static_pod_passes_kubernetes_validate_strict() {
     );
     assert!(output.status.success(), "{text}");
     assert!(!text.contains("WARN"), "{text}");
-    assert!(text.contains("passed for resource pod/controller-shim"), "{text}");
+    assert!(
+        text.contains("passed for resource pod/controller-shim"),
+        "{text}"
+    );
 
     // And a broken one is caught, so the check can fail.
     std::fs::write(
