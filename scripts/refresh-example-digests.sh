@@ -9,3 +9,7 @@ for dir in */; do
   sed -i -E "s/^(  sha256: )[0-9a-f]{64}$/\1$sha/" "$dir/bootconfig.yaml"
   echo "$dir: $sha"
 done
+# The controller-shim worker example serves the worker's spec.
+sha=$(sha256sum worker/nodespec.yaml | cut -d' ' -f1)
+sed -i -E "s/^(  sha256: )[0-9a-f]{64}$/\1$sha/" controller-shim/worker-bootconfig.yaml
+echo "controller-shim: $sha"

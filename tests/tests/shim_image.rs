@@ -321,3 +321,20 @@ fn the_image_runs_under_containerd_and_answers_healthz() {
         ])
         .output();
 }
+
+#[test]
+fn the_examples_parse() {
+    let config = String::from_utf8(nodewright_e2e::example("controller-shim/config.yaml")).unwrap();
+    nodewright_shim::config::ShimConfig::parse("examples/controller-shim/config.yaml", &config)
+        .unwrap();
+    let boot = String::from_utf8(nodewright_e2e::example(
+        "controller-shim/worker-bootconfig.yaml",
+    ))
+    .unwrap();
+    let boot = nodewright::spec::BootConfig::parse("worker-bootconfig.yaml", &boot).unwrap();
+    assert!(boot.node_spec.controller_shim.is_some());
+    assert_eq!(
+        boot.node_spec.sha256.as_str(),
+        nodewright::spec::digest(&nodewright_e2e::example("worker/nodespec.yaml"))
+    );
+}
