@@ -595,3 +595,44 @@ fn re_bootstrap_when_the_node_group_allows_it() {
         assert_eq!(record["clientKeySha256"], key.public_key().fingerprint());
     }
 }
+
+#[test]
+fn a_fleet_booting_at_once_shares_describe_instances_calls() {
+    let world = ShimWorld::start();
+    let nodes = world.launch_many(40);
+    let client = world.client();
+    let results = block_on(async {
+        let mut tasks = Vec::new();
+        for node in &nodes {
+            let (client, signer) = (client.clone(), world.signer(node));
+            let request: BootstrapRequest = serde_json::from_slice(&own_body(node).0).unwrap();
+            tasks.push(tokio::spawn(async move {
+                client.bootstrap(&signer, &request).await
+            }));
+        }
+        let mut out = Vec::new();
+        for task in tasks {
+            out.push(task.await.unwrap());
+        }
+        out
+    });
+    for (node, result) in nodes.iter().zip(&results) {
+        let answer = result.as_ref().unwrap();
+        assert_eq!(answer.instance_id, node.instance_id);
+        assert_eq!(answer.node_name, node.private_dns_name);
+    }
+    let metrics = world.metrics();
+    let calls: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("controller_shim_ec2_describe_calls_total "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    eprintln!("{calls} DescribeInstances calls for 40 nodes");
+    assert!(
+        calls >= 1 && calls < 40,
+        "{calls} DescribeInstances calls for 40 nodes"
+    );
+    assert_eq!(block_on(client.nodes()).unwrap().nodes.len(), 40);
+}

@@ -610,6 +610,7 @@ async fn nodes(State(shim): State<Arc<Shim>>) -> Response {
 }
 
 async fn metrics(State(shim): State<Arc<Shim>>) -> Response {
+    shim.metrics.ec2_calls(shim.ec2.calls());
     let mut response = Response::new(Body::from(shim.metrics.render()));
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -39,6 +39,7 @@ pub struct Metrics {
     own: Histograms<EndpointLabels>,
     upstream: Histograms<UpstreamLabels>,
     certificates: Counter,
+    ec2_calls: Counter,
 }
 
 impl Default for Metrics {
@@ -80,7 +81,14 @@ impl Metrics {
             "Kubelet certificates issued (client and serving)",
             certificates.clone(),
         );
+        let ec2_calls = Counter::default();
+        registry.register(
+            "ec2_describe_calls",
+            "DescribeInstances calls (concurrent lookups are batched into one)",
+            ec2_calls.clone(),
+        );
         Self {
+            ec2_calls,
             registry,
             requests,
             duration,
@@ -118,6 +126,14 @@ impl Metrics {
 
     pub fn certificates_issued(&self, n: u64) {
         self.certificates.inc_by(n);
+    }
+
+    /// Brings the EC2 call counter up to `total`.
+    pub fn ec2_calls(&self, total: u64) {
+        let seen = self.ec2_calls.get();
+        if total > seen {
+            self.ec2_calls.inc_by(total - seen);
+        }
     }
 
     /// The OpenMetrics text exposition.
