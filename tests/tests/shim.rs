@@ -631,7 +631,7 @@ fn a_fleet_booting_at_once_shares_describe_instances_calls() {
         .unwrap();
     eprintln!("{calls} DescribeInstances calls for 40 nodes");
     assert!(
-        calls >= 1 && calls < 40,
+        (1..40).contains(&calls),
         "{calls} DescribeInstances calls for 40 nodes"
     );
     assert_eq!(block_on(client.nodes()).unwrap().nodes.len(), 40);
