@@ -59,12 +59,12 @@ pub struct Node {
 impl ShimWorld {
     /// Moto with signature checks on, the node role, the spec in S3, and a running shim.
     pub fn start() -> Self {
-        Self::start_with(&[])
+        Self::start_with(&[], "")
     }
 
-    /// Same, with extra lines appended to the node group's settings (e.g.
-    /// `allowRebootstrap: true`) and limits (`limits:` block lines).
-    pub fn start_with(extra_group_lines: &[&str]) -> Self {
+    /// Same, with extra lines in the node group's settings (e.g.
+    /// `allowRebootstrap: true`) and extra top-level YAML (e.g. a `limits:` block).
+    pub fn start_with(extra_group_lines: &[&str], extra_top_level: &str) -> Self {
         let moto = Moto::start();
         let admin = set_up_admin(&moto);
         let dir = tempfile::Builder::new()
@@ -120,7 +120,7 @@ nodeGroups:
   - name: {NODE_GROUP}
     nodeSpec: s3://{BUCKET}/{SPEC_KEY}
     roles: [{NODE_ROLE}]
-{group_lines}",
+{group_lines}{extra_top_level}",
             d = dir.path().display(),
             moto = moto.url(),
         );

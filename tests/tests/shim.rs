@@ -189,12 +189,13 @@ fn a_spec_that_does_not_match_user_data_is_refused_and_no_certificate_is_written
 }
 
 #[test]
-fn an_unreachable_shim_is_retried_until_the_deadline() {
+fn unready_and_unreachable_shims_are_retried_across_servers_until_the_deadline() {
     let world = ShimWorld::start();
     let node = world.launch(Some(CLUSTER), Some(NODE_GROUP), NODE_ROLE);
     let closed = nodewright_e2e::moto::free_port();
+    // The placeholder address is refused before any connection is made.
     let user_data = worker_boot_config(
-        &format!("https://127.0.0.1:{closed}"),
+        &format!("https://203.0.113.123:3988, https://127.0.0.1:{closed}"),
         world.ca.cert_pem(),
         &world.spec,
     );
@@ -204,6 +205,42 @@ fn an_unreachable_shim_is_retried_until_the_deadline() {
     run.expect_code(4);
     assert!(run.stderr.contains("gave up after"), "{}", run.stderr);
     assert!(run.stderr.contains(&closed.to_string()), "{}", run.stderr);
+    assert!(run.stderr.contains("not ready yet"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("placeholder 203.0.113.123"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_burst_beyond_the_rate_limit_is_told_to_come_back() {
+    let world = ShimWorld::start_with(&[], "limits:\n  requestsPerSecond: 1\n  burst: 2\n");
+    let node = world.launch(Some(CLUSTER), Some(NODE_GROUP), NODE_ROLE);
+    let creds = node.aws_credentials();
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let (body, _) = own_body(&node);
+        let auth = sign(&world, &creds, &body, SystemTime::now());
+        let (status, answer) = post(&world, body, &auth);
+        if status == 429 {
+            assert_eq!(answer["code"], "RateLimited", "{answer}");
+        }
+        statuses.push(status);
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    // The library client waits and retries: it gets through once the bucket refills.
+    std::thread::sleep(Duration::from_secs(2));
+    let fresh = world.launch(Some(CLUSTER), Some(NODE_GROUP), NODE_ROLE);
+    let request: BootstrapRequest = serde_json::from_slice(&own_body(&fresh).0).unwrap();
+    for _ in 0..3 {
+        let (body, _) = own_body(&node);
+        let auth = sign(&world, &creds, &body, SystemTime::now());
+        post(&world, body, &auth);
+    }
+    let answer = block_on(world.client().bootstrap(&world.signer(&fresh), &request)).unwrap();
+    assert!(answer.credentials.is_some());
+    assert!(world.metrics().contains("outcome=\"RateLimited\""));
 }
 
 /// A request body with fresh keys, asking for `cn` in `groups`.
@@ -581,7 +618,7 @@ fn a_restarted_shim_remembers_which_nodes_bootstrapped() {
 
 #[test]
 fn re_bootstrap_when_the_node_group_allows_it() {
-    let world = ShimWorld::start_with(&["allowRebootstrap: true"]);
+    let world = ShimWorld::start_with(&["allowRebootstrap: true"], "");
     let node = world.launch(Some(CLUSTER), Some(NODE_GROUP), NODE_ROLE);
     let signer = world.signer(&node);
     let client = world.client();
