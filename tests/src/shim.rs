@@ -39,6 +39,8 @@ pub const NODE_GROUP_TAG: &str = "nodewright.io/node-group";
 
 pub struct ShimWorld {
     pub moto: Moto,
+    /// The fault-injecting front the shim reaches STS through, when asked for.
+    pub sts_front: Option<crate::front::AwsFront>,
     pub admin: Credentials,
     pub ca: CertificateAuthority,
     pub dir: TempDir,
@@ -65,7 +67,21 @@ impl ShimWorld {
     /// Same, with extra lines in the node group's settings (e.g.
     /// `allowRebootstrap: true`) and extra top-level YAML (e.g. a `limits:` block).
     pub fn start_with(extra_group_lines: &[&str], extra_top_level: &str) -> Self {
+        Self::start_full(extra_group_lines, extra_top_level, false)
+    }
+
+    /// Same, with STS reached through a fault-injecting front (`sts_front`).
+    pub fn start_with_sts_front() -> Self {
+        Self::start_full(&[], "", true)
+    }
+
+    fn start_full(extra_group_lines: &[&str], extra_top_level: &str, front: bool) -> Self {
         let moto = Moto::start();
+        let sts_front = front.then(|| crate::front::AwsFront::start(moto.url()));
+        let sts_url = sts_front
+            .as_ref()
+            .map(|f| f.url())
+            .unwrap_or_else(|| moto.url().to_owned());
         let admin = set_up_admin(&moto);
         let dir = tempfile::Builder::new()
             .prefix("controller-shim-")
@@ -112,7 +128,7 @@ ca:
 aws:
   region: {REGION}
   accountId: \"{ACCOUNT}\"
-  stsEndpoint: {moto}
+  stsEndpoint: {sts_url}
 state:
   bucket: {BUCKET}
   prefix: {RECORDS_PREFIX}
@@ -122,11 +138,11 @@ nodeGroups:
     roles: [{NODE_ROLE}]
 {group_lines}{extra_top_level}",
             d = dir.path().display(),
-            moto = moto.url(),
         );
         write(dir.path(), "config.yaml", &config);
         let mut world = Self {
             moto,
+            sts_front,
             admin,
             ca,
             dir,
@@ -242,9 +258,14 @@ nodeGroups:
         ShimClient::new(settings).expect("a client")
     }
 
+    /// Where the shim replays proofs (and so what workers sign for).
     pub fn sts_endpoint(&self) -> StsEndpoint {
         StsEndpoint {
-            url: self.moto.url().to_owned(),
+            url: self
+                .sts_front
+                .as_ref()
+                .map(|f| f.url())
+                .unwrap_or_else(|| self.moto.url().to_owned()),
             region: REGION.to_owned(),
         }
     }

@@ -673,3 +673,49 @@ fn a_fleet_booting_at_once_shares_describe_instances_calls() {
     );
     assert_eq!(block_on(client.nodes()).unwrap().nodes.len(), 40);
 }
+
+#[test]
+fn sts_trouble_is_a_503_that_the_client_rides_out() {
+    let world = ShimWorld::start_with_sts_front();
+    let front = world.sts_front.as_ref().unwrap();
+    let node = world.launch(Some(CLUSTER), Some(NODE_GROUP), NODE_ROLE);
+    let is_identity =
+        |seen: &nodewright_e2e::front::Seen| seen.action().as_deref() == Some("GetCallerIdentity");
+    let throttled = nodewright_e2e::front::Canned {
+        status: 400,
+        headers: vec![("content-type".into(), "text/xml".into())],
+        body: "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error></ErrorResponse>".into(),
+    };
+    // Throttled, then down, then fine: each refusal is a 503 that nothing was issued for.
+    front.fail(Some(1), is_identity, throttled);
+    front.fail(
+        Some(1),
+        is_identity,
+        nodewright_e2e::front::Canned::s3_error(503, "ServiceUnavailable", "down"),
+    );
+    let creds = node.aws_credentials();
+    for _ in 0..2 {
+        let (body, _) = own_body(&node);
+        let auth = sign(&world, &creds, &body, SystemTime::now());
+        let (status, answer) = post(&world, body, &auth);
+        assert_eq!(status, 503, "{answer}");
+        assert_eq!(answer["code"], "UpstreamUnavailable", "{answer}");
+    }
+    assert!(world.record(&node.instance_id).is_none());
+    // The library client retries through two more failures and gets in.
+    front.fail(
+        Some(2),
+        is_identity,
+        nodewright_e2e::front::Canned::s3_error(500, "InternalFailure", "oops"),
+    );
+    let request: BootstrapRequest = serde_json::from_slice(&own_body(&node).0).unwrap();
+    let answer = block_on(world.client().bootstrap(&world.signer(&node), &request)).unwrap();
+    assert!(answer.credentials.is_some());
+    let identity_calls: Vec<u16> = front
+        .log()
+        .iter()
+        .filter(|l| l.action.as_deref() == Some("GetCallerIdentity"))
+        .map(|l| l.status)
+        .collect();
+    assert_eq!(identity_calls, [400, 503, 500, 500, 200]);
+}
