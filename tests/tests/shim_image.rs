@@ -155,6 +155,48 @@ impl Drop for Containerd {
     }
 }
 
+/// A container started with `ctr run -d`; removed with its task (and so its
+/// containerd-shim process) when dropped, before containerd stops.
+struct Running<'a> {
+    containerd: &'a Containerd,
+    id: String,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let ctr = |args: &[&str]| {
+            let _ = Command::new("ctr")
+                .args([
+                    "--address",
+                    self.containerd.socket.to_str().unwrap_or(""),
+                    "--namespace",
+                    "nodewright-test",
+                ])
+                .args(args)
+                .output();
+        };
+        ctr(&["tasks", "kill", "-s", "SIGKILL", &self.id]);
+        for _ in 0..50 {
+            let status = Command::new("ctr")
+                .args([
+                    "--address",
+                    self.containerd.socket.to_str().unwrap_or(""),
+                    "--namespace",
+                    "nodewright-test",
+                    "tasks",
+                    "delete",
+                    &self.id,
+                ])
+                .output();
+            if status.is_ok_and(|o| o.status.success()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ctr(&["containers", "delete", &self.id]);
+    }
+}
+
 #[test]
 fn the_image_runs_under_containerd_and_answers_healthz() {
     if let Err(reason) = image_prerequisites() {
@@ -258,20 +300,40 @@ fn the_image_runs_under_containerd_and_answers_healthz() {
         .find(|l| l.contains("controller-shim:test"))
         .unwrap_or_else(|| panic!("the image was not imported: {images}"))
         .to_owned();
+    // As the static pod does: the files at the configuration's paths, and the host's
+    // trust bundle for AWS (a FROM-scratch image has none).
     let mount = format!("type=bind,src={},dst={c},options=rbind:ro", etc.display());
+    let bundle = "/etc/ssl/certs/ca-certificates.crt";
+    let trust = format!("type=bind,src={bundle},dst={bundle},options=rbind:ro");
+    let log = d.join("shim.log");
+    let log_uri = format!("file://{}", log.display());
+    let env = format!("SSL_CERT_FILE={bundle}");
+    let config = format!("{c}/config.yaml");
+    // runc keeps its state outside containerd's root: a unique id per run.
+    let id = format!("shim-test-{}-{}", std::process::id(), fastrand::u32(..));
     containerd.ctr(&[
         "run",
         "-d",
         "--net-host",
         "--mount",
         &mount,
+        "--mount",
+        &trust,
+        "--env",
+        &env,
+        "--log-uri",
+        &log_uri,
         &image,
-        "shim-test",
+        &id,
         "/controller-shim",
         "serve",
         "--config",
-        &format!("{c}/config.yaml"),
+        &config,
     ]);
+    let _running = Running {
+        containerd: &containerd,
+        id: id.clone(),
+    };
 
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -295,31 +357,20 @@ fn the_image_runs_under_containerd_and_answers_healthz() {
         }
         assert!(
             Instant::now() < deadline,
-            "the container did not answer /healthz; tasks: {}",
-            containerd.ctr(&["tasks", "ls"])
+            "the container did not answer /healthz; tasks: {}\nlog: {}",
+            containerd.ctr(&["tasks", "ls"]),
+            std::fs::read_to_string(&log).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(body, "ok\n");
-    // The process in the container is our static binary, and it is PID 1 there.
+    // Our task is the one running.
     let tasks = containerd.ctr(&["tasks", "ls"]);
-    assert!(
-        tasks.contains("shim-test") && tasks.contains("RUNNING"),
-        "{tasks}"
-    );
-    let _ = Command::new("ctr")
-        .args([
-            "--address",
-            containerd.socket.to_str().unwrap(),
-            "--namespace",
-            "nodewright-test",
-            "tasks",
-            "kill",
-            "-s",
-            "SIGKILL",
-            "shim-test",
-        ])
-        .output();
+    let line = tasks
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("no task {id}: {tasks}"));
+    assert!(line.contains("RUNNING"), "{tasks}");
 }
 
 #[test]
