@@ -10,4 +10,8 @@ cargo build -q -p nodewright-shim --bin controller-shim --profile dist --target 
 cargo build -q -p nodewright-e2e --bin bench-shim
 export NODEWRIGHT_BIN_CONTROLLER_SHIM=target/x86_64-unknown-linux-musl/dist/controller-shim
 if [ $# -eq 0 ]; then set -- 200 1000; fi
-exec target/debug/bench-shim "$@"
+echo "== shared: the shim, the emulator and the workers on both cores"
+target/debug/bench-shim "$@"
+echo
+echo "== pinned: the shim alone on CPU 1; the emulator and the workers on CPU 0"
+NODEWRIGHT_SHIM_CPUS=1 taskset -c 0 target/debug/bench-shim "$@"

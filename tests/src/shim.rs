@@ -178,7 +178,16 @@ nodeGroups:
     pub fn start_shim(&mut self) {
         assert!(self.child.is_none(), "the shim is already running");
         let log = self.dir.path().join("shim.log");
-        let mut command = Command::new(workspace_bin("controller-shim"));
+        // NODEWRIGHT_SHIM_CPUS pins the shim to those CPUs (the benchmark gives it a core
+        // of its own, as it has on a control-plane node apart from AWS and the workers).
+        let mut command = match std::env::var("NODEWRIGHT_SHIM_CPUS") {
+            Ok(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", &cpus]).arg(workspace_bin("controller-shim"));
+                c
+            }
+            Err(_) => Command::new(workspace_bin("controller-shim")),
+        };
         command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())

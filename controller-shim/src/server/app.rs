@@ -109,6 +109,9 @@ fn refusal(code: ErrorCode, message: String) -> Response {
 /// Where a request's time went.
 #[derive(Debug, Default)]
 struct Timing {
+    /// Waiting for the request body to arrive.
+    receive: Duration,
+    /// Waiting for a slot among the bootstraps allowed to talk to AWS at once.
     queue: Duration,
     sts: Duration,
     ec2: Duration,
@@ -120,12 +123,18 @@ impl Timing {
         self.sts + self.ec2 + self.s3
     }
 
+    /// Time the shim was not working on the request: upstream calls and waiting.
+    fn not_own(&self) -> Duration {
+        self.upstream() + self.queue + self.receive
+    }
+
     fn header(&self, total: Duration) -> String {
-        let own = total.saturating_sub(self.upstream() + self.queue);
+        let own = total.saturating_sub(self.not_own());
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         format!(
-            "shim;dur={:.3}, queue;dur={:.3}, sts;dur={:.3}, ec2;dur={:.3}, s3;dur={:.3}, total;dur={:.3}",
+            "shim;dur={:.3}, receive;dur={:.3}, queue;dur={:.3}, sts;dur={:.3}, ec2;dur={:.3}, s3;dur={:.3}, total;dur={:.3}",
             ms(own),
+            ms(self.receive),
             ms(self.queue),
             ms(self.sts),
             ms(self.ec2),
@@ -202,9 +211,12 @@ async fn handle_bootstrap(
     if content_length(&parts.headers).is_some_and(|n| n > limits.max_request_bytes) {
         return Err(too_large());
     }
+    // Receiving the body is the network's and the client's time, not the shim's.
+    let receiving = Instant::now();
     let body = axum::body::to_bytes(body, limits.max_request_bytes)
         .await
         .map_err(|_| too_large())?;
+    timing.receive = receiving.elapsed();
 
     // What can be checked without asking anyone comes first.
     let token = parts
@@ -731,6 +743,7 @@ mod tests {
     #[test]
     fn server_timing_separates_own_time() {
         let timing = Timing {
+            receive: Duration::ZERO,
             queue: Duration::from_millis(1),
             sts: Duration::from_millis(10),
             ec2: Duration::from_millis(5),

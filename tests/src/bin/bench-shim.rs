@@ -6,6 +6,11 @@
 //! each answer's `Server-Timing` header, and the shim's /metrics for comparison).
 //! Run by `bench/shim.sh`.
 //!
+//! Pinned (`taskset -c 0 bench-shim` with `NODEWRIGHT_SHIM_CPUS=1`, as bench/shim.sh
+//! runs it), the shim has CPU 1 to itself and the emulator and the workers share CPU 0,
+//! so the shim's own time is its work and not time the emulator's Python took from it
+//! on the same core; unpinned, everything shares both cores.
+//!
 //! Usage: bench-shim [WORKERS...]   (default: 200 1000)
 
 use std::sync::Arc;
@@ -27,6 +32,7 @@ struct Sample {
     /// From Server-Timing: the shim's own time, queueing, and each upstream.
     shim_ms: f64,
     queue_ms: f64,
+    receive_ms: f64,
     sts_ms: f64,
     ec2_ms: f64,
     s3_ms: f64,
@@ -35,6 +41,7 @@ struct Sample {
 }
 
 fn main() {
+    let pinned = std::env::var_os("NODEWRIGHT_SHIM_CPUS").is_some();
     let sizes: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
@@ -46,8 +53,13 @@ fn main() {
     };
     let world = ShimWorld::start();
     println!(
-        "controller-shim: {}",
-        nodewright_e2e::tools::workspace_bin("controller-shim").display()
+        "controller-shim: {} ({})",
+        nodewright_e2e::tools::workspace_bin("controller-shim").display(),
+        if pinned {
+            "pinned: the shim on CPU 1, the emulator and the workers on CPU 0"
+        } else {
+            "shared: everything on both CPUs"
+        }
     );
     let mut report = Vec::new();
     for workers in sizes {
@@ -64,9 +76,9 @@ fn main() {
     }
     println!();
     println!(
-        "| workers | bootstraps/s | errors | retried | client p50 | client p99 | shim own p50 | shim own p99 | queue p99 | STS p50 / p99 | EC2 p50 / p99 | S3 p50 / p99 | own mean (metrics) |"
+        "| workers | bootstraps/s | errors | retried | client p50 | client p99 | shim own p50 | shim own p99 | receive p99 | queue p99 | STS p50 / p99 | EC2 p50 / p99 | S3 p50 / p99 | own mean (metrics) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (workers, wall, samples, metrics_mean) in &report {
         let ok: Vec<&Sample> = samples.iter().filter(|s| s.ok).collect();
         let errors = samples.len() - ok.len();
@@ -74,12 +86,13 @@ fn main() {
         let pick = |f: fn(&Sample) -> f64| -> Vec<f64> { ok.iter().map(|s| f(s)).collect() };
         let p = |values: Vec<f64>, q: f64| percentile(values, q);
         println!(
-            "| {workers} | {:.1} | {errors} | {retried} | {:.1} ms | {:.1} ms | {:.2} ms | {:.2} ms | {:.1} ms | {:.1} / {:.1} ms | {:.1} / {:.1} ms | {:.1} / {:.1} ms | {:.2} ms |",
+            "| {workers} | {:.1} | {errors} | {retried} | {:.1} ms | {:.1} ms | {:.2} ms | {:.2} ms | {:.1} ms | {:.1} ms | {:.1} / {:.1} ms | {:.1} / {:.1} ms | {:.1} / {:.1} ms | {:.2} ms |",
             ok.len() as f64 / wall.as_secs_f64(),
             p(pick(|s| s.total_ms), 0.5),
             p(pick(|s| s.total_ms), 0.99),
             p(pick(|s| s.shim_ms), 0.5),
             p(pick(|s| s.shim_ms), 0.99),
+            p(pick(|s| s.receive_ms), 0.99),
             p(pick(|s| s.queue_ms), 0.99),
             p(pick(|s| s.sts_ms), 0.5),
             p(pick(|s| s.sts_ms), 0.99),
@@ -209,6 +222,7 @@ async fn worker(
                 match name {
                     "shim" => sample.shim_ms = ms,
                     "queue" => sample.queue_ms = ms,
+                    "receive" => sample.receive_ms = ms,
                     "sts" => sample.sts_ms = ms,
                     "ec2" => sample.ec2_ms = ms,
                     "s3" => sample.s3_ms = ms,
