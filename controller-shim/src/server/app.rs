@@ -743,15 +743,16 @@ mod tests {
     #[test]
     fn server_timing_separates_own_time() {
         let timing = Timing {
-            receive: Duration::ZERO,
+            receive: Duration::from_millis(3),
             queue: Duration::from_millis(1),
             sts: Duration::from_millis(10),
             ec2: Duration::from_millis(5),
             s3: Duration::ZERO,
         };
-        let header = timing.header(Duration::from_millis(18));
+        let header = timing.header(Duration::from_millis(21));
         assert!(
-            header.starts_with("shim;dur=2.000, queue;dur=1.000, sts;dur=10.000"),
+            header
+                .starts_with("shim;dur=2.000, receive;dur=3.000, queue;dur=1.000, sts;dur=10.000"),
             "{header}"
         );
     }
