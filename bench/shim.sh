@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null
-cargo build -q -p nodewright-shim --bin controller-shim --profile dist --target x86_64-unknown-linux-musl
+# The same invocation as scripts/test.sh, so the two share every artifact.
+cargo build -q -p nodewright -p nodewright-shim --bins --profile dist --target x86_64-unknown-linux-musl
 cargo build -q -p nodewright-e2e --bin bench-shim
 export NODEWRIGHT_BIN_CONTROLLER_SHIM=target/x86_64-unknown-linux-musl/dist/controller-shim
 if [ $# -eq 0 ]; then set -- 200 1000; fi

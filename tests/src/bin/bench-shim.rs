@@ -72,21 +72,29 @@ fn main() {
         let samples = run_fleet(&world, nodes, bodies);
         let wall = started.elapsed();
         let after = world.metrics();
-        report.push((workers, wall, samples, own_from_metrics(&before, &after)));
+        let ec2_calls = counter(&after, "controller_shim_ec2_describe_calls_total")
+            - counter(&before, "controller_shim_ec2_describe_calls_total");
+        report.push((
+            workers,
+            wall,
+            samples,
+            own_from_metrics(&before, &after),
+            ec2_calls,
+        ));
     }
     println!();
     println!(
-        "| workers | bootstraps/s | errors | retried | client p50 | client p99 | shim own p50 | shim own p99 | receive p99 | queue p99 | STS p50 / p99 | EC2 p50 / p99 | S3 p50 / p99 | own mean (metrics) |"
+        "| workers | bootstraps/s | errors | retried | client p50 | client p99 | shim own p50 | shim own p99 | receive p99 | queue p99 | STS p50 / p99 | EC2 p50 / p99 | S3 p50 / p99 | own mean (metrics) | DescribeInstances calls |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for (workers, wall, samples, metrics_mean) in &report {
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (workers, wall, samples, metrics_mean, ec2_calls) in &report {
         let ok: Vec<&Sample> = samples.iter().filter(|s| s.ok).collect();
         let errors = samples.len() - ok.len();
         let retried = samples.iter().filter(|s| s.attempts > 1).count();
         let pick = |f: fn(&Sample) -> f64| -> Vec<f64> { ok.iter().map(|s| f(s)).collect() };
         let p = |values: Vec<f64>, q: f64| percentile(values, q);
         println!(
-            "| {workers} | {:.1} | {errors} | {retried} | {:.1} ms | {:.1} ms | {:.2} ms | {:.2} ms | {:.1} ms | {:.1} ms | {:.1} / {:.1} ms | {:.1} / {:.1} ms | {:.1} / {:.1} ms | {:.2} ms |",
+            "| {workers} | {:.1} | {errors} | {retried} | {:.1} ms | {:.1} ms | {:.2} ms | {:.2} ms | {:.1} ms | {:.1} ms | {:.1} / {:.1} ms | {:.1} / {:.1} ms | {:.1} / {:.1} ms | {:.2} ms | {ec2_calls} |",
             ok.len() as f64 / wall.as_secs_f64(),
             p(pick(|s| s.total_ms), 0.5),
             p(pick(|s| s.total_ms), 0.99),
@@ -254,6 +262,14 @@ fn percentile(mut values: Vec<f64>, q: f64) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     let index = ((values.len() as f64 - 1.0) * q).round() as usize;
     values[index.min(values.len() - 1)]
+}
+
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// The mean of the shim's own time over the run, from its /metrics histogram.
