@@ -66,7 +66,7 @@ impl Metrics {
         let own: Histograms<EndpointLabels> = Family::new_with_constructor(latency_histogram);
         registry.register(
             "own_duration_seconds",
-            "Time the shim itself spent on a request: its total less the upstream calls",
+            "Time the shim itself spent on a request: its total less upstream calls, queueing and receiving the body",
             own.clone(),
         );
         let upstream: Histograms<UpstreamLabels> = Family::new_with_constructor(latency_histogram);
