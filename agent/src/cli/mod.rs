@@ -21,7 +21,7 @@ Exit codes:
   1  internal error
   2  usage error
   3  invalid input: user data, boot config or node spec refused (parse, validation, digest)
-  4  a source (IMDS, the state store) did not answer before the deadline
+  4  a source (IMDS, the state store, controller-shim) did not answer before the deadline
   5  a change failed; the node is not converged
   6  no recorded run (status)";
 
@@ -57,7 +57,7 @@ enum Command {
 /// How long remote sources are retried, shared by the commands that read them.
 #[derive(Debug, clap::Args)]
 struct DeadlineArg {
-    /// Seconds to keep retrying IMDS and the state store before giving up.
+    /// Seconds to keep retrying IMDS, the state store and controller-shim before giving up.
     #[arg(long = "deadline", default_value_t = 180, value_name = "SECONDS")]
     seconds: u64,
 }
