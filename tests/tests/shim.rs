@@ -412,6 +412,24 @@ fn every_bad_request_is_refused_and_nothing_is_issued() {
         auth,
     );
 
+    // A role session that is not named after an instance, and one named after an
+    // instance EC2 does not know.
+    for (session, code) in [
+        ("alice", "NotAnInstance"),
+        ("i-0123456789abcdef0", "InstanceNotFound"),
+    ] {
+        let role = world.assume_role(NODE_ROLE, ACCOUNT, session);
+        let impostor = Node {
+            instance_id: session.to_owned(),
+            private_ip: node.private_ip,
+            private_dns_name: node.private_dns_name.clone(),
+            credentials: role,
+        };
+        let (body, _) = own_body(&impostor);
+        let auth = sign(&world, &impostor.aws_credentials(), &body, now);
+        expect_refused(&world, session, 403, code, body, auth);
+    }
+
     // An instance of another cluster, of another node group, untagged.
     for (what, cluster, group, code) in [
         (
