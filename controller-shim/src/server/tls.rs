@@ -189,3 +189,68 @@ pub async fn serve(
         tracing::warn!("requests were still in flight after {drain:?}; stopping anyway");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::pki::{CertificateAuthority, KeyAlgorithm, PrivateKey, Profile, Subject, Usage};
+
+    fn write_pair(dir: &Path, ca: &CertificateAuthority, name: &str) -> Vec<u8> {
+        let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+        let cert = ca
+            .issue(
+                &key.public_key(),
+                &Profile {
+                    subject: Subject::new(name, &[]),
+                    dns_names: vec!["localhost".into()],
+                    ips: vec![],
+                    usage: Usage::Server,
+                    validity: Duration::from_secs(3600),
+                    backdate: Duration::ZERO,
+                },
+            )
+            .unwrap();
+        std::fs::write(dir.join("tls.crt"), &cert.pem).unwrap();
+        std::fs::write(dir.join("tls.key"), key.to_pem()).unwrap();
+        CertificateDer::from_pem_slice(cert.pem.as_bytes())
+            .unwrap()
+            .to_vec()
+    }
+
+    fn current(cert: &ServingCert) -> Vec<u8> {
+        cert.current.read().unwrap().0.cert[0].to_vec()
+    }
+
+    #[test]
+    fn a_renewed_certificate_is_picked_up_and_a_broken_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, _) = CertificateAuthority::create("ca", Duration::from_secs(3600)).unwrap();
+        let first = write_pair(dir.path(), &ca, "first");
+        let cert =
+            ServingCert::load(&dir.path().join("tls.crt"), &dir.path().join("tls.key")).unwrap();
+        assert_eq!(current(&cert), first);
+
+        std::thread::sleep(Duration::from_millis(20));
+        let second = write_pair(dir.path(), &ca, "second");
+        cert.reload_if_changed();
+        assert_eq!(current(&cert), second);
+
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(dir.path().join("tls.key"), "not a key").unwrap();
+        cert.reload_if_changed();
+        assert_eq!(
+            current(&cert),
+            second,
+            "a broken pair must not replace a good one"
+        );
+
+        // A key that is not the certificate's is refused at load.
+        let other = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+        std::fs::write(dir.path().join("tls.key"), other.to_pem()).unwrap();
+        let err = ServingCert::load(&dir.path().join("tls.crt"), &dir.path().join("tls.key"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not match"), "{err}");
+    }
+}
