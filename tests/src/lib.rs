@@ -6,6 +6,8 @@
 //!   throttling, EC2 behaviour) for the tests that need it.
 //! - [`imds::FakeImds`]: IMDSv2 as EC2 serves it, with switchable faults.
 //! - [`agent::Agent`]: runs the `nodewright` binary against a temp root.
+//! - [`shim::ShimWorld`]: the real `controller-shim` binary with the cluster CA, against
+//!   moto with SigV4 checks on, and EC2 instances with instance-role sessions.
 
 pub mod agent;
 pub mod front;
