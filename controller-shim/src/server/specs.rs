@@ -112,3 +112,44 @@ impl SpecCache {
         Ok(bytes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn cache(ttl: Duration) -> SpecCache {
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .build();
+        SpecCache::new(aws_sdk_s3::Client::from_conf(config), ttl)
+    }
+
+    #[tokio::test]
+    async fn serves_fresh_copies_and_the_last_good_one_when_the_source_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spec.yaml");
+        let url = format!("file://{}", path.display());
+        std::fs::write(&path, "one").unwrap();
+
+        let cached = cache(Duration::from_secs(3600));
+        assert_eq!(*cached.get(&url).await.unwrap().bytes, b"one");
+        std::fs::write(&path, "two").unwrap();
+        assert_eq!(*cached.get(&url).await.unwrap().bytes, b"one", "within the TTL");
+
+        let uncached = cache(Duration::ZERO);
+        let spec = uncached.get(&url).await.unwrap();
+        assert_eq!(*spec.bytes, b"two");
+        assert_eq!(spec.sha256, hex::encode(Sha256::digest(b"two")));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(*uncached.get(&url).await.unwrap().bytes, b"two", "the last good copy");
+
+        let err = cache(Duration::ZERO)
+            .get(&url)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("spec.yaml"), "{err}");
+    }
+}
