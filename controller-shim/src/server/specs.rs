@@ -136,14 +136,22 @@ mod tests {
         let cached = cache(Duration::from_secs(3600));
         assert_eq!(*cached.get(&url).await.unwrap().bytes, b"one");
         std::fs::write(&path, "two").unwrap();
-        assert_eq!(*cached.get(&url).await.unwrap().bytes, b"one", "within the TTL");
+        assert_eq!(
+            *cached.get(&url).await.unwrap().bytes,
+            b"one",
+            "within the TTL"
+        );
 
         let uncached = cache(Duration::ZERO);
         let spec = uncached.get(&url).await.unwrap();
         assert_eq!(*spec.bytes, b"two");
         assert_eq!(spec.sha256, hex::encode(Sha256::digest(b"two")));
         std::fs::remove_file(&path).unwrap();
-        assert_eq!(*uncached.get(&url).await.unwrap().bytes, b"two", "the last good copy");
+        assert_eq!(
+            *uncached.get(&url).await.unwrap().bytes,
+            b"two",
+            "the last good copy"
+        );
 
         let err = cache(Duration::ZERO)
             .get(&url)
