@@ -23,6 +23,8 @@ packages=(
   systemd-container   # systemd-nspawn boots those nodes
   packer              # packer validate of packer/nodewright.pkr.hcl (Debian's 1.6.6)
   shellcheck          # lint of packer/provision.sh
+  buildah skopeo      # the controller-shim image (FROM scratch, built without a daemon)
+  runc                # runs that image (with containerd) in the image test
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -21,6 +21,7 @@ use crate::model::{self, DesiredState, Facts, ModelError};
 use crate::progress;
 use crate::retry::RetryError;
 use crate::runbook::{self, Topic};
+use crate::source::shim::{NewCredentials, ShimSourceError};
 use crate::source::{self, StoreError, UserDataError};
 use crate::spec::{self, BootConfig, NodeSpec, Sha256Hex, SpecError, SpecLocation};
 
@@ -50,6 +51,9 @@ pub struct Options {
     pub repair: bool,
     /// How long to wait for another run to release the run lock.
     pub lock_wait: Duration,
+    /// Whether a worker without kubelet credentials asks controller-shim for them
+    /// (`boot`); otherwise it asks for the spec only and writes nothing (`plan`).
+    pub credentials: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +71,10 @@ pub enum BootError {
     Metadata(RetryError<MetadataError>),
     #[error("{0}")]
     Store(RetryError<StoreError>),
+    #[error(transparent)]
+    Shim(#[from] ShimSourceError),
+    #[error("writing the kubelet credentials: {0}")]
+    Credentials(ShimSourceError),
     #[error(transparent)]
     Network(#[from] NetworkError),
     #[error(transparent)]
@@ -113,6 +121,9 @@ impl BootError {
                 exit::INVALID_INPUT
             }
             Self::Metadata(_) | Self::Store(_) => exit::UNREACHABLE,
+            Self::Shim(e) if e.is_unreachable() => exit::UNREACHABLE,
+            Self::Shim(_) => exit::INVALID_INPUT,
+            Self::Credentials(_) => exit::APPLY_FAILED,
             Self::Model(_) => exit::INVALID_INPUT,
             Self::Plan(_) | Self::Apply { .. } | Self::ControlPlane(_) => exit::APPLY_FAILED,
             Self::State(_) => exit::INTERNAL,
@@ -145,6 +156,8 @@ impl BootError {
             Self::ControlPlane(ControlPlaneError::Names(_)) => Some(Topic::DnsPlaceholder),
             Self::ControlPlane(ControlPlaneError::Cloud(_)) => by_text(),
             Self::ControlPlane(_) => Some(Topic::VolumeStuck),
+            Self::Shim(_) => by_text().or(Some(Topic::ControllerShim)),
+            Self::Credentials(_) => Some(Topic::ApplyFailed),
         }
     }
 }
@@ -163,6 +176,8 @@ pub struct Prepared {
     pub network: NetworkSettings,
     /// What the control-plane phase did (or, for `plan`, would do).
     pub control_plane_report: Vec<String>,
+    /// Kubelet credentials controller-shim issued, to install before applying.
+    pub credentials: Option<NewCredentials>,
 }
 
 /// What a node learns before it decides anything: its boot config, facts and spec.
@@ -174,6 +189,8 @@ pub struct Inputs {
     pub spec_sha256: String,
     pub spec_text: String,
     pub network: NetworkSettings,
+    /// Kubelet credentials controller-shim issued (workers, first boot).
+    pub credentials: Option<NewCredentials>,
 }
 
 /// User data, facts and the verified node spec. Writes nothing.
@@ -194,7 +211,7 @@ pub async fn read_inputs(
                 cluster = %boot.cluster_name,
                 node_group = %boot.node_group,
                 role = %boot.role,
-                spec = %boot.node_spec.url,
+                spec = %boot.node_spec.describe(),
                 "read the boot config"
             );
             Some(boot)
@@ -223,9 +240,27 @@ pub async fn read_inputs(
         "gathered instance facts"
     );
 
+    if let Some(boot) = &boot
+        && let Some(shim) = &boot.node_spec.controller_shim
+    {
+        let began = Instant::now();
+        let fetched = fetch_from_shim(options, host, boot, shim, &facts, &network).await;
+        timeline.record("node spec", began, outcome_text(&fetched));
+        let (spec, spec_sha256, spec_text, credentials) = fetched?;
+        return Ok(Inputs {
+            spec_url: boot.node_spec.describe(),
+            boot: Some(boot.clone()),
+            facts,
+            spec,
+            spec_sha256,
+            spec_text,
+            network,
+            credentials,
+        });
+    }
     let (url, sha256) = match (&options.source, &boot) {
         (_, Some(boot)) => (
-            boot.node_spec.url.clone(),
+            boot.node_spec.url.clone().unwrap_or_default(),
             Some(boot.node_spec.sha256.clone()),
         ),
         (SpecSource::Url { url, sha256 }, None) => (url.clone(), sha256.clone()),
@@ -254,6 +289,7 @@ pub async fn read_inputs(
         spec_sha256,
         spec_text,
         network,
+        credentials: None,
     })
 }
 
@@ -277,6 +313,7 @@ pub async fn prepare(
         spec_sha256,
         spec_text,
         network,
+        credentials,
     } = read_inputs(options, host, timeline).await?;
 
     let mut control_plane_report = Vec::new();
@@ -314,6 +351,7 @@ pub async fn prepare(
         desired,
         network,
         control_plane_report,
+        credentials,
     })
 }
 
@@ -360,7 +398,57 @@ fn prepare_kept(host: &Host, timeline: &mut Timeline) -> Result<Prepared, BootEr
         // Repair works offline, from the cache: no proxy is needed.
         network: NetworkSettings::default(),
         control_plane_report: Vec::new(),
+        credentials: None,
     })
+}
+
+/// Workers: the spec (and, at first boot, the kubelet credentials) from controller-shim.
+/// The spec's bytes are checked against the boot config's digest before anything the
+/// shim sent is used.
+async fn fetch_from_shim(
+    options: &Options,
+    host: &Host,
+    boot: &BootConfig,
+    shim: &spec::ControllerShimSource,
+    facts: &Facts,
+    network: &NetworkSettings,
+) -> Result<(NodeSpec, String, String, Option<NewCredentials>), BootError> {
+    let sdk = aws::sdk_config(&facts.instance.region, network).await?;
+    let answer = source::shim::fetch(source::shim::Fetch {
+        root: host.root(),
+        boot,
+        source: shim,
+        hostname: &facts.instance.hostname,
+        sdk: &sdk,
+        proxies: network.reqwest_proxies()?,
+        deadline: options.deadline,
+        bootstrap: options.credentials,
+    })
+    .await?;
+    let name = format!("the node spec from {}", boot.node_spec.describe());
+    spec::verify_digest(&name, &answer.spec, &boot.node_spec.sha256)?;
+    let digest = spec::digest(&answer.spec);
+    let text = String::from_utf8(answer.spec).map_err(|_| SpecError::Parse {
+        source_name: name.clone(),
+        detail: "the document is not UTF-8 text".to_owned(),
+    })?;
+    let spec = NodeSpec::parse(&name, &text)?;
+    spec::check_spec_matches_boot(&name, &text, &spec, boot)?;
+    // The spec names the cluster CA; the shim signs with its own: they must agree, or
+    // the kubelet would trust one CA and hold a certificate from another.
+    if let (Some(spec_ca), Some(credentials)) = (&spec.cluster.ca_certificate, &answer.credentials)
+        && !source::shim::same_certificates(spec_ca, &credentials.ca_bundle)
+    {
+        return Err(SpecError::Parse {
+            source_name: name,
+            detail: "cluster.caCertificate differs from the CA controller-shim issued the \
+                     kubelet certificates with; refusing both"
+                .to_owned(),
+        }
+        .into());
+    }
+    tracing::info!(spec = %name, sha256 = %digest, node_name = %answer.node_name, "node spec verified and parsed");
+    Ok((spec, digest, text, answer.credentials))
 }
 
 async fn read_boot_config(
@@ -503,10 +591,18 @@ async fn converge_inner(
     let mut prepared = prepare(options, host, timeline, false).await?;
     record.spec_url = Some(prepared.spec_url.clone());
     record.spec_sha256 = Some(prepared.spec_sha256.clone());
-
     // Inputs are valid: from here on the run may change the node, one run at a time.
     progress::phase("lock");
     record.lock = Some(acquire_lock(host, options.lock_wait, timeline).await?);
+
+    if let Some(credentials) = &prepared.credentials {
+        let began = Instant::now();
+        let write_ca = prepared.spec.cluster.ca_certificate.is_none();
+        let installed = source::shim::install(host.root(), credentials, write_ca)
+            .map_err(BootError::Credentials);
+        timeline.record("kubelet credentials", began, outcome_text(&installed));
+        installed?;
+    }
 
     let mut state = State::load_or_reset(&host.state_dir());
     let fetcher = Arc::new(fetcher_for(host, &prepared)?);

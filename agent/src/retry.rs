@@ -102,16 +102,20 @@ where
             crate::progress::done_waiting(what);
             return Err(RetryError::Permanent(error));
         }
-        let delay = policy.delay(attempt);
+        // The last attempt is made at the deadline, not a backoff step before it.
         let elapsed = started.elapsed();
-        if elapsed + delay >= policy.deadline {
-            crate::progress::done_waiting(what);
+        let Some(remaining) = policy
+            .deadline
+            .checked_sub(elapsed)
+            .filter(|r| !r.is_zero())
+        else {
             return Err(RetryError::Deadline {
                 last: error,
                 attempts: attempt,
                 elapsed,
             });
-        }
+        };
+        let delay = policy.delay(attempt).min(remaining);
         tracing::warn!(
             what,
             attempt,
@@ -198,6 +202,10 @@ mod tests {
         .await;
         let err = result.unwrap_err();
         assert!(err.is_deadline());
+        // It keeps trying until the deadline itself.
+        assert!(
+            matches!(err, RetryError::Deadline { elapsed, .. } if elapsed >= Duration::from_millis(50))
+        );
         let text = err.to_string();
         assert!(
             text.contains("still down") && text.contains("gave up after"),

@@ -14,6 +14,8 @@
 //! - Booted nodes: [`image::Image`] (the "AMI": debootstrap + packer/provision.sh, as
 //!   cached overlay layers), [`fleet::Fleet`] (emulator + private [`network::Network`]),
 //!   [`node::Node`] (one instance booted with systemd-nspawn, its own IMDS).
+//! - [`shim::ShimWorld`]: the real `controller-shim` binary with the cluster CA, against
+//!   moto with SigV4 checks on, and EC2 instances with instance-role sessions.
 
 pub mod agent;
 pub mod assetkit;
@@ -34,6 +36,7 @@ pub mod node;
 pub mod overlay;
 pub mod proxy;
 pub mod runtime;
+pub mod shim;
 pub mod specs;
 pub mod timeline;
 pub mod tools;

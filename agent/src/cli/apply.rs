@@ -34,6 +34,7 @@ pub async fn run(root: &Path, args: Args) -> u8 {
         command: "apply".to_owned(),
         repair: false,
         lock_wait: args.deadline.duration(),
+        credentials: false,
     };
     super::boot::converge_and_report(&options).await
 }

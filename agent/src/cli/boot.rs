@@ -24,6 +24,7 @@ pub async fn run(root: &Path, args: Args) -> u8 {
         command: "boot".to_owned(),
         repair: false,
         lock_wait: args.deadline.duration(),
+        credentials: true,
     };
     converge_and_report(&options).await
 }

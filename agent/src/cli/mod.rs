@@ -29,7 +29,7 @@ Exit codes:
   1  internal error
   2  usage error
   3  invalid input: user data, boot config or node spec refused (parse, validation, digest)
-  4  a source (IMDS, the state store) did not answer before the deadline
+  4  a source (IMDS, the state store, controller-shim) did not answer before the deadline
   5  a change failed; the node is not converged
   6  nothing recorded: no run (status, verify), no kept spec (repair)
   7  drift: verify found files that differ from their record, or repair left some
@@ -86,7 +86,7 @@ enum Command {
 /// How long remote sources are retried, shared by the commands that read them.
 #[derive(Debug, clap::Args)]
 struct DeadlineArg {
-    /// Seconds to keep retrying IMDS and the state store before giving up.
+    /// Seconds to keep retrying IMDS, the state store and controller-shim before giving up.
     #[arg(
         long = "deadline",
         env = "NODEWRIGHT_DEADLINE",

@@ -41,6 +41,7 @@ pub async fn run(root: &Path, args: Args) -> u8 {
         command: "plan".to_owned(),
         repair: false,
         lock_wait: args.deadline.duration(),
+        credentials: false,
     };
     match bootstrap::plan_only(&options).await {
         Ok((plan, prepared)) => {

@@ -31,6 +31,7 @@ pub async fn run(root: &Path, args: Args) -> u8 {
         source: SpecSource::Kept,
         deadline: Duration::ZERO,
         command: "repair".to_owned(),
+        credentials: false,
         repair: true,
         // An operator's command: say at once that another run is busy.
         lock_wait: Duration::ZERO,

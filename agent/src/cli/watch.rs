@@ -36,6 +36,7 @@ pub async fn run(root: &Path, args: Args) -> u8 {
         },
         deadline: args.deadline.duration(),
         command: "watch".to_owned(),
+        credentials: false,
         repair: false,
         // A watch round waits for a boot in progress rather than racing it.
         lock_wait: args.deadline.duration(),

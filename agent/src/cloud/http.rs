@@ -101,6 +101,29 @@ impl NetworkSettings {
         )
     }
 
+    /// The proxies alone, for clients that pin their own CA (controller-shim).
+    pub fn reqwest_proxies(&self) -> Result<Vec<reqwest::Proxy>, NetworkError> {
+        let mut out = Vec::new();
+        if let Some(proxy) = &self.proxy {
+            let no_proxy = reqwest::NoProxy::from_string(&self.no_proxy().join(","));
+            if let Some(http) = &proxy.http {
+                out.push(
+                    reqwest::Proxy::http(http)
+                        .map_err(|e| proxy_error("http", http, e))?
+                        .no_proxy(no_proxy.clone()),
+                );
+            }
+            if let Some(https) = &proxy.https {
+                out.push(
+                    reqwest::Proxy::https(https)
+                        .map_err(|e| proxy_error("https", https, e))?
+                        .no_proxy(no_proxy),
+                );
+            }
+        }
+        Ok(out)
+    }
+
     /// A reqwest client builder with the proxy and CA settings, for downloads.
     pub fn reqwest_builder(&self) -> Result<reqwest::ClientBuilder, NetworkError> {
         let mut builder = reqwest::Client::builder().no_proxy();

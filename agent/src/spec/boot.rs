@@ -35,13 +35,40 @@ pub struct BootConfig {
     pub ca_bundle: Option<String>,
 }
 
+/// Where the node spec comes from: a URL (control-plane nodes, and workers in clusters
+/// without controller-shim) or controller-shim (workers), never both.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NodeSpecSource {
     /// `s3://bucket/key` or `file:///absolute/path`.
-    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Ask controller-shim, which proves the instance's identity and also issues the
+    /// kubelet's certificates (workers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller_shim: Option<ControllerShimSource>,
     /// sha256 of the node spec's bytes, lowercase hex. A spec with any other digest is refused.
     pub sha256: Sha256Hex,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ControllerShimSource {
+    /// `https://host:port` of each controller-shim server, tried in turn.
+    pub servers: Vec<String>,
+    /// PEM: the only CA trusted for the servers' certificates.
+    pub ca: String,
+}
+
+impl NodeSpecSource {
+    /// What to show for the source in logs and records.
+    pub fn describe(&self) -> String {
+        match (&self.url, &self.controller_shim) {
+            (Some(url), _) => url.clone(),
+            (None, Some(shim)) => format!("controller-shim {}", shim.servers.join(", ")),
+            (None, None) => "(none)".to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -64,8 +91,46 @@ impl BootConfig {
         let config: BootConfig = parse_yaml(source, text)?;
         let mut problems = Problems::new(source, text);
         problems.check_header("", &config.api_version, &config.kind, BOOT_CONFIG_KIND);
-        if let Err(message) = super::location::SpecLocation::parse(&config.node_spec.url) {
-            problems.add("nodeSpec.url", message);
+        match (&config.node_spec.url, &config.node_spec.controller_shim) {
+            (Some(url), None) => {
+                if let Err(message) = super::location::SpecLocation::parse(url) {
+                    problems.add("nodeSpec.url", message);
+                }
+            }
+            (None, Some(shim)) => {
+                if config.role != Role::Worker {
+                    problems.add(
+                        "nodeSpec.controllerShim",
+                        "only workers bootstrap through controller-shim (the control plane runs it)"
+                            .to_owned(),
+                    );
+                }
+                if shim.servers.is_empty() {
+                    problems.add(
+                        "nodeSpec.controllerShim.servers",
+                        "at least one server is needed".to_owned(),
+                    );
+                }
+                for server in &shim.servers {
+                    if !server.starts_with("https://") {
+                        problems.add(
+                            "nodeSpec.controllerShim.servers",
+                            format!("{server:?} must be an https:// URL"),
+                        );
+                    }
+                }
+                if !shim.ca.contains("-----BEGIN CERTIFICATE-----") {
+                    problems.add(
+                        "nodeSpec.controllerShim.ca",
+                        "must hold PEM certificates".to_owned(),
+                    );
+                }
+            }
+            (Some(_), Some(_)) => problems.add(
+                "nodeSpec",
+                "give either url or controllerShim, not both".to_owned(),
+            ),
+            (None, None) => problems.add("nodeSpec", "needs url or controllerShim".to_owned()),
         }
         if let Some(proxy) = &config.proxy {
             for (field, url) in [("http", &proxy.http), ("https", &proxy.https)] {
@@ -134,6 +199,54 @@ proxy:
             .to_string();
         assert!(err.contains("nodeSpec.url"), "{err}");
         assert!(err.contains("line 7"), "{err}");
+    }
+
+    const SHIM: &str = "\
+apiVersion: nodewright.io/v1alpha1
+kind: BootConfig
+clusterName: prod.example.com
+nodeGroup: nodes-us-east-1a
+role: worker
+nodeSpec:
+  controllerShim:
+    servers: [https://api.internal.prod.example.com:3988]
+    ca: |
+      -----BEGIN CERTIFICATE-----
+      MIIB
+      -----END CERTIFICATE-----
+  sha256: 0000000000000000000000000000000000000000000000000000000000000000
+";
+
+    #[test]
+    fn parses_a_controller_shim_source() {
+        let config = BootConfig::parse("user data", SHIM).unwrap();
+        let shim = config.node_spec.controller_shim.unwrap();
+        assert_eq!(shim.servers, ["https://api.internal.prod.example.com:3988"]);
+        assert!(config.node_spec.url.is_none());
+    }
+
+    #[test]
+    fn controller_shim_sources_are_checked() {
+        let control_plane = SHIM.replace("role: worker", "role: control-plane");
+        let err = BootConfig::parse("user data", &control_plane)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nodeSpec.controllerShim"), "{err}");
+        let plain = SHIM.replace("https://api", "http://api");
+        let err = BootConfig::parse("user data", &plain)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("https://"), "{err}");
+        let both = SHIM.replace("  sha256:", "  url: s3://state/spec.yaml\n  sha256:");
+        let err = BootConfig::parse("user data", &both)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not both"), "{err}");
+        let neither = GOOD.replace("  url: s3://state/prod.example.com/nodespec.yaml\n", "");
+        let err = BootConfig::parse("user data", &neither)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs url or controllerShim"), "{err}");
     }
 
     #[test]

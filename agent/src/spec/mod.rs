@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use assets::{ArchiveKind, AssetEntry, DownloadSettings, InstallEntry, MirrorEntry};
-pub use boot::{BOOT_CONFIG_KIND, BootConfig, NodeSpecSource, ProxySettings};
+pub use boot::{BOOT_CONFIG_KIND, BootConfig, ControllerShimSource, NodeSpecSource, ProxySettings};
 pub use cni::{CNI_PLUGINS, CniSpec};
 pub use containerd::{
     ContainerdSpec, check_extra_config as check_containerd_extra_config,

@@ -1,0 +1,277 @@
+//! Workers' node spec and kubelet credentials from controller-shim.
+//!
+//! A worker that has no kubelet client certificate yet (or one about to expire)
+//! generates its keys here, on the node, keeps them (0600) before asking, and sends only
+//! CSRs: a retry after a lost answer reuses the same keys, which the shim recognises.
+//! A worker that already holds good credentials (every re-boot) asks for the spec only.
+//! `plan` always asks for the spec only and writes nothing.
+//!
+//! Paths follow the kubelet's own conventions, so its certificate rotation takes over:
+//! `kubelet-client-current.pem` / `kubelet-server-current.pem` hold certificate and key
+//! together, as the kubelet writes them when it rotates.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use nodewright_shim::client::{ClientError, ClientSettings, ShimClient, StsSigner};
+use nodewright_shim::pki::{CertificateInfo, KeyAlgorithm, PrivateKey, Subject, verify_issued_by};
+use nodewright_shim::protocol::{BootstrapRequest, CredentialRequest, PROTOCOL_VERSION};
+
+use crate::host::fs;
+use crate::spec::{BootConfig, ControllerShimSource};
+
+/// The kubelet's client key, generated on the node; never sent anywhere.
+pub const CLIENT_KEY: &str = "/var/lib/kubelet/pki/kubelet-client.key";
+/// The kubelet's serving key.
+pub const SERVING_KEY: &str = "/var/lib/kubelet/pki/kubelet-server.key";
+/// Client certificate and key, for the kubelet's kubeconfig (`client-certificate` and
+/// `client-key` both point here).
+pub const CLIENT_PEM: &str = "/var/lib/kubelet/pki/kubelet-client-current.pem";
+/// Serving certificate and key (`tlsCertFile` and `tlsPrivateKeyFile`).
+pub const SERVING_PEM: &str = "/var/lib/kubelet/pki/kubelet-server-current.pem";
+/// The cluster CA bundle from the shim (the kubelet's `clientCAFile`, the kubeconfig's CA).
+pub const CA_BUNDLE: &str = "/etc/kubernetes/pki/ca.crt";
+
+/// A client certificate closer than this to its end is replaced at boot.
+const RENEW_WITHIN: Duration = Duration::from_secs(86400);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShimSourceError {
+    #[error("controller-shim: {0}")]
+    Client(#[from] ClientError),
+    #[error("{path}: {detail}")]
+    File { path: String, detail: String },
+    #[error("controller-shim answered with {0}")]
+    Answer(String),
+}
+
+impl ShimSourceError {
+    /// The deadline passed on transient failures (the shim never answered usefully).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Client(ClientError::Deadline { .. }))
+    }
+}
+
+/// What the shim answered.
+#[derive(Debug)]
+pub struct ShimAnswer {
+    pub spec: Vec<u8>,
+    pub node_name: String,
+    pub instance_id: String,
+    /// New credentials to install, after the spec is verified.
+    pub credentials: Option<NewCredentials>,
+}
+
+#[derive(Debug)]
+pub struct NewCredentials {
+    pub ca_bundle: String,
+    /// Certificate then key, PEM.
+    pub client_pem: String,
+    pub serving_pem: String,
+}
+
+/// What [`fetch`] needs.
+pub struct Fetch<'a> {
+    pub root: &'a Path,
+    pub boot: &'a BootConfig,
+    pub source: &'a ControllerShimSource,
+    /// The private DNS name from IMDS: the name the CSRs ask for.
+    pub hostname: &'a str,
+    pub sdk: &'a SdkConfig,
+    pub proxies: Vec<reqwest::Proxy>,
+    pub deadline: Duration,
+    /// Whether to ask for credentials when the node holds no good ones.
+    pub bootstrap: bool,
+}
+
+/// Asks the shim for the node spec, and for credentials when `bootstrap` and the node
+/// does not hold good ones.
+pub async fn fetch(what: Fetch<'_>) -> Result<ShimAnswer, ShimSourceError> {
+    let Fetch {
+        root,
+        boot,
+        source,
+        hostname,
+        sdk,
+        proxies,
+        deadline,
+        bootstrap,
+    } = what;
+    let mut settings = ClientSettings::new(source.servers.clone(), source.ca.clone(), deadline);
+    settings.proxies = proxies;
+    let client = ShimClient::new(settings)?;
+    let signer = StsSigner::from_sdk_config(sdk)?;
+    let keys = if bootstrap && !holds_good_credentials(root) {
+        Some((
+            load_or_generate(root, CLIENT_KEY)?,
+            load_or_generate(root, SERVING_KEY)?,
+        ))
+    } else {
+        None
+    };
+    let credentials = match &keys {
+        Some((client_key, serving_key)) => {
+            // The shim takes the names from EC2; the request says who we think we are
+            // (the private DNS name from IMDS).
+            let subject = Subject::new(&format!("system:node:{hostname}"), &["system:nodes"]);
+            let csr = |key: &PrivateKey| {
+                key.certificate_request(&subject, &[], &[])
+                    .map_err(|e| ShimSourceError::Answer(format!("a CSR we could not build: {e}")))
+            };
+            Some(CredentialRequest {
+                client_csr: csr(client_key)?,
+                serving_csr: csr(serving_key)?,
+            })
+        }
+        None => None,
+    };
+    let request = BootstrapRequest {
+        api_version: PROTOCOL_VERSION.to_owned(),
+        node_group: boot.node_group.to_string(),
+        credentials,
+    };
+    let answer = client.bootstrap(&signer, &request).await?;
+    let spec = answer.node_spec_bytes().map_err(ShimSourceError::Answer)?;
+    let credentials = match (keys, answer.credentials) {
+        (Some((client_key, serving_key)), Some(issued)) => Some(NewCredentials {
+            client_pem: checked_pair(
+                "client",
+                &issued.client_certificate,
+                &client_key,
+                &answer.ca_bundle,
+            )?,
+            serving_pem: checked_pair(
+                "serving",
+                &issued.serving_certificate,
+                &serving_key,
+                &answer.ca_bundle,
+            )?,
+            ca_bundle: answer.ca_bundle.clone(),
+        }),
+        (Some(_), None) => {
+            return Err(ShimSourceError::Answer(
+                "no certificates although we asked for them".to_owned(),
+            ));
+        }
+        (None, _) => None,
+    };
+    tracing::info!(node_name = %answer.node_name, instance_id = %answer.instance_id,
+        credentials = credentials.is_some(), "controller-shim answered");
+    Ok(ShimAnswer {
+        spec,
+        node_name: answer.node_name,
+        instance_id: answer.instance_id,
+        credentials,
+    })
+}
+
+/// Checks an issued certificate is for our key and from the CA, and returns it with
+/// the key appended (the kubelet's `*-current.pem` layout).
+fn checked_pair(
+    kind: &str,
+    cert_pem: &str,
+    key: &PrivateKey,
+    ca_bundle: &str,
+) -> Result<String, ShimSourceError> {
+    let what = format!("the {kind} certificate");
+    let info = CertificateInfo::from_pem(&what, cert_pem)
+        .map_err(|e| ShimSourceError::Answer(e.to_string()))?;
+    if info.public_key != key.public_key() {
+        return Err(ShimSourceError::Answer(format!(
+            "{what} is not for the key we generated"
+        )));
+    }
+    verify_issued_by(&what, cert_pem, ca_bundle)
+        .map_err(|e| ShimSourceError::Answer(e.to_string()))?;
+    Ok(format!(
+        "{}{}",
+        cert_pem.trim_end_matches('\n').to_owned() + "\n",
+        key.to_pem()
+    ))
+}
+
+/// Writes the new credentials: the CA bundle, then the two certificate+key files.
+/// Writes the issued certificates. The CA bundle is written only when the node spec does
+/// not carry the cluster CA itself (then the model writes it, and the shim's must match).
+pub fn install(
+    root: &Path,
+    credentials: &NewCredentials,
+    write_ca: bool,
+) -> Result<(), ShimSourceError> {
+    if write_ca {
+        write(root, CA_BUNDLE, credentials.ca_bundle.as_bytes(), 0o644)?;
+    }
+    write(root, SERVING_PEM, credentials.serving_pem.as_bytes(), 0o600)?;
+    write(root, CLIENT_PEM, credentials.client_pem.as_bytes(), 0o600)?;
+    Ok(())
+}
+
+/// Whether two PEM bundles hold the same certificates (order and text layout aside).
+pub fn same_certificates(a: &str, b: &str) -> bool {
+    let ders = |pem: &str| {
+        let mut ders = nodewright_shim::pki::certificates_der("CA bundle", pem).unwrap_or_default();
+        ders.sort();
+        ders
+    };
+    let (a, b) = (ders(a), ders(b));
+    !a.is_empty() && a == b
+}
+
+fn holds_good_credentials(root: &Path) -> bool {
+    let path = under(root, CLIENT_PEM);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return false;
+    };
+    match CertificateInfo::from_pem(CLIENT_PEM, &text) {
+        Ok(info) => {
+            let left = info.not_after - time::OffsetDateTime::now_utc();
+            left > time::Duration::try_from(RENEW_WITHIN).unwrap_or(time::Duration::DAY)
+        }
+        Err(_) => false,
+    }
+}
+
+fn load_or_generate(root: &Path, node_path: &str) -> Result<PrivateKey, ShimSourceError> {
+    let path = under(root, node_path);
+    if let Ok(pem) = std::fs::read_to_string(&path) {
+        match PrivateKey::from_pem(node_path, &pem) {
+            Ok(key) => return Ok(key),
+            Err(e) => tracing::warn!(path = node_path, error = %e, "replacing an unreadable key"),
+        }
+    }
+    let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).map_err(|e| ShimSourceError::File {
+        path: node_path.to_owned(),
+        detail: e.to_string(),
+    })?;
+    write(root, node_path, key.to_pem().as_bytes(), 0o600)?;
+    Ok(key)
+}
+
+fn under(root: &Path, node_path: &str) -> PathBuf {
+    root.join(node_path.trim_start_matches('/'))
+}
+
+fn write(root: &Path, node_path: &str, bytes: &[u8], mode: u32) -> Result<(), ShimSourceError> {
+    let path = under(root, node_path);
+    let fail = |e: std::io::Error| ShimSourceError::File {
+        path: node_path.to_owned(),
+        detail: e.to_string(),
+    };
+    let (uid, gid) = fs::current_ids();
+    let mut missing = Vec::new();
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        if d.exists() || d == root {
+            break;
+        }
+        missing.push(d.to_owned());
+        dir = d.parent();
+    }
+    for d in missing.iter().rev() {
+        // Key directories stay private.
+        fs::create_dir(d, if d.ends_with("pki") { 0o700 } else { 0o755 }, uid, gid)
+            .map_err(fail)?;
+    }
+    fs::write_atomic(&path, bytes, mode, uid, gid).map_err(fail)
+}
