@@ -38,6 +38,7 @@ pub mod proxy;
 pub mod runtime;
 pub mod shim;
 pub mod specs;
+pub mod stats;
 pub mod timeline;
 pub mod tools;
 pub mod tree;

@@ -496,14 +496,27 @@ impl Node {
             .collect()
     }
 
-    /// The unit's journal as `journalctl` prints it, for failure messages.
+    /// The unit's journal as `journalctl` prints it, for failure messages and checks of
+    /// what a failed run said. Beyond `--unit`, it takes the lines whose syslog
+    /// identifier is the unit's name: journald attributes a line to a unit by reading
+    /// the sender's cgroup, and a run that fails within milliseconds has often exited
+    /// before journald gets to its lines, which then carry no `_SYSTEMD_UNIT`.
     pub fn journal_text(&self, unit: &str) -> String {
+        let identifier = unit.strip_suffix(".service").unwrap_or(unit);
         let output = Command::new("journalctl")
             .arg(format!(
                 "--directory={}",
                 self.path("/var/log/journal").display()
             ))
-            .args(["--output=short-precise", "--no-pager", "--unit", unit])
+            .args(["--output=short-precise", "--no-pager"])
+            .args([
+                format!("_SYSTEMD_UNIT={unit}"),
+                "+".to_owned(),
+                format!("UNIT={unit}"),
+                "_PID=1".to_owned(),
+                "+".to_owned(),
+                format!("SYSLOG_IDENTIFIER={identifier}"),
+            ])
             .output()
             .expect("running journalctl");
         String::from_utf8_lossy(&output.stdout).into_owned()

@@ -4,6 +4,7 @@
 //!
 //! Usage: bench-noop [BINARY] [RUNS]
 
+use nodewright_e2e::stats::{ms, percentile, report_line};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -77,21 +78,5 @@ fn main() {
 }
 
 fn report(name: &str, samples: &[Duration]) {
-    println!(
-        "{:<28} {:>7.1}ms {:>7.1}ms {:>7.1}ms",
-        name,
-        ms(percentile(samples, 0.5)),
-        ms(percentile(samples, 0.9)),
-        ms(*samples.iter().min().expect("samples"))
-    );
-}
-
-fn percentile(samples: &[Duration], q: f64) -> Duration {
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
+    println!("{}", report_line(name, samples, 28));
 }

@@ -8,6 +8,7 @@
 //!
 //! Usage: bench-ops CURRENT BASELINE [RUNS] [BINARY_MB]
 
+use nodewright_e2e::stats::{ms, percentile, report_line};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -146,21 +147,5 @@ fn main() {
 }
 
 fn report(name: &str, samples: &[Duration]) {
-    println!(
-        "{:<34} {:>7.1}ms {:>7.1}ms {:>7.1}ms",
-        name,
-        ms(percentile(samples, 0.5)),
-        ms(percentile(samples, 0.9)),
-        ms(*samples.iter().min().expect("samples"))
-    );
-}
-
-fn percentile(samples: &[Duration], q: f64) -> Duration {
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
+    println!("{}", report_line(name, samples, 34));
 }
