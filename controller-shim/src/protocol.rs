@@ -105,8 +105,10 @@ pub enum ErrorCode {
     RoleNotAllowed,
     NotAnInstance,
     UnknownNodeGroup,
-    /// EC2 does not know the instance, or it is not running.
+    /// EC2 does not know the instance (yet: DescribeInstances is eventually consistent,
+    /// so a seconds-old instance may be missing; the worker retries until its deadline).
     InstanceNotFound,
+    /// The instance is stopping, stopped or terminated (its role credentials outlive it).
     InstanceNotRunning,
     /// The instance's tags put it in another cluster or node group.
     WrongCluster,
@@ -136,7 +138,6 @@ impl ErrorCode {
             | Self::RoleNotAllowed
             | Self::NotAnInstance
             | Self::UnknownNodeGroup
-            | Self::InstanceNotFound
             | Self::InstanceNotRunning
             | Self::WrongCluster
             | Self::WrongNodeGroup
@@ -146,7 +147,7 @@ impl ErrorCode {
             Self::TooLarge => 413,
             Self::RateLimited => 429,
             Self::Internal => 500,
-            Self::UpstreamUnavailable => 503,
+            Self::UpstreamUnavailable | Self::InstanceNotFound => 503,
         }
     }
 
@@ -154,7 +155,11 @@ impl ErrorCode {
     pub fn retryable(self) -> bool {
         matches!(
             self,
-            Self::RateLimited | Self::UpstreamUnavailable | Self::Internal | Self::StaleSignature
+            Self::RateLimited
+                | Self::UpstreamUnavailable
+                | Self::Internal
+                | Self::StaleSignature
+                | Self::InstanceNotFound
         )
     }
 
@@ -245,6 +250,8 @@ mod tests {
     fn only_transient_refusals_are_retried() {
         assert!(ErrorCode::UpstreamUnavailable.retryable());
         assert!(ErrorCode::RateLimited.retryable());
+        assert!(ErrorCode::InstanceNotFound.retryable());
+        assert!(!ErrorCode::InstanceNotRunning.retryable());
         assert!(!ErrorCode::AlreadyBootstrapped.retryable());
         assert!(!ErrorCode::IdentityRejected.retryable());
         for code in [

@@ -502,6 +502,17 @@ fn check_instance(
     group: &NodeGroupSettings,
     instance: &InstanceView,
 ) -> Result<(), Refusal> {
+    // EC2 may still say `pending` for an instance that is already running code: its
+    // state lags by seconds, so that is "ask again", not a refusal.
+    if instance.state == "pending" {
+        return Err(refuse(
+            ErrorCode::UpstreamUnavailable,
+            format!(
+                "EC2 still reports instance {} as pending; ask again",
+                instance.instance_id
+            ),
+        ));
+    }
     if instance.state != "running" {
         return Err(refuse(
             ErrorCode::InstanceNotRunning,
@@ -737,6 +748,34 @@ mod tests {
                 code,
                 "{arn}"
             );
+        }
+    }
+
+    #[test]
+    fn only_a_pending_instance_is_asked_to_come_back() {
+        let config = ShimConfig::parse("c", crate::config::tests::EXAMPLE).unwrap();
+        let group = &config.node_groups[0];
+        let instance = |state: &str| InstanceView {
+            instance_id: "i-0a1b2c3d4e5f60718".to_owned(),
+            state: state.to_owned(),
+            tags: [
+                ("kubernetes.io/cluster/prod.example.com", "owned"),
+                (config.node_group_tag.as_str(), group.name.as_str()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+            private_dns_name: "ip-10-0-1-23.ec2.internal".to_owned(),
+            ips: vec!["10.0.1.23".parse().unwrap()],
+        };
+        check_instance(&config, group, &instance("running")).unwrap();
+        let pending = check_instance(&config, group, &instance("pending")).unwrap_err();
+        assert_eq!(pending.code, ErrorCode::UpstreamUnavailable);
+        assert!(pending.code.retryable(), "{}", pending.message);
+        for state in ["stopping", "stopped", "shutting-down", "terminated"] {
+            let refused = check_instance(&config, group, &instance(state)).unwrap_err();
+            assert_eq!(refused.code, ErrorCode::InstanceNotRunning, "{state}");
+            assert!(!refused.code.retryable(), "{state}");
         }
     }
 
