@@ -42,7 +42,10 @@ impl Default for Recipe {
         Self {
             suite: "bookworm".to_owned(),
             mirror: "http://deb.debian.org/debian".to_owned(),
-            extra_packages: Vec::new(),
+            // What a Kubernetes node's image carries besides packages.txt: Debian's
+            // containerd (the booted workers run it). One default for every booted test,
+            // so that they share one cached OS layer.
+            extra_packages: vec!["containerd".to_owned(), "runc".to_owned()],
             prebake: None,
             kubernetes_version: "1.33.4".to_owned(),
         }
