@@ -187,6 +187,22 @@ fn worker_boots_converges_and_a_reboot_changes_nothing() {
         "{version}"
     );
 
+    // Its CRI plugin (what the kubelet talks to) and the overlayfs snapshotter loaded.
+    let plugins = sh(&node, "ctr plugins ls");
+    for (kind, id) in [
+        ("io.containerd.grpc.v1", "cri"),
+        ("io.containerd.snapshotter.v1", "overlayfs"),
+    ] {
+        assert!(
+            plugins.lines().any(|l| {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                words.first() == Some(&kind)
+                    && words.get(1) == Some(&id)
+                    && words.last() == Some(&"ok")
+            }),
+            "{kind} {id} is not loaded:\n{plugins}"
+        );
+    }
     // The kubelet (the stand-in, downloaded from the mirror and verified) under the
     // rendered unit and drop-in, and healthy on 10248 as a kubelet is.
     assert_eq!(
