@@ -511,6 +511,71 @@ fn unreachable_s3_is_reported_and_the_node_recovers_when_it_is_back() {
 }
 
 #[test]
+fn unreachable_mirror_is_reported_and_the_node_recovers_when_it_is_back() {
+    let Some((mut fleet, mirror, spec)) = start() else {
+        return;
+    };
+    let user_data = worker_user_data(&spec);
+    fleet.publish(&user_data, &spec);
+    // The asset mirror is down at first boot: connections to it are refused.
+    mirror.set_reachable(false);
+    let node = fleet.launch(&user_data);
+
+    let state = wait_failed_and_retrying(&node, 5);
+    let error = state["lastRun"]["error"].as_str().unwrap();
+    let url = mirror.kubelet_url();
+    assert!(
+        error.contains("downloading kubelet") && error.contains(&url),
+        "{error}"
+    );
+    assert!(error.contains("every URL failed"), "{error}");
+    // The kubelet is not there, nor started; nothing of it was half installed.
+    assert!(!node.path("/usr/local/bin/kubelet").exists());
+    assert_ne!(
+        sh(&node, "systemctl is-active kubelet.service || true"),
+        "active"
+    );
+    let journal = node.journal_text("nodewright.service");
+    assert!(
+        journal.contains(&url) && journal.contains("run failed"),
+        "{journal}"
+    );
+    let status = node.nodewright(&["status"]);
+    assert!(status.stdout.contains("boot FAILED"), "{}", status.stdout);
+    // The asset, each URL tried and how it failed, and what that held up.
+    assert!(
+        status.stdout.contains("download kubelet")
+            && status.stdout.contains(&url)
+            && status.stdout.contains("Connection refused"),
+        "{}",
+        status.stdout
+    );
+    assert!(
+        status
+            .stdout
+            .contains("install /usr/local/bin/kubelet     not run"),
+        "{}",
+        status.stdout
+    );
+
+    mirror.set_reachable(true);
+    let unit = node.wait_for_unit_within(
+        "nodewright.service",
+        "converged after the mirror came back",
+        Duration::from_secs(60),
+        |s| s.active_state == "active" && s.result == "success",
+    );
+    assert!(unit.n_restarts >= 1, "{unit:?}");
+    assert_eq!(node.state().unwrap()["lastRun"]["result"], "converged");
+    assert_eq!(node.boots(), 1);
+    assert_eq!(
+        nodewright_e2e::image::sha256_file(&node.path("/usr/local/bin/kubelet")),
+        mirror.kubelet_sha256
+    );
+    assert!(wait_healthz(&node).ends_with("ok"));
+}
+
+#[test]
 fn teardown_leaves_nothing_behind_even_when_the_test_fails() {
     let Some(mut fleet) = Fleet::start() else {
         return;
