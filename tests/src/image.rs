@@ -35,6 +35,10 @@ pub struct Recipe {
     /// inside the tree, or a mirror on loopback), and extra arguments.
     pub prebake: Option<(String, Vec<String>)>,
     pub kubernetes_version: String,
+    /// More environment for the build's `provision.sh` (e.g. the AWS endpoint and
+    /// credentials `prebake` reads an s3:// spec with). Not part of the layer's name:
+    /// the prebake spec's URL and digest are.
+    pub build_env: Vec<(String, String)>,
 }
 
 impl Default for Recipe {
@@ -48,6 +52,7 @@ impl Default for Recipe {
             extra_packages: vec!["containerd".to_owned(), "runc".to_owned()],
             prebake: None,
             kubernetes_version: "1.33.4".to_owned(),
+            build_env: Vec::new(),
         }
     }
 }
@@ -322,6 +327,9 @@ fn provision_stages(
         prebake_args = args.join(" ");
         env.push(("NODEWRIGHT_PREBAKE_SPEC", spec));
         env.push(("NODEWRIGHT_PREBAKE_ARGS", &prebake_args));
+    }
+    for (key, value) in &recipe.build_env {
+        env.push((key, value));
     }
     let output = provision_command(root, packer, binary, &env, stages)
         .output()

@@ -94,15 +94,16 @@ impl AssetMirror {
         worker_spec(&self.mirror.url(KUBELET_PATH), &self.kubelet_sha256)
     }
 
-    /// A recipe that prebakes [`AssetMirror::build_spec`] into the image, served by
-    /// this mirror at `/prebake/nodespec.yaml`.
-    pub fn prebake_recipe(&self) -> Recipe {
+    /// A recipe that prebakes [`AssetMirror::build_spec`] into the image, as a Packer
+    /// build does: the spec from the state store (`fleet`'s emulator, which the build
+    /// reaches on the machine's loopback), with the build's own credentials.
+    pub fn prebake_recipe(&self, fleet: &Fleet) -> Recipe {
         let spec = self.build_spec();
-        let path = "/prebake/nodespec.yaml";
-        self.mirror.put(path, spec.clone());
+        let (bucket, key) = ("nodewright-state", "prod.example.com/prebake/nodespec.yaml");
+        fleet.moto.put_object(bucket, key, &spec);
         Recipe {
             prebake: Some((
-                self.mirror.url(path),
+                format!("s3://{bucket}/{key}"),
                 vec![
                     "--sha256".to_owned(),
                     crate::assetkit::sha256(&spec),
@@ -110,6 +111,14 @@ impl AssetMirror {
                     "us-east-1".to_owned(),
                 ],
             )),
+            build_env: vec![
+                ("AWS_ENDPOINT_URL".to_owned(), fleet.moto.url().to_owned()),
+                ("AWS_ACCESS_KEY_ID".to_owned(), "AKIDPACKERBUILD".to_owned()),
+                (
+                    "AWS_SECRET_ACCESS_KEY".to_owned(),
+                    "packer-secret".to_owned(),
+                ),
+            ],
             ..recipe()
         }
     }
