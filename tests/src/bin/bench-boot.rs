@@ -36,11 +36,13 @@ fn main() -> ExitCode {
     let mut reboot = Vec::new();
     let mut prebaked = Vec::new();
     let mut changes = [0u64; 3];
+    let mut statuses = [String::new(), String::new()];
     for run in 0..runs {
         let before = mirror.mirror.hits_for(worker::KUBELET_PATH).len();
         let mut node = fleet.launch(&user_data);
         not_baked.push(timeline(&node, "not baked"));
         changes[0] = last_changes(&node);
+        statuses[0] = node.nodewright(&["status"]).stdout + &slowest_steps(&node);
         assert_eq!(
             mirror.mirror.hits_for(worker::KUBELET_PATH).len(),
             before + 1,
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
         let node = fleet.launch_on(baked.clone(), launch);
         prebaked.push(timeline(&node, "baked"));
         changes[2] = last_changes(&node);
+        statuses[1] = node.nodewright(&["status"]).stdout + &slowest_steps(&node);
         assert_eq!(
             mirror.mirror.hits_for(worker::KUBELET_PATH).len(),
             before,
@@ -119,6 +122,9 @@ fn main() -> ExitCode {
         ms(agent_plain),
         agent_plain.as_secs_f64() / 2.0,
     );
+    for (what, status) in ["not baked", "baked"].iter().zip(&statuses) {
+        println!("\nThe last {what} boot, as `nodewright status` shows it:\n{status}");
+    }
     ExitCode::SUCCESS
 }
 
@@ -132,6 +138,29 @@ fn timeline(node: &Node, what: &str) -> BootTimeline {
         "{what}: no `Started kubelet.service` in the journal"
     );
     timeline
+}
+
+/// The run's slowest timeline entries (steps of apply included), as a short list.
+fn slowest_steps(node: &Node) -> String {
+    let state = node.state().expect("state");
+    let mut entries: Vec<(u64, u64, String)> = state["lastRun"]["timeline"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            Some((
+                e["durationMs"].as_u64()?,
+                e["startMs"].as_u64()?,
+                e["name"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    entries.sort_by(|a, b| b.cmp(a));
+    let mut text = String::from("Slowest timeline entries (duration, start, name):\n");
+    for (duration, start, name) in entries.iter().take(12) {
+        text.push_str(&format!("  {duration:>5} ms  @{start:>5} ms  {name}\n"));
+    }
+    text
 }
 
 fn last_changes(node: &Node) -> u64 {
