@@ -357,6 +357,13 @@ fn worker_boots_converges_and_a_reboot_changes_nothing() {
     assert!(wait_healthz(&node).ends_with("ok"));
     let record = standin_record(&node);
     assert_ne!(record["startedAtMs"], kubelet_started, "{record:#}");
+    // At the power-off, systemd stopped the last boot's kubelet cleanly (SIGTERM, exit 0).
+    let kubelet_journal = node.journal_text("kubelet.service");
+    assert!(
+        kubelet_journal.contains("kubelet-standin: SIGTERM, exiting")
+            && !kubelet_journal.contains("Failed with result"),
+        "{kubelet_journal}"
+    );
     assert_eq!(
         record["flags"]["--node-ip"],
         instance.private_ip.to_string().as_str()
