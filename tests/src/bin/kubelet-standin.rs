@@ -97,10 +97,8 @@ fn record(args: &[String]) -> Value {
         }
         parsed
     });
-    for flag in ["--image-credential-provider-config"] {
-        if let Some(path) = flags.get(flag) {
-            read_yaml(path, &mut files);
-        }
+    if let Some(path) = flags.get("--image-credential-provider-config") {
+        read_yaml(path, &mut files);
     }
     json!({
         "argv": args,
