@@ -139,9 +139,20 @@ impl Fleet {
     }
 
     pub fn launch_with(&mut self, launch: Launch) -> Node {
+        let image = self.image.clone();
+        self.launch_on(image, launch)
+    }
+
+    /// Another image for this fleet (e.g. a prebaked one, to compare with the first).
+    pub fn bake(&self, recipe: &Recipe) -> Arc<Image> {
+        Arc::new(Image::bake(recipe, &crate::image::node_binary()))
+    }
+
+    /// Launches an instance of `image` (from [`Fleet::bake`]).
+    pub fn launch_on(&mut self, image: Arc<Image>, launch: Launch) -> Node {
         self.launched += 1;
         let name = format!("n{}", self.launched);
-        Node::launch(&name, self.image.clone(), &self.network, launch)
+        Node::launch(&name, image, &self.network, launch)
     }
 
     /// Terminates a node: it is powered off and its disk and network go.

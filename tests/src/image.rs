@@ -35,6 +35,10 @@ pub struct Recipe {
     /// inside the tree, or a mirror on loopback), and extra arguments.
     pub prebake: Option<(String, Vec<String>)>,
     pub kubernetes_version: String,
+    /// More environment for the build's `provision.sh` (e.g. the AWS endpoint and
+    /// credentials `prebake` reads an s3:// spec with). Not part of the layer's name:
+    /// the prebake spec's URL and digest are.
+    pub build_env: Vec<(String, String)>,
 }
 
 impl Default for Recipe {
@@ -42,9 +46,13 @@ impl Default for Recipe {
         Self {
             suite: "bookworm".to_owned(),
             mirror: "http://deb.debian.org/debian".to_owned(),
-            extra_packages: Vec::new(),
+            // What a Kubernetes node's image carries besides packages.txt: Debian's
+            // containerd (the booted workers run it). One default for every booted test,
+            // so that they share one cached OS layer.
+            extra_packages: vec!["containerd".to_owned(), "runc".to_owned()],
             prebake: None,
             kubernetes_version: "1.33.4".to_owned(),
+            build_env: Vec::new(),
         }
     }
 }
@@ -319,6 +327,9 @@ fn provision_stages(
         prebake_args = args.join(" ");
         env.push(("NODEWRIGHT_PREBAKE_SPEC", spec));
         env.push(("NODEWRIGHT_PREBAKE_ARGS", &prebake_args));
+    }
+    for (key, value) in &recipe.build_env {
+        env.push((key, value));
     }
     let output = provision_command(root, packer, binary, &env, stages)
         .output()

@@ -42,6 +42,7 @@ pub mod stats;
 pub mod timeline;
 pub mod tools;
 pub mod tree;
+pub mod worker;
 pub mod world;
 
 /// The workspace root (for examples and fixtures).

@@ -23,9 +23,12 @@ pub fn boot_config_for(example: &str, spec: &[u8]) -> Vec<u8> {
 /// `examples/<example>/nodespec.yaml` with `extra` merged in: lists are extended,
 /// mappings merged, anything else replaced.
 pub fn extend_example(example: &str, extra: &str) -> Vec<u8> {
-    let mut base: Value =
-        yaml_serde::from_slice(&crate::example(&format!("{example}/nodespec.yaml")))
-            .expect("the example parses");
+    extend(&crate::example(&format!("{example}/nodespec.yaml")), extra)
+}
+
+/// The spec `base` with `extra` merged in, as [`extend_example`] does.
+pub fn extend(base: &[u8], extra: &str) -> Vec<u8> {
+    let mut base: Value = yaml_serde::from_slice(base).expect("the base spec parses");
     let extra: Value = yaml_serde::from_str(extra).expect("the extra YAML parses");
     merge(&mut base, extra);
     yaml_serde::to_string(&base)

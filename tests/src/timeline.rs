@@ -1,5 +1,6 @@
 //! A booted node's boot timeline, from its own journal: when systemd came up, when the
-//! boot unit started, when the agent said it converged, all from the instance start.
+//! boot unit started, when the agent said it converged, when the kubelet was running,
+//! all from the instance start.
 
 use std::time::{Duration, SystemTime};
 
@@ -15,6 +16,8 @@ pub struct BootTimeline {
     pub converged: Duration,
     /// `Finished nodewright.service` (the unit's job is done; units after it may start).
     pub unit_finished: Duration,
+    /// `Started kubelet.service` (systemd runs the kubelet), if the node has one.
+    pub kubelet_started: Option<Duration>,
     /// The agent's own total, from its recorded timeline (what `nodewright status` shows).
     pub agent_total: Duration,
 }
@@ -49,6 +52,7 @@ impl BootTimeline {
             unit_started: first("Starting nodewright.service")?,
             converged: first("converged")?,
             unit_finished: first("Finished nodewright.service")?,
+            kubelet_started: first("Started kubelet.service"),
             agent_total: Duration::from_millis(agent_total),
         })
     }

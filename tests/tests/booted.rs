@@ -10,14 +10,24 @@ use std::time::Duration;
 
 use nodewright_e2e::fleet::{Fleet, boot_config};
 use nodewright_e2e::node::{Launch, Node, UnitStatus};
+use nodewright_e2e::worker::{self, AssetMirror};
 
 const SPEC_URL: &str =
     "s3://nodewright-state/prod.example.com/nodegroups/nodes-us-east-1a/nodespec.yaml";
 
-/// The booted-worker spec (see its header for how it differs from examples/worker).
-fn worker_spec() -> Vec<u8> {
+/// The booted-worker spec without Kubernetes (see its header), for the tests of the
+/// harness itself.
+fn base_spec() -> Vec<u8> {
     std::fs::read(nodewright_e2e::workspace().join("tests/fixtures/booted-worker/nodespec.yaml"))
         .unwrap()
+}
+
+/// A fleet on the booted-worker image, with the asset mirror serving the kubelet
+/// stand-in in its network, and the worker's spec (see tests/src/worker.rs).
+fn start() -> Option<(Fleet, AssetMirror, Vec<u8>)> {
+    let (fleet, mirror) = worker::fleet()?;
+    let spec = mirror.worker_spec();
+    Some((fleet, mirror, spec))
 }
 
 fn worker_user_data(spec: &[u8]) -> Vec<u8> {
@@ -70,12 +80,51 @@ fn wait_failed_and_retrying(node: &Node, exit_code: i32) -> serde_json::Value {
     state
 }
 
+/// `GET /healthz` on the node's 127.0.0.1:10248 from inside it (the image has no curl:
+/// bash's /dev/tcp), retried while the kubelet is starting; the raw answer.
+fn wait_healthz(node: &Node) -> String {
+    let request = "exec 3<>/dev/tcp/127.0.0.1/10248 && printf 'GET /healthz HTTP/1.1\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && cat <&3";
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let output = node.exec(&["bash", "-c", request]);
+        if output.status.success() {
+            return String::from_utf8_lossy(&output.stdout).into_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing answers on 127.0.0.1:10248: {}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            node.journal_text("kubelet.service")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// What the kubelet stand-in recorded at its start in this boot.
+fn standin_record(node: &Node) -> serde_json::Value {
+    let boot_id = sh(node, "cat /proc/sys/kernel/random/boot_id");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let record = std::fs::read_to_string(node.path(worker::STANDIN_RECORD))
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+        if let Some(record) = record.filter(|r| r["bootId"] == boot_id.as_str()) {
+            return record;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the kubelet stand-in recorded nothing in this boot:\n{}",
+            node.journal_text("kubelet.service")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn worker_boots_converges_and_a_reboot_changes_nothing() {
-    let Some(mut fleet) = Fleet::start() else {
+    let Some((mut fleet, mirror, spec)) = start() else {
         return;
     };
-    let spec = worker_spec();
     let user_data = worker_user_data(&spec);
     fleet.publish(&user_data, &spec);
     let mut node = fleet.launch(&user_data);
@@ -113,6 +162,122 @@ fn worker_boots_converges_and_a_reboot_changes_nothing() {
         std::fs::read_to_string(node.path("/etc/systemd/journald.conf.d/50-nodewright.conf"))
             .unwrap();
     assert!(journald.contains("SystemMaxUse=1G"));
+
+    // containerd: Debian's daemon from the image, under the unit nodewright rendered.
+    assert_eq!(
+        sh(&node, "systemctl is-active containerd.service"),
+        "active"
+    );
+    assert_eq!(
+        sh(&node, "systemctl show -P FragmentPath containerd.service"),
+        "/etc/systemd/system/containerd.service"
+    );
+    let exec = sh(&node, "systemctl show -P ExecStart containerd.service");
+    assert!(
+        exec.contains("path=/usr/bin/containerd")
+            && exec.contains("--config /etc/containerd/config.toml"),
+        "{exec}"
+    );
+    let config = std::fs::read_to_string(node.path("/etc/containerd/config.toml")).unwrap();
+    assert!(config.contains("SystemdCgroup = true"), "{config}");
+    // The daemon answers on its socket: client and server versions.
+    let version = sh(&node, "ctr version");
+    assert!(
+        version.contains("Server:") && version.contains("1.6.20"),
+        "{version}"
+    );
+
+    // Its CRI plugin (what the kubelet talks to) and the overlayfs snapshotter loaded.
+    let plugins = sh(&node, "ctr plugins ls");
+    for (kind, id) in [
+        ("io.containerd.grpc.v1", "cri"),
+        ("io.containerd.snapshotter.v1", "overlayfs"),
+    ] {
+        assert!(
+            plugins.lines().any(|l| {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                words.first() == Some(&kind)
+                    && words.get(1) == Some(&id)
+                    && words.last() == Some(&"ok")
+            }),
+            "{kind} {id} is not loaded:\n{plugins}"
+        );
+    }
+    // The kubelet (the stand-in, downloaded from the mirror and verified) under the
+    // rendered unit and drop-in, and healthy on 10248 as a kubelet is.
+    assert_eq!(
+        mirror.mirror.hits_for(worker::KUBELET_PATH).len(),
+        1,
+        "{:?}",
+        mirror.mirror.hits()
+    );
+    assert_eq!(
+        nodewright_e2e::image::sha256_file(&node.path("/usr/local/bin/kubelet")),
+        mirror.kubelet_sha256
+    );
+    assert_eq!(sh(&node, "systemctl is-active kubelet.service"), "active");
+    assert_eq!(sh(&node, "systemctl is-enabled kubelet.service"), "enabled");
+    let drop_ins = sh(&node, "systemctl show -P DropInPaths kubelet.service");
+    assert_eq!(
+        drop_ins,
+        "/etc/systemd/system/kubelet.service.d/10-nodewright.conf"
+    );
+    let healthz = wait_healthz(&node);
+    assert!(healthz.starts_with("HTTP/1.1 200"), "{healthz}");
+    assert!(healthz.ends_with("\r\n\r\nok"), "{healthz:?}");
+
+    // What the real kubelet would have been given, as the stand-in recorded it.
+    let record = standin_record(&node);
+    let instance = node.instance();
+    assert_eq!(record["argv"][0], "/usr/local/bin/kubelet", "{record:#}");
+    let flags = &record["flags"];
+    assert_eq!(flags["--config"], "/var/lib/kubelet/config.yaml");
+    assert_eq!(flags["--kubeconfig"], "/var/lib/kubelet/kubeconfig");
+    assert_eq!(flags["--cloud-provider"], "external");
+    assert_eq!(flags["--hostname-override"], instance.hostname().as_str());
+    assert_eq!(flags["--node-ip"], instance.private_ip.to_string().as_str());
+    assert_eq!(
+        flags["--node-labels"],
+        "node.kubernetes.io/node-group=nodes-us-east-1a"
+    );
+    let config = &record["config"];
+    assert_eq!(config["kind"], "KubeletConfiguration", "{record:#}");
+    assert_eq!(
+        config["providerID"],
+        format!(
+            "aws:///{}/{}",
+            instance.availability_zone, instance.instance_id
+        )
+        .as_str()
+    );
+    assert_eq!(
+        config["containerRuntimeEndpoint"],
+        "unix:///run/containerd/containerd.sock"
+    );
+    assert_eq!(config["cgroupDriver"], "systemd");
+    assert_eq!(config["clusterDNS"][0], "100.64.0.10");
+    assert_eq!(config["maxPods"], 110);
+    let kubeconfig = &record["kubeconfig"];
+    assert_eq!(
+        kubeconfig["clusters"][0]["cluster"]["server"],
+        "https://api.internal.prod.example.com"
+    );
+    // The CA it trusts is the spec's, and the API name resolves to the load balancer.
+    let ca = &record["files"]["/etc/kubernetes/pki/ca.crt"];
+    assert_eq!(ca["exists"], true, "{record:#}");
+    assert!(
+        ca["content"].as_str().unwrap().contains("zPXyi0+hfVY="),
+        "{ca}"
+    );
+    assert!(
+        sh(&node, "getent hosts api.internal.prod.example.com").starts_with("10.0.0.10"),
+        "the API name is not pinned"
+    );
+    // No client certificate yet: on EC2 it comes from controller-shim (test 4).
+    assert_eq!(
+        record["files"]["/var/lib/kubelet/pki/kubelet-client.key"]["exists"],
+        false
+    );
 
     // `nodewright status` on the node: converged, with the timeline of the boot.
     let status = node.nodewright(&["status"]);
@@ -159,6 +324,7 @@ fn worker_boots_converges_and_a_reboot_changes_nothing() {
     // A reboot runs the agent again, which finds nothing to do and restarts nothing.
     let applied_before = state["applied"].clone();
     let heartbeat_pid = sh(&node, "systemctl show -P MainPID node-heartbeat.service");
+    let kubelet_started = record["startedAtMs"].clone();
     node.reboot();
     let unit = node.wait_converged();
     assert_eq!(unit.n_restarts, 0, "{unit:?}");
@@ -182,6 +348,27 @@ fn worker_boots_converges_and_a_reboot_changes_nothing() {
         machine_id,
         "the machine-id must survive a reboot"
     );
+    // systemd itself starts containerd and the kubelet again (enabled units); the
+    // kubelet is not downloaded again.
+    assert_eq!(
+        sh(&node, "systemctl is-active containerd.service"),
+        "active"
+    );
+    assert!(wait_healthz(&node).ends_with("ok"));
+    let record = standin_record(&node);
+    assert_ne!(record["startedAtMs"], kubelet_started, "{record:#}");
+    // At the power-off, systemd stopped the last boot's kubelet cleanly (SIGTERM, exit 0).
+    let kubelet_journal = node.journal_text("kubelet.service");
+    assert!(
+        kubelet_journal.contains("kubelet-standin: SIGTERM, exiting")
+            && !kubelet_journal.contains("Failed with result"),
+        "{kubelet_journal}"
+    );
+    assert_eq!(
+        record["flags"]["--node-ip"],
+        instance.private_ip.to_string().as_str()
+    );
+    assert_eq!(mirror.mirror.hits_for(worker::KUBELET_PATH).len(), 1);
     let converged_boots = boots_with_message(&node, "converged");
     assert_eq!(
         converged_boots.len(),
@@ -199,10 +386,9 @@ fn worker_boots_converges_and_a_reboot_changes_nothing() {
 
 #[test]
 fn bad_user_data_is_reported_and_the_node_recovers_once_it_is_fixed() {
-    let Some(mut fleet) = Fleet::start() else {
+    let Some((mut fleet, _mirror, spec)) = start() else {
         return;
     };
-    let spec = worker_spec();
     let good = worker_user_data(&spec);
     fleet.publish(&good, &spec);
     // A boot config with a field of the wrong type.
@@ -253,10 +439,9 @@ fn bad_user_data_is_reported_and_the_node_recovers_once_it_is_fixed() {
 
 #[test]
 fn tampered_spec_is_refused_until_the_published_spec_matches() {
-    let Some(mut fleet) = Fleet::start() else {
+    let Some((mut fleet, _mirror, spec)) = start() else {
         return;
     };
-    let spec = worker_spec();
     let user_data = worker_user_data(&spec);
     let mut tampered = spec.clone();
     tampered.extend_from_slice(b"# changed after the boot config was made\n");
@@ -293,10 +478,9 @@ fn tampered_spec_is_refused_until_the_published_spec_matches() {
 
 #[test]
 fn unreachable_s3_is_reported_and_the_node_recovers_when_it_is_back() {
-    let Some(mut fleet) = Fleet::start() else {
+    let Some((mut fleet, _mirror, spec)) = start() else {
         return;
     };
-    let spec = worker_spec();
     let user_data = worker_user_data(&spec);
     fleet.publish(&user_data, &spec);
     fleet.aws.set_reachable(false);
@@ -334,11 +518,76 @@ fn unreachable_s3_is_reported_and_the_node_recovers_when_it_is_back() {
 }
 
 #[test]
+fn unreachable_mirror_is_reported_and_the_node_recovers_when_it_is_back() {
+    let Some((mut fleet, mirror, spec)) = start() else {
+        return;
+    };
+    let user_data = worker_user_data(&spec);
+    fleet.publish(&user_data, &spec);
+    // The asset mirror is down at first boot: connections to it are refused.
+    mirror.set_reachable(false);
+    let node = fleet.launch(&user_data);
+
+    let state = wait_failed_and_retrying(&node, 5);
+    let error = state["lastRun"]["error"].as_str().unwrap();
+    let url = mirror.kubelet_url();
+    assert!(
+        error.contains("downloading kubelet") && error.contains(&url),
+        "{error}"
+    );
+    assert!(error.contains("every URL failed"), "{error}");
+    // The kubelet is not there, nor started; nothing of it was half installed.
+    assert!(!node.path("/usr/local/bin/kubelet").exists());
+    assert_ne!(
+        sh(&node, "systemctl is-active kubelet.service || true"),
+        "active"
+    );
+    let journal = node.journal_text("nodewright.service");
+    assert!(
+        journal.contains(&url) && journal.contains("run failed"),
+        "{journal}"
+    );
+    let status = node.nodewright(&["status"]);
+    assert!(status.stdout.contains("boot FAILED"), "{}", status.stdout);
+    // The asset, each URL tried and how it failed, and what that held up.
+    assert!(
+        status.stdout.contains("download kubelet")
+            && status.stdout.contains(&url)
+            && status.stdout.contains("Connection refused"),
+        "{}",
+        status.stdout
+    );
+    assert!(
+        status
+            .stdout
+            .contains("install /usr/local/bin/kubelet     not run"),
+        "{}",
+        status.stdout
+    );
+
+    mirror.set_reachable(true);
+    let unit = node.wait_for_unit_within(
+        "nodewright.service",
+        "converged after the mirror came back",
+        Duration::from_secs(60),
+        |s| s.active_state == "active" && s.result == "success",
+    );
+    assert!(unit.n_restarts >= 1, "{unit:?}");
+    assert_eq!(node.state().unwrap()["lastRun"]["result"], "converged");
+    assert_eq!(node.boots(), 1);
+    assert_eq!(
+        nodewright_e2e::image::sha256_file(&node.path("/usr/local/bin/kubelet")),
+        mirror.kubelet_sha256
+    );
+    assert!(wait_healthz(&node).ends_with("ok"));
+}
+
+#[test]
 fn teardown_leaves_nothing_behind_even_when_the_test_fails() {
     let Some(mut fleet) = Fleet::start() else {
         return;
     };
-    let spec = worker_spec();
+    let spec = base_spec();
     let user_data = worker_user_data(&spec);
     fleet.publish(&user_data, &spec);
 
@@ -468,7 +717,7 @@ fn a_volume_appears_under_its_ebs_name_and_stays_attached_across_a_reboot() {
     let Some(mut fleet) = Fleet::start() else {
         return;
     };
-    let spec = worker_spec();
+    let spec = base_spec();
     let user_data = worker_user_data(&spec);
     fleet.publish(&user_data, &spec);
     let volume = LoopDevice::new("64M");
