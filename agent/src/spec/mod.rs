@@ -5,6 +5,7 @@
 mod assets;
 mod boot;
 mod cni;
+mod components;
 mod containerd;
 mod control_plane;
 mod host;
@@ -28,6 +29,10 @@ pub use cni::{CNI_PLUGINS, CniSpec};
 pub use containerd::{
     ContainerdSpec, check_extra_config as check_containerd_extra_config,
     config_version as containerd_config_version, describe_toml_error as containerd_toml_error,
+};
+pub use components::{
+    ApiServerSpec, AuditSpec, ControllerManagerSpec, ControllerShimSpec, EtcdClusterSpec,
+    EtcdPorts, EtcdSpec, ExtraArgs, RunMode, SchedulerSpec, ShimNodeGroup, ShimNodeName,
 };
 pub use control_plane::{
     ControlPlaneSpec, DnsMode, DnsSpec, EtcdVolumesSpec, Filesystem, ForceDetach, WatchSpec,
