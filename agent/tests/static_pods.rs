@@ -161,7 +161,10 @@ async fn a_changed_input_rewrites_exactly_the_pods_that_read_it() {
     node.put(pki::SCHEDULER_KUBECONFIG, "drifted\n");
     let plan = node.converge().await;
     assert!(manifest_writes(&plan).is_empty(), "{}", plan.render());
-    assert!(plan.render().contains("write /etc/kubernetes/scheduler.conf"));
+    assert!(
+        plan.render()
+            .contains("write /etc/kubernetes/scheduler.conf")
+    );
     assert_eq!(node.manifests()["kube-scheduler.yaml"], scheduler);
     assert!(node.converge().await.is_empty());
 }
@@ -172,6 +175,9 @@ async fn plan_shows_the_digest_it_would_write_and_writes_nothing() {
     let plan = engine::plan(&node.desired, &node.host, &node.state)
         .await
         .unwrap();
-    assert!(plan.render().contains("write /etc/kubernetes/manifests/kube-apiserver.yaml: missing"));
+    assert!(
+        plan.render()
+            .contains("write /etc/kubernetes/manifests/kube-apiserver.yaml: missing")
+    );
     assert!(!node.dir.path().join(MANIFESTS).exists());
 }

@@ -21,11 +21,16 @@ pub fn boot_config_for(example: &str, spec: &[u8]) -> Vec<u8> {
 }
 
 /// `examples/<example>/nodespec.yaml` with `extra` merged in: lists are extended,
-/// mappings merged, anything else replaced.
+/// mappings merged, anything else replaced. The control-plane example's `controlPlane`
+/// section is left out: these nodes boot without etcd volumes (no EC2 to claim them
+/// from), and their `extra` stands in for the control plane's own files.
 pub fn extend_example(example: &str, extra: &str) -> Vec<u8> {
     let mut base: Value =
         yaml_serde::from_slice(&crate::example(&format!("{example}/nodespec.yaml")))
             .expect("the example parses");
+    if let Value::Mapping(map) = &mut base {
+        map.remove("controlPlane");
+    }
     let extra: Value = yaml_serde::from_str(extra).expect("the extra YAML parses");
     merge(&mut base, extra);
     yaml_serde::to_string(&base)

@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::plan::{
-    Action, BLOCK_KIND, Perms, Plan, Step, Trigger, source_key, static_pod_key,
-};
+use super::plan::{Action, BLOCK_KIND, Perms, Plan, Step, Trigger, source_key, static_pod_key};
 use super::state::{AppliedRecord, FileRecord, StatRecord, State};
 use super::timeline::{Timeline, rfc3339};
 use crate::assets::Fetcher;

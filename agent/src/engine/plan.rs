@@ -35,7 +35,8 @@ impl StaticPodWrite {
     /// The manifest with the digest of `digests` (path, sha256) in place.
     pub fn fill(&self, digests: &[(String, String)]) -> Content {
         let digest = inputs_digest(digests.iter().map(|(p, d)| (p.as_str(), d.as_str())));
-        let text = String::from_utf8_lossy(self.template.bytes()).replace(INPUTS_PLACEHOLDER, &digest);
+        let text =
+            String::from_utf8_lossy(self.template.bytes()).replace(INPUTS_PLACEHOLDER, &digest);
         Content::new(text)
     }
 }

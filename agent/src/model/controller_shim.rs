@@ -138,8 +138,10 @@ fn trust_bundle(facts: &Facts) -> &'static str {
 
 fn shim_config(spec: &NodeSpec, shim: &ControllerShimSpec, facts: &Facts) -> ShimConfig {
     let cluster = spec.cluster.name.to_string();
-    let mut certificates = CertificateSettings::default();
-    certificates.validity_days = shim.certificate_validity_days;
+    let certificates = CertificateSettings {
+        validity_days: shim.certificate_validity_days,
+        ..CertificateSettings::default()
+    };
     ShimConfig {
         api_version: CONFIG_API_VERSION.to_owned(),
         kind: CONFIG_KIND.to_owned(),

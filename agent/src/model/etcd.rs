@@ -46,16 +46,19 @@ pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<
                 "this node holds a volume of etcd cluster {cluster}, which controlPlane.etcd.clusters does not list"
             )));
         };
-        let ports = settings.ports(cluster).ok_or_else(|| {
-            ModelError::Render(format!("etcd cluster {cluster} has no ports"))
-        })?;
+        let ports = settings
+            .ports(cluster)
+            .ok_or_else(|| ModelError::Render(format!("etcd cluster {cluster} has no ports")))?;
         let member_flags = member_flags(spec, control_plane, cluster, member, settings, ports);
         let data = fixed_path(&data_dir(member));
         // etcd refuses a data directory others can read.
         out.directory(COMPONENT, data.clone(), Ownership::root(0o700))?;
         out.protect(
             member.mount_path.clone(),
-            format!("etcd data of member {} of etcd cluster {cluster}", member.member),
+            format!(
+                "etcd data of member {} of etcd cluster {cluster}",
+                member.member
+            ),
         );
         let certs = [
             ETCD_CA_CERT.to_owned(),
@@ -77,7 +80,10 @@ pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<
                     command,
                     mounts,
                     probe: health_probe(ports),
-                    requests: requests(etcd.cpu_request.as_str(), Some(etcd.memory_request.as_str())),
+                    requests: requests(
+                        etcd.cpu_request.as_str(),
+                        Some(etcd.memory_request.as_str()),
+                    ),
                     env: vec![],
                 }
                 .add(COMPONENT, out)?;
@@ -129,9 +135,18 @@ fn member_flags(
     let mut ours: BTreeMap<String, String> = flag_map([
         ("name", member.member.clone()),
         ("data-dir", data_dir(member)),
-        ("listen-client-urls", format!("https://0.0.0.0:{}", ports.client)),
-        ("advertise-client-urls", format!("https://{me}:{}", ports.client)),
-        ("listen-peer-urls", format!("https://0.0.0.0:{}", ports.peer)),
+        (
+            "listen-client-urls",
+            format!("https://0.0.0.0:{}", ports.client),
+        ),
+        (
+            "advertise-client-urls",
+            format!("https://{me}:{}", ports.client),
+        ),
+        (
+            "listen-peer-urls",
+            format!("https://0.0.0.0:{}", ports.peer),
+        ),
         (
             "initial-advertise-peer-urls",
             format!("https://{me}:{}", ports.peer),

@@ -87,8 +87,14 @@ pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<
             ours.insert("cluster-cidr".to_owned(), spec.cluster.pod_cidr.to_string());
         }
         if kcm.cluster_signing {
-            ours.insert("cluster-signing-cert-file".to_owned(), pki::CA_CERT.to_owned());
-            ours.insert("cluster-signing-key-file".to_owned(), pki::CA_KEY.to_owned());
+            ours.insert(
+                "cluster-signing-cert-file".to_owned(),
+                pki::CA_CERT.to_owned(),
+            );
+            ours.insert(
+                "cluster-signing-key-file".to_owned(),
+                pki::CA_KEY.to_owned(),
+            );
             files.push(pki::CA_KEY.to_owned());
         }
         let image = image_of(kcm.image.as_ref(), "kube-controller-manager", spec);
@@ -123,7 +129,10 @@ pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<
             ("secure-port", "10259".to_owned()),
             ("leader-elect", "true".to_owned()),
             ("tls-cert-file", pki::SCHEDULER_SERVING_CERT.to_owned()),
-            ("tls-private-key-file", pki::SCHEDULER_SERVING_KEY.to_owned()),
+            (
+                "tls-private-key-file",
+                pki::SCHEDULER_SERVING_KEY.to_owned(),
+            ),
         ]);
         let files = vec![
             kubeconfig,
@@ -179,7 +188,6 @@ fn healthz(port: u16) -> Probe {
     }
 }
 
-#[allow(clippy::too_many_arguments)] // one call per component, each argument named
 fn static_pod(
     name: &str,
     image: &str,
@@ -229,9 +237,10 @@ fn api_server(
     facts: &Facts,
     out: &mut StateBuilder,
 ) -> Result<(), ModelError> {
-    let etcd = control_plane.etcd.as_ref().ok_or_else(|| {
-        ModelError::Render("the API server needs controlPlane.etcd".to_owned())
-    })?;
+    let etcd = control_plane
+        .etcd
+        .as_ref()
+        .ok_or_else(|| ModelError::Render("the API server needs controlPlane.etcd".to_owned()))?;
     let urls = local_client_urls(etcd);
     let main = urls
         .get("main")
@@ -271,9 +280,18 @@ fn api_server(
             "kubelet-preferred-address-types",
             "InternalIP,Hostname,ExternalIP".to_owned(),
         ),
-        ("proxy-client-cert-file", pki::FRONT_PROXY_CLIENT_CERT.to_owned()),
-        ("proxy-client-key-file", pki::FRONT_PROXY_CLIENT_KEY.to_owned()),
-        ("requestheader-allowed-names", "front-proxy-client".to_owned()),
+        (
+            "proxy-client-cert-file",
+            pki::FRONT_PROXY_CLIENT_CERT.to_owned(),
+        ),
+        (
+            "proxy-client-key-file",
+            pki::FRONT_PROXY_CLIENT_KEY.to_owned(),
+        ),
+        (
+            "requestheader-allowed-names",
+            "front-proxy-client".to_owned(),
+        ),
         (
             "requestheader-client-ca-file",
             pki::FRONT_PROXY_CA_CERT.to_owned(),
@@ -330,14 +348,23 @@ fn api_server(
         mounts.push(HostMount::file(pki::ENCRYPTION_CONFIG));
     }
     if let Some(audit) = &api.audit {
-        ours.insert("audit-policy-file".to_owned(), audit.policy_file.to_string());
+        ours.insert(
+            "audit-policy-file".to_owned(),
+            audit.policy_file.to_string(),
+        );
         ours.insert("audit-log-path".to_owned(), audit.log_path.to_string());
-        ours.insert("audit-log-maxage".to_owned(), audit.max_age_days.to_string());
+        ours.insert(
+            "audit-log-maxage".to_owned(),
+            audit.max_age_days.to_string(),
+        );
         ours.insert(
             "audit-log-maxbackup".to_owned(),
             audit.max_backups.to_string(),
         );
-        ours.insert("audit-log-maxsize".to_owned(), audit.max_size_mb.to_string());
+        ours.insert(
+            "audit-log-maxsize".to_owned(),
+            audit.max_size_mb.to_string(),
+        );
         mounts.push(HostMount::file(audit.policy_file.to_string()));
         let log_dir = audit
             .log_path
@@ -367,4 +394,63 @@ fn api_server(
         env: vec![],
     }
     .add(COMPONENT, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::desired_state;
+
+    fn command_of(desired: &crate::model::DesiredState, pod: &str) -> Vec<String> {
+        let file = desired
+            .file(&format!("/etc/kubernetes/manifests/{pod}.yaml"))
+            .unwrap();
+        let value: serde_json::Value = yaml_serde::from_slice(file.content.bytes()).unwrap();
+        value["spec"]["containers"][0]["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn extra_args_override_a_typed_flag_and_add_new_ones() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/control-plane/nodespec.yaml"
+        ))
+        .unwrap()
+        .replace("    authorizationModes: [Node, RBAC]\n", "    securePort: 6443\n    authorizationModes: [Node, RBAC]\n")
+        .replace(
+            "      profiling: \"false\"\n      # Overrides",
+            "      secure-port: \"8443\"\n      authorization-mode: AlwaysAllow\n      v: \"4\"\n      # Overrides",
+        )
+        .replace("  scheduler:\n", "  scheduler:\n    extraArgs: {leader-elect: \"false\"}\n")
+        .replace("    extraArgs:\n      profiling: \"false\"\n  controllerShim", "  controllerShim");
+        let spec = crate::spec::NodeSpec::parse("cp", &text).unwrap();
+        let desired = desired_state(&spec, &Facts::example()).unwrap();
+        let api = command_of(&desired, "kube-apiserver");
+        assert!(api.contains(&"--secure-port=8443".to_owned()), "{api:?}");
+        assert!(!api.iter().any(|f| f == "--secure-port=6443"), "{api:?}");
+        assert!(api.contains(&"--authorization-mode=AlwaysAllow".to_owned()));
+        assert!(api.contains(&"--v=4".to_owned()));
+        assert!(api.contains(&"--kubelet-preferred-address-types=InternalIP".to_owned()));
+        let scheduler = command_of(&desired, "kube-scheduler");
+        assert!(
+            scheduler.contains(&"--leader-elect=false".to_owned()),
+            "{scheduler:?}"
+        );
+        assert_eq!(
+            scheduler
+                .iter()
+                .filter(|f| f.starts_with("--leader-elect"))
+                .count(),
+            1
+        );
+        // The node-local kubeconfigs reach the API server on the typed port.
+        let conf = desired.file(pki::SCHEDULER_KUBECONFIG).unwrap();
+        let text = String::from_utf8_lossy(conf.content.bytes());
+        assert!(text.contains("server: https://127.0.0.1:6443"), "{text}");
+    }
 }

@@ -18,16 +18,15 @@ pub mod kube_proxy;
 pub mod kubeconfig;
 pub mod kubelet;
 pub mod merge;
-pub mod pod;
 pub mod pki_paths;
+pub mod pod;
 pub mod render;
 
 pub use builder::{MODULES_FILE, SYSCTL_FILE, StateBuilder, UNIT_DIR, fixed_path, unit_path};
 pub use desired::{
     Content, DesiredAsset, DesiredAssetFile, DesiredBlock, DesiredDirectory, DesiredFile,
     DesiredPackages, DesiredService, DesiredState, DesiredStaticPod, DesiredSymlink, FileKind,
-    INPUTS_ANNOTATION, INPUTS_PLACEHOLDER, Ownership, PackageManager, ProtectedPath,
-    inputs_digest,
+    INPUTS_ANNOTATION, INPUTS_PLACEHOLDER, Ownership, PackageManager, ProtectedPath, inputs_digest,
 };
 pub use facts::{ControlPlaneFacts, EtcdMember, Facts, HostFacts, InstanceFacts};
 

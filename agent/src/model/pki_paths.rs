@@ -16,10 +16,13 @@ pub const APISERVER_ETCD_CLIENT_CERT: &str = "/etc/kubernetes/pki/apiserver-etcd
 pub const APISERVER_ETCD_CLIENT_KEY: &str = "/etc/kubernetes/pki/apiserver-etcd-client.key";
 pub const FRONT_PROXY_CLIENT_CERT: &str = "/etc/kubernetes/pki/front-proxy-client.crt";
 pub const FRONT_PROXY_CLIENT_KEY: &str = "/etc/kubernetes/pki/front-proxy-client.key";
-pub const CONTROLLER_MANAGER_CLIENT_CERT: &str = "/etc/kubernetes/pki/controller-manager-client.crt";
+pub const CONTROLLER_MANAGER_CLIENT_CERT: &str =
+    "/etc/kubernetes/pki/controller-manager-client.crt";
 pub const CONTROLLER_MANAGER_CLIENT_KEY: &str = "/etc/kubernetes/pki/controller-manager-client.key";
-pub const CONTROLLER_MANAGER_SERVING_CERT: &str = "/etc/kubernetes/pki/controller-manager-serving.crt";
-pub const CONTROLLER_MANAGER_SERVING_KEY: &str = "/etc/kubernetes/pki/controller-manager-serving.key";
+pub const CONTROLLER_MANAGER_SERVING_CERT: &str =
+    "/etc/kubernetes/pki/controller-manager-serving.crt";
+pub const CONTROLLER_MANAGER_SERVING_KEY: &str =
+    "/etc/kubernetes/pki/controller-manager-serving.key";
 pub const SCHEDULER_CLIENT_CERT: &str = "/etc/kubernetes/pki/scheduler-client.crt";
 pub const SCHEDULER_CLIENT_KEY: &str = "/etc/kubernetes/pki/scheduler-client.key";
 pub const SCHEDULER_SERVING_CERT: &str = "/etc/kubernetes/pki/scheduler-serving.crt";
@@ -31,10 +34,18 @@ pub const ETCD_CA_CERT: &str = "/etc/kubernetes/pki/etcd/ca.crt";
 pub const ETCD_CLIENT_CERT: &str = "/etc/kubernetes/pki/etcd/client.crt";
 pub const ETCD_CLIENT_KEY: &str = "/etc/kubernetes/pki/etcd/client.key";
 /// Per etcd cluster (`main`, `events`): server and peer certificates.
-pub fn etcd_server_cert(cluster: &str) -> String { format!("/etc/kubernetes/pki/etcd/{cluster}-server.crt") }
-pub fn etcd_server_key(cluster: &str) -> String { format!("/etc/kubernetes/pki/etcd/{cluster}-server.key") }
-pub fn etcd_peer_cert(cluster: &str) -> String { format!("/etc/kubernetes/pki/etcd/{cluster}-peer.crt") }
-pub fn etcd_peer_key(cluster: &str) -> String { format!("/etc/kubernetes/pki/etcd/{cluster}-peer.key") }
+pub fn etcd_server_cert(cluster: &str) -> String {
+    format!("/etc/kubernetes/pki/etcd/{cluster}-server.crt")
+}
+pub fn etcd_server_key(cluster: &str) -> String {
+    format!("/etc/kubernetes/pki/etcd/{cluster}-server.key")
+}
+pub fn etcd_peer_cert(cluster: &str) -> String {
+    format!("/etc/kubernetes/pki/etcd/{cluster}-peer.crt")
+}
+pub fn etcd_peer_key(cluster: &str) -> String {
+    format!("/etc/kubernetes/pki/etcd/{cluster}-peer.key")
+}
 /// controller-shim's serving certificate (SANs: the API names, LB IPs, node IP, 127.0.0.1).
 pub const SHIM_SERVING_CERT: &str = "/etc/kubernetes/controller-shim/serving.crt";
 pub const SHIM_SERVING_KEY: &str = "/etc/kubernetes/controller-shim/serving.key";

@@ -22,10 +22,7 @@ pub fn flags(ours: BTreeMap<String, String>, extra: &ExtraArgs) -> Vec<String> {
 
 /// A typed flag map from `(name, value)` pairs.
 pub fn flag_map<const N: usize>(pairs: [(&str, String); N]) -> BTreeMap<String, String> {
-    pairs
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
+    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
 /// How a hostPath is mounted.
@@ -105,7 +102,8 @@ impl StaticPod<'_> {
                 HostPathKind::File => ("File", true),
                 HostPathKind::DirectoryOrCreate => ("DirectoryOrCreate", false),
             };
-            volume_mounts.push(json!({"name": name, "mountPath": mount.path, "readOnly": read_only}));
+            volume_mounts
+                .push(json!({"name": name, "mountPath": mount.path, "readOnly": read_only}));
             volumes.push(json!({"name": name, "hostPath": {"path": mount.path, "type": kind}}));
         }
         let probe = |path: &str, initial: u32, period: u32, failures: u32| {
@@ -219,7 +217,10 @@ mod tests {
 
     #[test]
     fn volume_names_are_labels() {
-        assert_eq!(volume_name("/etc/kubernetes/pki/etcd/ca.crt"), "pki-etcd-ca-crt");
+        assert_eq!(
+            volume_name("/etc/kubernetes/pki/etcd/ca.crt"),
+            "pki-etcd-ca-crt"
+        );
         assert_eq!(volume_name("/mnt/etcd-main-a/data"), "mnt-etcd-main-a-data");
     }
 }

@@ -495,11 +495,7 @@ impl Components<'_> {
             check_extra_args(at, &api.extra_args, problems);
         }
         if let Some(kcm) = self.controller_manager {
-            check_extra_args(
-                "controlPlane.controllerManager",
-                &kcm.extra_args,
-                problems,
-            );
+            check_extra_args("controlPlane.controllerManager", &kcm.extra_args, problems);
         }
         if let Some(scheduler) = self.scheduler {
             check_extra_args("controlPlane.scheduler", &scheduler.extra_args, problems);
@@ -547,5 +543,111 @@ impl Components<'_> {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::spec::NodeSpec;
+
+    fn example() -> String {
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/control-plane/nodespec.yaml"
+        ))
+        .unwrap()
+    }
+
+    fn error_of(text: &str) -> String {
+        NodeSpec::parse("spec.yaml", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_example_parses_with_its_components() {
+        let spec = NodeSpec::parse("cp", &example()).unwrap();
+        let cp = spec.control_plane.unwrap();
+        let etcd = cp.etcd.unwrap();
+        assert_eq!(etcd.image.as_str(), "registry.k8s.io/etcd:3.5.21-0");
+        let main = etcd.clusters["main"].ports("main").unwrap();
+        assert_eq!((main.client, main.peer, main.metrics), (4001, 2380, 8081));
+        assert_eq!(cp.api_server.unwrap().secure_port, 443);
+    }
+
+    #[test]
+    fn a_bad_flag_name_is_an_error_naming_its_path() {
+        let cases = [
+            (
+                "      profiling: \"false\"\n      # Overrides",
+                "      \"\": \"false\"\n      # Overrides",
+                "controlPlane.apiServer.extraArgs[\"\"]: \"\" is not a flag name",
+            ),
+            (
+                "      terminated-pod-gc-threshold: \"12500\"",
+                "      --terminated-pod-gc-threshold: \"12500\"",
+                "controlPlane.controllerManager.extraArgs[\"--terminated-pod-gc-threshold\"]: \"--terminated-pod-gc-threshold\" is not a flag name",
+            ),
+            (
+                "          auto-compaction-retention: 1h",
+                "          auto-compaction-retention: \"1h\\nx\"",
+                "controlPlane.etcd.clusters.events.extraArgs[\"auto-compaction-retention\"]: a flag value must be one line",
+            ),
+        ];
+        for (from, to, wanted) in cases {
+            let text = example().replacen(from, to, 1);
+            assert_ne!(text, example(), "{from} is not in the example");
+            let err = error_of(&text);
+            assert!(err.contains(wanted), "{to}: {err}");
+            assert!(err.contains(" at line "), "{err}");
+        }
+    }
+
+    #[test]
+    fn components_are_checked_against_each_other() {
+        let cases = [
+            (
+                "    image: registry.k8s.io/etcd:3.5.21-0\n",
+                "    image: registry.k8s.io/etcd:3.5.21-0\n    mode: systemd\n",
+                "controlPlane.etcd.asset: systemd mode needs the asset",
+            ),
+            (
+                "    image: registry.k8s.io/etcd:3.5.21-0\n",
+                "    image: registry.k8s.io/etcd:3.5.21-0\n    mode: systemd\n    asset: etcd\n",
+                "controlPlane.etcd.asset: asset etcd is not declared in assets",
+            ),
+            (
+                "    clusters: [main, events]\n",
+                "    clusters: [main]\n",
+                "controlPlane.etcd.clusters.events: etcd cluster events is not in etcdVolumes.clusters",
+            ),
+            (
+                "        quotaBackendBytes: 8589934592\n",
+                "        quotaBackendBytes: 8589934592\n        clientPort: 4002\n",
+                "controlPlane.etcd.clusters.main.clientPort: port 4002 is already used by controlPlane.etcd.clusters.events.clientPort",
+            ),
+            (
+                "    image: ghcr.io/nodewright/controller-shim:0.1.0\n",
+                "",
+                "controlPlane.controllerShim.image: staticPod mode needs the controller-shim image",
+            ),
+            (
+                "    authorizationModes: [Node, RBAC]",
+                "    authorizationModes: [\"Node,RBAC\"]",
+                "controlPlane.apiServer.authorizationModes[0]",
+            ),
+        ];
+        for (from, to, wanted) in cases {
+            let text = example().replacen(from, to, 1);
+            assert_ne!(text, example(), "{from} is not in the example");
+            let err = error_of(&text);
+            assert!(err.contains(wanted), "{to}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_with_their_path() {
+        let text = example().replace("    encryptionConfig: true", "    encryptionConfg: true");
+        let err = error_of(&text);
+        assert!(err.contains("controlPlane.apiServer"), "{err}");
+        assert!(err.contains("encryptionConfg"), "{err}");
     }
 }

@@ -48,12 +48,16 @@ pub const CASES: &[Case] = &[
 /// A control-plane node holding member `a` of etcd clusters main and events.
 pub fn control_plane_facts() -> Facts {
     let mut facts = Facts::example();
-    for (cluster, volume) in [("main", "vol-0aaaa1111bbbb2222"), ("events", "vol-0cccc3333dddd4444")] {
+    for (cluster, volume) in [
+        ("main", "vol-0aaaa1111bbbb2222"),
+        ("events", "vol-0cccc3333dddd4444"),
+    ] {
         let members: Vec<String> = ["a", "b", "c"].map(str::to_owned).to_vec();
         let peer_names = members
             .iter()
             .map(|m| {
-                let name = nodewright::spec::etcd_peer_name(cluster, m, "internal.prod.example.com");
+                let name =
+                    nodewright::spec::etcd_peer_name(cluster, m, "internal.prod.example.com");
                 (m.clone(), name)
             })
             .collect();
@@ -68,7 +72,10 @@ pub fn control_plane_facts() -> Facts {
                     "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{}",
                     volume.replace('-', "")
                 ),
-                mount_path: format!("/mnt/etcd-{cluster}-a").as_str().try_into().unwrap(),
+                mount_path: format!("/mnt/etcd-{cluster}-a")
+                    .as_str()
+                    .try_into()
+                    .unwrap(),
                 filesystem: "ext4".to_owned(),
                 planned: false,
             },
