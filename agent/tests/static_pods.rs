@@ -170,6 +170,38 @@ async fn a_changed_input_rewrites_exactly_the_pods_that_read_it() {
 }
 
 #[tokio::test]
+async fn a_pod_no_longer_in_the_spec_is_removed_with_its_record() {
+    let mut node = Node::new();
+    node.converge().await;
+    assert!(
+        node.state
+            .applied
+            .contains_key("static-pod:/etc/kubernetes/manifests/kube-scheduler.yaml")
+    );
+    let manifest = "/etc/kubernetes/manifests/kube-scheduler.yaml";
+    node.desired.files.retain(|f| f.path.as_str() != manifest);
+    node.desired
+        .static_pods
+        .retain(|p| p.manifest.as_str() != manifest);
+    let plan = node.converge().await;
+    assert!(
+        plan.render()
+            .contains("remove /etc/kubernetes/manifests/kube-scheduler.yaml"),
+        "{}",
+        plan.render()
+    );
+    assert!(!node.manifests().contains_key("kube-scheduler.yaml"));
+    assert!(
+        !node
+            .state
+            .applied
+            .keys()
+            .any(|k| k.contains("kube-scheduler"))
+    );
+    assert!(node.converge().await.is_empty());
+}
+
+#[tokio::test]
 async fn plan_shows_the_digest_it_would_write_and_writes_nothing() {
     let node = Node::new();
     let plan = engine::plan(&node.desired, &node.host, &node.state)

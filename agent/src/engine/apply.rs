@@ -655,6 +655,8 @@ fn remember(step: &Step, outcome: &Outcome, host: &Host, fetcher: &Fetcher, stat
         }
         Action::RemoveFile { path } => {
             state.files.remove(path.as_str());
+            // A static pod no longer in the spec: its inputs record goes with it.
+            state.applied.remove(&static_pod_key(path));
         }
         Action::WriteBlocks {
             path,
