@@ -25,6 +25,7 @@ packages=(
   shellcheck          # lint of packer/provision.sh
   buildah skopeo      # the controller-shim image (FROM scratch, built without a daemon)
   runc                # runs that image (with containerd) in the image test
+  etcd-server etcd-client  # a real etcd started from the rendered etcd unit
 )
 missing=()
 for p in "${packages[@]}"; do

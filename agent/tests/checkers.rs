@@ -14,7 +14,7 @@ use common::checkers::{
     systemd_verify, write_test_certificate, write_tree,
 };
 use common::{CASES, parse, render_case};
-use nodewright::model::{FileKind, kube_proxy, kubelet};
+use nodewright::model::{FileKind, controller_shim, kube_proxy, kubelet, pki_paths as pki};
 
 #[test]
 fn units_and_drop_ins_pass_systemd_analyze_verify() {
@@ -77,7 +77,8 @@ fn manifests_pass_kubernetes_validate_strict() {
             std::fs::write(&path, file.content.bytes()).unwrap();
             let passed = kubernetes_validate(&path, &version)
                 .unwrap_or_else(|e| panic!("{}: {}: {e}", case.name, file.path));
-            assert!(passed.contains("pod/kube-proxy"), "{passed}");
+            let pod = file.path.as_path().file_stem().unwrap().to_string_lossy();
+            assert!(passed.contains(&format!("pod/{pod}")), "{passed}");
             checked += 1;
 
             // An unknown field is refused under --strict.
@@ -90,8 +91,10 @@ fn manifests_pass_kubernetes_validate_strict() {
             assert!(err.contains("hostNetwrok"), "{err}");
         }
     }
-    // The examples and the IPVS case run kube-proxy; the 2.3 case does not.
-    assert_eq!(checked, 3);
+    // kube-proxy in the examples, the IPVS case and the systemd-etcd case (not the 2.3
+    // case); the example control plane adds apiserver, controller-manager, scheduler,
+    // etcd main and events and controller-shim; the systemd-etcd case the first three.
+    assert_eq!(checked, 4 + 6 + 3);
 }
 
 #[test]
@@ -100,6 +103,7 @@ fn kubeconfigs_pass_kubectl_config_view_minify_flatten() {
         eprintln!("skipped: kubectl runs chrooted into the node's root, which needs root");
         return;
     }
+    let mut control_plane_checked = 0;
     for case in CASES {
         let desired = render_case(case);
         let root = tempfile::tempdir().unwrap();
@@ -121,22 +125,72 @@ fn kubeconfigs_pass_kubectl_config_view_minify_flatten() {
         if desired.file(kube_proxy::KUBECONFIG).is_some() {
             kubeconfigs.push(kube_proxy::KUBECONFIG);
         }
+        // The control plane's, with its certificates at the PKI step's paths.
+        for (kubeconfig, cert, key, subject) in [
+            (
+                pki::ADMIN_KUBECONFIG,
+                pki::ADMIN_CLIENT_CERT,
+                pki::ADMIN_CLIENT_KEY,
+                "/O=system:masters/CN=kubernetes-admin",
+            ),
+            (
+                pki::CONTROLLER_MANAGER_KUBECONFIG,
+                pki::CONTROLLER_MANAGER_CLIENT_CERT,
+                pki::CONTROLLER_MANAGER_CLIENT_KEY,
+                "/CN=system:kube-controller-manager",
+            ),
+            (
+                pki::SCHEDULER_KUBECONFIG,
+                pki::SCHEDULER_CLIENT_CERT,
+                pki::SCHEDULER_CLIENT_KEY,
+                "/CN=system:kube-scheduler",
+            ),
+        ] {
+            if desired.file(kubeconfig).is_some() {
+                write_test_certificate(&at(cert), &at(key), subject);
+                kubeconfigs.push(kubeconfig);
+                control_plane_checked += 1;
+            }
+        }
         for kubeconfig in kubeconfigs {
             let flat = kubectl_view(root.path(), kubeconfig)
                 .unwrap_or_else(|e| panic!("{}: {kubeconfig}: {e}", case.name));
             // Flattened: the CA and the client certificate are embedded.
             assert!(flat.contains("certificate-authority-data:"), "{flat}");
             assert!(flat.contains("client-certificate-data:"), "{flat}");
-            assert!(
-                flat.contains("server: https://api.internal.prod.example.com"),
-                "{flat}"
-            );
+            let server = if kubeconfig.starts_with("/etc/kubernetes/") {
+                // On the control plane, the local API server.
+                "server: https://127.0.0.1:"
+            } else {
+                "server: https://api.internal.prod.example.com"
+            };
+            assert!(flat.contains(server), "{kubeconfig}: {flat}");
         }
         // A kubeconfig naming a file that is not there is refused.
         std::fs::remove_file(at(kubelet::CLIENT_KEY)).unwrap();
         let err = kubectl_view(root.path(), kubelet::KUBECONFIG).unwrap_err();
         assert!(err.contains("kubelet-client.key"), "{err}");
     }
+    // admin, controller-manager and scheduler of both control-plane cases.
+    assert_eq!(control_plane_checked, 6);
+}
+
+#[test]
+fn controller_shim_reads_the_config_the_model_writes() {
+    let mut checked = 0;
+    for case in CASES {
+        let desired = render_case(case);
+        let Some(file) = desired.file(controller_shim::CONFIG) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(file.content.bytes());
+        let config = nodewright_shim::config::ShimConfig::parse(controller_shim::CONFIG, &text)
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        assert_eq!(config.cluster_name, "prod.example.com");
+        assert_eq!(config.tls.cert_file.to_str(), Some(pki::SHIM_SERVING_CERT));
+        checked += 1;
+    }
+    assert_eq!(checked, 2);
 }
 
 #[test]

@@ -21,14 +21,28 @@ pub fn boot_config_for(example: &str, spec: &[u8]) -> Vec<u8> {
 }
 
 /// `examples/<example>/nodespec.yaml` with `extra` merged in: lists are extended,
-/// mappings merged, anything else replaced.
+/// mappings merged, anything else replaced. The control-plane example's `controlPlane`
+/// section is left out: these nodes boot without etcd volumes (no EC2 to claim them
+/// from), and their `extra` stands in for the control plane's own files.
 pub fn extend_example(example: &str, extra: &str) -> Vec<u8> {
-    extend(&crate::example(&format!("{example}/nodespec.yaml")), extra)
+    let mut base: Value =
+        yaml_serde::from_slice(&crate::example(&format!("{example}/nodespec.yaml")))
+            .expect("the example parses");
+    if let Value::Mapping(map) = &mut base {
+        map.remove("controlPlane");
+    }
+    extend_value(base, extra)
 }
 
 /// The spec `base` with `extra` merged in, as [`extend_example`] does.
 pub fn extend(base: &[u8], extra: &str) -> Vec<u8> {
-    let mut base: Value = yaml_serde::from_slice(base).expect("the base spec parses");
+    extend_value(
+        yaml_serde::from_slice(base).expect("the base spec parses"),
+        extra,
+    )
+}
+
+fn extend_value(mut base: Value, extra: &str) -> Vec<u8> {
     let extra: Value = yaml_serde::from_str(extra).expect("the extra YAML parses");
     merge(&mut base, extra);
     yaml_serde::to_string(&base)

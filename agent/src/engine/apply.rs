@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::plan::{Action, BLOCK_KIND, Perms, Plan, Step, Trigger, source_key};
+use super::plan::{Action, BLOCK_KIND, Perms, Plan, Step, Trigger, source_key, static_pod_key};
 use super::state::{AppliedRecord, FileRecord, StatRecord, State};
 use super::timeline::{Timeline, rfc3339};
 use crate::assets::Fetcher;
@@ -219,7 +219,10 @@ async fn run_steps(
                 let began = Instant::now();
                 let outcome = match resolve_pending(&mut action, &fetcher, &applied) {
                     Some(skip) => skip,
-                    None => run_action(&action, &host, &fetcher).await,
+                    None => match fill_static_pod(&mut action, &host).await {
+                        Err(error) => Outcome::Failed(error),
+                        Ok(()) => run_action(&action, &host, &fetcher).await,
+                    },
                 };
                 log_outcome(&action, &outcome);
                 (index, (outcome, began, began.elapsed(), action))
@@ -267,6 +270,44 @@ fn log_outcome(action: &Action, outcome: &Outcome) {
         Outcome::Failed(error) => tracing::error!(verb = action.verb(), target, error, "failed"),
         Outcome::NotRun(why) => tracing::warn!(verb = action.verb(), target, why, "not run"),
     }
+}
+
+/// A static pod manifest gets the digest of its inputs as they are on disk now, after
+/// the steps that write them: what the kubelet's pod will read.
+async fn fill_static_pod(action: &mut Action, host: &Host) -> Result<(), String> {
+    let Action::WriteFile {
+        file,
+        static_pod: Some(pod),
+        ..
+    } = action
+    else {
+        return Ok(());
+    };
+    let paths: Vec<(String, std::path::PathBuf)> = pod
+        .inputs
+        .iter()
+        .map(|p| (p.to_string(), host.path(p)))
+        .collect();
+    let read = tokio::task::spawn_blocking(move || {
+        paths
+            .into_iter()
+            .map(|(path, real)| match hostfs::sha256_file(&real) {
+                Ok(digest) => Ok((path, digest)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Ok((path, "absent".to_owned()))
+                }
+                Err(e) => Err(format!("reading {path}: {e}")),
+            })
+            .collect::<Result<Vec<_>, String>>()
+    })
+    .await;
+    let digests = match read {
+        Ok(result) => result?,
+        Err(e) => return Err(format!("internal error: {e}")),
+    };
+    file.content = pod.fill(&digests);
+    pod.written_with = digests.into_iter().collect();
+    Ok(())
 }
 
 /// Fills in the input digests that were `pending:<source>` at planning time (members
@@ -554,7 +595,22 @@ fn remember(step: &Step, outcome: &Outcome, host: &Host, fetcher: &Fetcher, stat
         );
     };
     match &step.action {
-        Action::WriteFile { path, file, perms } => {
+        Action::WriteFile {
+            path,
+            file,
+            perms,
+            static_pod,
+        } => {
+            if let Some(pod) = static_pod {
+                state.applied.insert(
+                    static_pod_key(path),
+                    AppliedRecord {
+                        inputs: pod.written_with.clone(),
+                        at: now.clone(),
+                        outcome: outcome.describe(),
+                    },
+                );
+            }
             if let Ok(Existing::File(stat)) = hostfs::inspect(&host.path(path)) {
                 state.files.insert(
                     path.to_string(),
@@ -599,6 +655,8 @@ fn remember(step: &Step, outcome: &Outcome, host: &Host, fetcher: &Fetcher, stat
         }
         Action::RemoveFile { path } => {
             state.files.remove(path.as_str());
+            // A static pod no longer in the spec: its inputs record goes with it.
+            state.applied.remove(&static_pod_key(path));
         }
         Action::WriteBlocks {
             path,

@@ -17,9 +17,35 @@ use crate::host::fs::{self as hostfs, Existing};
 use crate::host::{Host, kernel, packages, swap, systemd};
 use crate::model::{
     Content, DesiredAsset, DesiredAssetFile, DesiredFile, DesiredService, DesiredState, FileKind,
-    Ownership, PackageManager, UNIT_DIR,
+    INPUTS_PLACEHOLDER, Ownership, PackageManager, UNIT_DIR, inputs_digest,
 };
 use crate::spec::{AbsPath, UnitName};
+
+/// What the engine needs to fill in a static pod manifest's inputs digest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StaticPodWrite {
+    /// The manifest as the model rendered it, with the placeholder.
+    pub template: Content,
+    pub inputs: Vec<AbsPath>,
+    /// The inputs' digests the manifest was written with (set by apply).
+    pub written_with: BTreeMap<String, String>,
+}
+
+impl StaticPodWrite {
+    /// The manifest with the digest of `digests` (path, sha256) in place.
+    pub fn fill(&self, digests: &[(String, String)]) -> Content {
+        let digest = inputs_digest(digests.iter().map(|(p, d)| (p.as_str(), d.as_str())));
+        let text =
+            String::from_utf8_lossy(self.template.bytes()).replace(INPUTS_PLACEHOLDER, &digest);
+        Content::new(text)
+    }
+}
+
+/// The key under which the inputs a static pod manifest was last written with are
+/// recorded (so a plan can say which input changed).
+pub fn static_pod_key(manifest: &AbsPath) -> String {
+    format!("static-pod:{manifest}")
+}
 
 /// Resolved owner and mode of a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -48,6 +74,10 @@ pub enum Action {
         #[serde(skip)]
         file: Box<DesiredFile>,
         perms: Perms,
+        /// A static pod manifest: its inputs digest is taken again from the files on
+        /// disk when it is written (they are in place by then).
+        #[serde(skip)]
+        static_pod: Option<Box<StaticPodWrite>>,
     },
     SetPermissions {
         path: AbsPath,
@@ -308,6 +338,7 @@ pub async fn plan(desired: &DesiredState, host: &Host, state: &State) -> Result<
     planner.files(desired)?;
     planner.asset_files(desired)?;
     planner.symlinks(desired)?;
+    planner.static_pods(desired)?;
     planner.blocks(desired)?;
     planner.removals(desired)?;
     let reload = planner.daemon_reload(desired);
@@ -472,6 +503,10 @@ impl Planner<'_> {
             .map(|d| d.path.as_str())
             .collect();
         for file in &desired.files {
+            // Planned once every file they read is (see `static_pods`).
+            if desired.static_pod(file.path.as_str()).is_some() {
+                continue;
+            }
             self.ensure_parents(&file.path, &explicit)?;
             let perms = self.perms(&file.path, &file.ownership)?;
             let after = self.parent_steps(&file.path);
@@ -481,6 +516,7 @@ impl Planner<'_> {
                         path: file.path.clone(),
                         file: Box::new(file.clone()),
                         perms,
+                        static_pod: None,
                     },
                     reason,
                 )
@@ -741,6 +777,112 @@ impl Planner<'_> {
                 after,
             );
             self.writes.insert(link.path.to_string(), index);
+        }
+        Ok(())
+    }
+
+    /// Static pod manifests, with the digest of what their inputs will hold once the
+    /// plan is applied: a changed certificate or config rewrites the manifest (and the
+    /// kubelet re-creates the pod); unchanged inputs leave it byte for byte.
+    fn static_pods(&mut self, desired: &DesiredState) -> Result<(), PlanError> {
+        let explicit: BTreeSet<&str> = desired
+            .directories
+            .iter()
+            .map(|d| d.path.as_str())
+            .collect();
+        for pod in &desired.static_pods {
+            let Some(template) = desired.file(pod.manifest.as_str()) else {
+                continue;
+            };
+            let inputs = self.input_digests(&pod.inputs, desired);
+            let ordered: Vec<(String, String)> = pod
+                .inputs
+                .iter()
+                .map(|p| {
+                    let digest = inputs.get(p.as_str()).cloned().unwrap_or_default();
+                    (p.to_string(), digest)
+                })
+                .collect();
+            let write = StaticPodWrite {
+                template: template.content.clone(),
+                inputs: pod.inputs.clone(),
+                written_with: BTreeMap::new(),
+            };
+            let mut file = template.clone();
+            file.content = write.fill(&ordered);
+            self.ensure_parents(&file.path, &explicit)?;
+            let perms = self.perms(&file.path, &file.ownership)?;
+            let mut after = self.parent_steps(&file.path);
+            after.extend(self.steps_writing(pod.inputs.iter().map(|p| p.to_string())));
+            let reason = match self.inspect(&file.path)? {
+                Existing::Missing => "missing".to_owned(),
+                Existing::File(stat) => {
+                    let digest = self.digest_of(&file.path, &stat)?;
+                    if digest == file.content.sha256() {
+                        self.unchanged.insert(
+                            file.path.to_string(),
+                            FileRecord {
+                                kind: "file".to_owned(),
+                                digest,
+                                mode: perms.mode,
+                                uid: Some(perms.uid),
+                                gid: Some(perms.gid),
+                                secret: false,
+                                stat: Some(StatRecord::of(&stat)),
+                                source: None,
+                            },
+                        );
+                        if let Some(reason) = perms_differ(stat.mode, stat.uid, stat.gid, perms) {
+                            self.push(
+                                Action::SetPermissions {
+                                    path: file.path.clone(),
+                                    perms,
+                                },
+                                reason,
+                                after,
+                            );
+                        }
+                        continue;
+                    }
+                    let trigger = Trigger {
+                        key: static_pod_key(&pod.manifest),
+                        inputs: inputs.clone(),
+                    };
+                    match self.changed(&trigger) {
+                        Some(changed) if !changed.is_empty() => {
+                            format!("pod inputs changed: {}", changed.join(", "))
+                        }
+                        _ => format!(
+                            "content differs (sha256 {} on disk, {} wanted)",
+                            short(&digest),
+                            short(file.content.sha256())
+                        ),
+                    }
+                }
+                Existing::Symlink { target } => {
+                    format!("is a symlink to {}; replacing it", target.display())
+                }
+                other => {
+                    return Err(PlanError::Path {
+                        path: file.path.to_string(),
+                        detail: format!(
+                            "is {} but must be a file; remove it by hand",
+                            describe(&other)
+                        ),
+                    });
+                }
+            };
+            let index = self.push(
+                Action::WriteFile {
+                    path: file.path.clone(),
+                    file: Box::new(file),
+                    perms,
+                    static_pod: Some(Box::new(write)),
+                },
+                reason,
+                after,
+            );
+            self.writes.insert(pod.manifest.to_string(), index);
         }
         Ok(())
     }

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use super::ModelError;
 use super::desired::{
     Content, DesiredAsset, DesiredAssetFile, DesiredBlock, DesiredDirectory, DesiredFile,
-    DesiredPackages, DesiredService, DesiredState, DesiredSymlink, FileKind, Ownership,
-    PackageManager, ProtectedPath,
+    DesiredPackages, DesiredService, DesiredState, DesiredStaticPod, DesiredSymlink, FileKind,
+    INPUTS_PLACEHOLDER, Ownership, PackageManager, ProtectedPath,
 };
 use crate::spec::{AbsPath, UnitName};
 
@@ -94,6 +94,34 @@ impl StateBuilder {
             kind,
             secret,
         });
+        Ok(())
+    }
+
+    /// A static pod manifest whose text carries [`INPUTS_PLACEHOLDER`], filled in by
+    /// the engine from the current bytes of `inputs`.
+    pub fn static_pod(
+        &mut self,
+        component: &'static str,
+        manifest: AbsPath,
+        text: String,
+        inputs: Vec<AbsPath>,
+    ) -> Result<(), ModelError> {
+        if text.matches(INPUTS_PLACEHOLDER).count() != 1 {
+            return Err(ModelError::Render(format!(
+                "{manifest}: a static pod manifest must hold the inputs placeholder once"
+            )));
+        }
+        self.add_file(
+            component,
+            manifest.clone(),
+            Content::new(text),
+            Ownership::root(0o600),
+            FileKind::Plain,
+            false,
+        )?;
+        self.state
+            .static_pods
+            .push(DesiredStaticPod { manifest, inputs });
         Ok(())
     }
 

@@ -128,6 +128,36 @@ pub struct DesiredService {
     pub inputs: Vec<AbsPath>,
 }
 
+/// A static pod manifest (one of the state's `files`) whose text holds
+/// [`INPUTS_PLACEHOLDER`]: the engine replaces it with the sha256 over the current bytes
+/// of `inputs` (certificates, keys, kubeconfigs, configs the pod reads) when it writes
+/// the manifest. The kubelet re-creates a static pod only when its manifest changes, so
+/// a changed input re-creates exactly the pods that read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredStaticPod {
+    pub manifest: AbsPath,
+    pub inputs: Vec<AbsPath>,
+}
+
+/// Stands for the inputs digest in a static pod manifest until the engine writes it.
+pub const INPUTS_PLACEHOLDER: &str = "sha256-of-the-pod-inputs-set-when-written";
+
+/// The annotation holding it.
+pub const INPUTS_ANNOTATION: &str = "nodewright.io/inputs-sha256";
+
+/// The digest that replaces [`INPUTS_PLACEHOLDER`]: sha256 over one line per input,
+/// `<path> <sha256 of its bytes>` (`absent` for a missing file), in the given order.
+pub fn inputs_digest<'a>(inputs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut text = String::new();
+    for (path, digest) in inputs {
+        text.push_str(path);
+        text.push(' ');
+        text.push_str(digest);
+        text.push('\n');
+    }
+    crate::spec::digest(text.as_bytes())
+}
+
 /// The OS package manager of the node's distribution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -203,11 +233,19 @@ pub struct DesiredState {
     pub blocks: Vec<DesiredBlock>,
     /// Data nodewright must not delete (recorded in the state for `reset`).
     pub protected: Vec<ProtectedPath>,
+    /// Static pod manifests whose inputs digest the engine fills in.
+    pub static_pods: Vec<DesiredStaticPod>,
 }
 
 impl DesiredState {
     pub fn file(&self, path: &str) -> Option<&DesiredFile> {
         self.files.iter().find(|f| f.path.as_str() == path)
+    }
+
+    pub fn static_pod(&self, manifest: &str) -> Option<&DesiredStaticPod> {
+        self.static_pods
+            .iter()
+            .find(|p| p.manifest.as_str() == manifest)
     }
 
     pub fn asset_file(&self, path: &str) -> Option<&DesiredAssetFile> {

@@ -8,20 +8,25 @@ pub mod cluster;
 pub mod cni;
 pub mod containerd;
 pub mod control_plane;
+pub mod controller_shim;
 mod desired;
+pub mod etcd;
 mod facts;
 pub mod host;
+pub mod kube_control_plane;
 pub mod kube_proxy;
 pub mod kubeconfig;
 pub mod kubelet;
 pub mod merge;
+pub mod pki_paths;
+pub mod pod;
 pub mod render;
 
 pub use builder::{MODULES_FILE, SYSCTL_FILE, StateBuilder, UNIT_DIR, fixed_path, unit_path};
 pub use desired::{
     Content, DesiredAsset, DesiredAssetFile, DesiredBlock, DesiredDirectory, DesiredFile,
-    DesiredPackages, DesiredService, DesiredState, DesiredSymlink, FileKind, Ownership,
-    PackageManager, ProtectedPath,
+    DesiredPackages, DesiredService, DesiredState, DesiredStaticPod, DesiredSymlink, FileKind,
+    INPUTS_ANNOTATION, INPUTS_PLACEHOLDER, Ownership, PackageManager, ProtectedPath, inputs_digest,
 };
 pub use facts::{ControlPlaneFacts, EtcdMember, Facts, HostFacts, InstanceFacts};
 
@@ -52,6 +57,9 @@ pub fn desired_state(spec: &NodeSpec, facts: &Facts) -> Result<DesiredState, Mod
     base::render(spec, &mut out)?;
     assets::render(spec, &mut out)?;
     control_plane::render(spec, facts, &mut out)?;
+    etcd::render(spec, facts, &mut out)?;
+    kube_control_plane::render(spec, facts, &mut out)?;
+    controller_shim::render(spec, facts, &mut out)?;
     out.finish()
 }
 

@@ -7,6 +7,10 @@ use std::net::IpAddr;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::components::{
+    ApiServerSpec, Components, ControllerManagerSpec, ControllerShimSpec, EtcdSpec, RunMode,
+    SchedulerSpec, check_binary_asset,
+};
 use super::types::{AbsPath, DnsName};
 use super::validate::Problems;
 
@@ -23,6 +27,17 @@ pub struct ControlPlaneSpec {
     /// The long-running `nodewright watch` service.
     #[serde(default)]
     pub watch: WatchSpec,
+    /// etcd: one member per etcd cluster, its identity from the volume this node holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<EtcdSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_server: Option<ApiServerSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller_manager: Option<ControllerManagerSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<SchedulerSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller_shim: Option<ControllerShimSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -173,7 +188,45 @@ pub fn etcd_peer_name(etcd_cluster: &str, member: &str, domain: &str) -> String 
 }
 
 impl ControlPlaneSpec {
+    /// The components' checks that need the spec's assets.
+    pub(super) fn check_assets(
+        &self,
+        assets: &[super::assets::AssetEntry],
+        problems: &mut Problems,
+    ) {
+        if let Some(etcd) = &self.etcd
+            && etcd.mode == RunMode::Systemd
+            && let Some(asset) = &etcd.asset
+        {
+            check_binary_asset("controlPlane.etcd", asset, &etcd.binary, assets, problems);
+        }
+        if let Some(shim) = &self.controller_shim
+            && shim.mode == RunMode::Systemd
+            && let Some(asset) = &shim.asset
+        {
+            check_binary_asset(
+                "controlPlane.controllerShim",
+                asset,
+                &shim.binary,
+                assets,
+                problems,
+            );
+        }
+    }
+
     pub(super) fn check(&self, problems: &mut Problems) {
+        Components {
+            etcd: self.etcd.as_ref(),
+            api_server: self.api_server.as_ref(),
+            controller_manager: self.controller_manager.as_ref(),
+            scheduler: self.scheduler.as_ref(),
+            controller_shim: self.controller_shim.as_ref(),
+            volume_clusters: self
+                .etcd_volumes
+                .as_ref()
+                .map(|v| v.clusters.iter().map(DnsName::as_str).collect()),
+        }
+        .check(problems);
         if let Some(volumes) = &self.etcd_volumes {
             let at = "controlPlane.etcdVolumes";
             if volumes.clusters.is_empty() {

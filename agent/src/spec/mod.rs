@@ -5,6 +5,7 @@
 mod assets;
 mod boot;
 mod cni;
+mod components;
 mod containerd;
 mod control_plane;
 mod host;
@@ -25,6 +26,10 @@ use serde::{Deserialize, Serialize};
 pub use assets::{ArchiveKind, AssetEntry, DownloadSettings, InstallEntry, MirrorEntry};
 pub use boot::{BOOT_CONFIG_KIND, BootConfig, ControllerShimSource, NodeSpecSource, ProxySettings};
 pub use cni::{CNI_PLUGINS, CniSpec};
+pub use components::{
+    ApiServerSpec, AuditSpec, ControllerManagerSpec, ControllerShimSpec, EtcdClusterSpec,
+    EtcdPorts, EtcdSpec, ExtraArgs, RunMode, SchedulerSpec, ShimNodeGroup, ShimNodeName,
+};
 pub use containerd::{
     ContainerdSpec, check_extra_config as check_containerd_extra_config,
     config_version as containerd_config_version, describe_toml_error as containerd_toml_error,

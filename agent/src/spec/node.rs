@@ -366,6 +366,7 @@ impl NodeSpec {
                 );
             }
             control_plane.check(problems);
+            control_plane.check_assets(&self.assets, problems);
         }
 
         let mut modules = BTreeSet::new();

@@ -6,7 +6,7 @@ pub mod checkers;
 
 use std::path::{Path, PathBuf};
 
-use nodewright::model::{DesiredState, Facts, desired_state};
+use nodewright::model::{DesiredState, EtcdMember, Facts, desired_state};
 use nodewright::spec::NodeSpec;
 
 pub struct Case {
@@ -26,7 +26,12 @@ pub const CASES: &[Case] = &[
     Case {
         name: "example-control-plane",
         spec: "examples/control-plane/nodespec.yaml",
-        facts: Facts::example,
+        facts: control_plane_facts,
+    },
+    Case {
+        name: "control-plane-etcd-systemd",
+        spec: "agent/tests/cases/control-plane-etcd-systemd.yaml",
+        facts: control_plane_facts,
     },
     Case {
         name: "worker-assets-dual-stack",
@@ -39,6 +44,45 @@ pub const CASES: &[Case] = &[
         facts: amazon_linux_facts,
     },
 ];
+
+/// A control-plane node holding member `a` of etcd clusters main and events.
+pub fn control_plane_facts() -> Facts {
+    let mut facts = Facts::example();
+    for (cluster, volume) in [
+        ("main", "vol-0aaaa1111bbbb2222"),
+        ("events", "vol-0cccc3333dddd4444"),
+    ] {
+        let members: Vec<String> = ["a", "b", "c"].map(str::to_owned).to_vec();
+        let peer_names = members
+            .iter()
+            .map(|m| {
+                let name =
+                    nodewright::spec::etcd_peer_name(cluster, m, "internal.prod.example.com");
+                (m.clone(), name)
+            })
+            .collect();
+        facts.control_plane.etcd_members.insert(
+            cluster.to_owned(),
+            EtcdMember {
+                member: "a".to_owned(),
+                members,
+                peer_names,
+                volume_id: volume.to_owned(),
+                device: format!(
+                    "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{}",
+                    volume.replace('-', "")
+                ),
+                mount_path: format!("/mnt/etcd-{cluster}-a")
+                    .as_str()
+                    .try_into()
+                    .unwrap(),
+                filesystem: "ext4".to_owned(),
+                planned: false,
+            },
+        );
+    }
+    facts
+}
 
 pub fn dual_stack_facts() -> Facts {
     let mut facts = Facts::example();
