@@ -73,6 +73,9 @@ pub struct DesiredFile {
     pub kind: FileKind,
     /// Never logged or shown; redacted from support bundles.
     pub secret: bool,
+    /// Set by the issuing step for a certificate or key it (re-)issues: why, shown by
+    /// `plan` as `issue <path>: <why>`.
+    pub issued: Option<String>,
 }
 
 /// A file installed from a verified download (see the spec's `assets`): the asset
@@ -203,6 +206,9 @@ pub struct DesiredState {
     pub blocks: Vec<DesiredBlock>,
     /// Data nodewright must not delete (recorded in the state for `reset`).
     pub protected: Vec<ProtectedPath>,
+    /// Control-plane nodes: the certificates to issue from the cluster's CAs. The
+    /// issuing step turns them into `files` (keeping what on disk is still good).
+    pub certificates: Vec<super::pki::DesiredCertificate>,
 }
 
 impl DesiredState {

@@ -15,6 +15,8 @@ pub mod kube_proxy;
 pub mod kubeconfig;
 pub mod kubelet;
 pub mod merge;
+pub mod pki;
+pub mod pki_paths;
 pub mod render;
 
 pub use builder::{MODULES_FILE, SYSCTL_FILE, StateBuilder, UNIT_DIR, fixed_path, unit_path};
@@ -52,12 +54,20 @@ pub fn desired_state(spec: &NodeSpec, facts: &Facts) -> Result<DesiredState, Mod
     base::render(spec, &mut out)?;
     assets::render(spec, &mut out)?;
     control_plane::render(spec, facts, &mut out)?;
-    out.finish()
+    let mut state = out.finish()?;
+    state.certificates = pki::desired_certificates(spec, facts)?;
+    Ok(state)
 }
 
 /// A minimal valid worker spec plus `extra` top-level sections, for unit tests.
 #[cfg(test)]
 pub(crate) fn test_spec(extra: &str) -> NodeSpec {
+    test_spec_for("worker", extra)
+}
+
+/// [`test_spec`] for another role (e.g. `control-plane`).
+#[cfg(test)]
+pub(crate) fn test_spec_for(role: &str, extra: &str) -> NodeSpec {
     let text = format!(
         "apiVersion: nodewright.io/v1alpha1
 kind: NodeSpec
@@ -73,7 +83,7 @@ cluster:
     -----BEGIN CERTIFICATE-----
     MIIBhDCCASugAwIBAgIUYMwUB9SQWyoFWwG39APCieOHKKQwCgYIKoZIzj0EAwIw
     -----END CERTIFICATE-----
-role: worker
+role: {role}
 {extra}"
     );
     NodeSpec::parse("test", &text).unwrap_or_else(|e| panic!("{e}"))

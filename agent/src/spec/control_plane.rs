@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::pki::PkiSpec;
 use super::types::{AbsPath, DnsName};
 use super::validate::Problems;
 
@@ -23,6 +24,10 @@ pub struct ControlPlaneSpec {
     /// The long-running `nodewright watch` service.
     #[serde(default)]
     pub watch: WatchSpec,
+    /// The cluster's CAs in the state store, from which this node issues its own
+    /// certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pki: Option<PkiSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -256,6 +261,9 @@ impl ControlPlaneSpec {
                         .to_owned(),
                 );
             }
+        }
+        if let Some(pki) = &self.pki {
+            pki.check(problems);
         }
         if !(5..=86_400).contains(&self.watch.interval_seconds) {
             problems.add(
