@@ -328,6 +328,8 @@ pub async fn prepare(
         credentials,
     } = read_inputs(options, host, timeline).await?;
 
+    // The PKI is read and checked before the control-plane phase writes anything.
+    let pki = read_pki(&spec, &facts, &network, options.deadline, timeline).await?;
     let mut control_plane_report = Vec::new();
     if let Some(control_plane) = spec
         .control_plane
@@ -353,16 +355,7 @@ pub async fn prepare(
     }
 
     let mut desired = render(&spec, &facts, timeline)?;
-    issue_certificates(
-        &spec,
-        &facts,
-        &network,
-        options.deadline,
-        host,
-        &mut desired,
-        timeline,
-    )
-    .await?;
+    settle_certificates(pki.as_ref(), host, &mut desired, timeline)?;
     Ok(Prepared {
         boot,
         facts,
@@ -389,20 +382,17 @@ fn render(
     Ok(desired?)
 }
 
-/// Control-plane nodes with `controlPlane.pki`: reads the CAs from the state store,
-/// checks them, and adds the CA files and every certificate and key to `desired`
-/// (kept when good on disk, issued in memory otherwise; `apply` writes them).
-async fn issue_certificates(
+/// Control-plane nodes with `controlPlane.pki`: reads the CAs and the rest of the PKI
+/// from the state store and checks them. Runs before anything is written.
+async fn read_pki(
     spec: &NodeSpec,
     facts: &Facts,
     network: &NetworkSettings,
     deadline: Duration,
-    host: &Host,
-    desired: &mut DesiredState,
     timeline: &mut Timeline,
-) -> Result<(), BootError> {
+) -> Result<Option<source::pki::PkiMaterial>, BootError> {
     let Some(pki) = model::pki::pki_spec(spec) else {
-        return Ok(());
+        return Ok(None);
     };
     progress::phase("pki");
     let began = Instant::now();
@@ -413,10 +403,22 @@ async fn issue_certificates(
     };
     let material = source::pki::fetch_material(pki, sdk.as_ref(), deadline).await;
     timeline.record("pki store", began, outcome_text(&material));
-    let material = material?;
+    Ok(Some(material?))
+}
+
+/// Adds the CA files and every certificate and key to `desired`: kept when good on
+/// disk, issued in memory otherwise (`apply` writes them; `plan` only shows them).
+fn settle_certificates(
+    material: Option<&source::pki::PkiMaterial>,
+    host: &Host,
+    desired: &mut DesiredState,
+    timeline: &mut Timeline,
+) -> Result<(), BootError> {
+    let Some(material) = material else {
+        return Ok(());
+    };
     let began = Instant::now();
-    let decisions =
-        engine::issue::settle(desired, &material, host, time::OffsetDateTime::now_utc());
+    let decisions = engine::issue::settle(desired, material, host, time::OffsetDateTime::now_utc());
     timeline.record("certificates", began, outcome_text(&decisions));
     let decisions = decisions?;
     let issued = decisions
@@ -457,16 +459,15 @@ async fn prepare_kept(
     let mut desired = render(&spec, &kept.facts, timeline)?;
     // A control-plane node's CAs are not kept on the node (only ca.key, which
     // kube-controller-manager needs): re-issuing needs the state store.
-    issue_certificates(
+    let pki = read_pki(
         &spec,
         &kept.facts,
         &NetworkSettings::default(),
         options.deadline,
-        host,
-        &mut desired,
         timeline,
     )
     .await?;
+    settle_certificates(pki.as_ref(), host, &mut desired, timeline)?;
     Ok(Prepared {
         boot: None,
         facts: kept.facts,
