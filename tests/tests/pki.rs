@@ -656,6 +656,17 @@ fn rsa_2048_when_the_spec_asks() {
         "{}",
         plan.stdout
     );
+    // Every user of a certificate restarts.
+    let plan = json_of(
+        world
+            .agent
+            .run(&["plan", "--json", "--spec", &url, "--deadline", "20"])
+            .expect_code(0),
+    );
+    let units = restarted(&plan["steps"]);
+    for unit in [APISERVER_USER, ETCD_CLIENT_USER, "kubelet.service"] {
+        assert!(units.iter().any(|u| u == unit), "{unit}: {units:?}");
+    }
 }
 
 #[test]
