@@ -90,3 +90,44 @@ impl PkiSpec {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::spec::NodeSpec;
+
+    fn parse(pki: &str) -> Result<NodeSpec, String> {
+        let text = include_str!("../../../examples/control-plane/nodespec.yaml").replace(
+            "  pki:\n    store: s3://nodewright-state/prod.example.com/pki/\n",
+            pki,
+        );
+        NodeSpec::parse("spec", &text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_bad_values_name_their_field() {
+        let spec = parse("  pki:\n    store: file:///srv/pki/\n").unwrap();
+        let pki = spec.control_plane.unwrap().pki.unwrap();
+        assert_eq!(pki.validity_days, 365);
+        assert_eq!(pki.backdate_minutes, 60);
+        assert_eq!(pki.key_algorithm, super::PkiKeyAlgorithm::EcdsaP256);
+        for (bad, says) in [
+            ("  pki:\n    store: s3://b/pki\n", "controlPlane.pki.store"),
+            (
+                "  pki:\n    store: https://b/pki/\n",
+                "controlPlane.pki.store",
+            ),
+            (
+                "  pki:\n    store: s3://b/p/\n    validityDays: 20\n",
+                "controlPlane.pki.validityDays",
+            ),
+            (
+                "  pki:\n    store: s3://b/p/\n    keyAlgorithm: dsa\n",
+                "keyAlgorithm",
+            ),
+            ("  pki:\n    store: s3://b/p/\n    extra: 1\n", "extra"),
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+}
