@@ -95,6 +95,10 @@ pub enum BootError {
     },
     #[error(transparent)]
     Kept(#[from] AppliedError),
+    #[error("reading the cluster PKI: {0}")]
+    Pki(#[from] source::pki::PkiSourceError),
+    #[error("issuing the control plane's certificates: {0}")]
+    Issue(#[from] engine::issue::IssueError),
 }
 
 /// Exit codes; documented in the README and in `nodewright --help`.
@@ -134,6 +138,12 @@ impl BootError {
             Self::Locked { .. } => exit::INTERNAL,
             Self::Kept(AppliedError::Missing { .. }) => exit::NO_STATE,
             Self::Kept(_) => exit::INTERNAL,
+            Self::Pki(source::pki::PkiSourceError::Store(e))
+                if e.is_deadline() || e.to_string().contains("HTTP 5") =>
+            {
+                exit::UNREACHABLE
+            }
+            Self::Pki(_) | Self::Issue(_) => exit::INVALID_INPUT,
         }
     }
 
@@ -158,6 +168,8 @@ impl BootError {
             Self::ControlPlane(_) => Some(Topic::VolumeStuck),
             Self::Shim(_) => by_text().or(Some(Topic::ControllerShim)),
             Self::Credentials(_) => Some(Topic::ApplyFailed),
+            Self::Pki(_) => by_text().or(Some(Topic::StateStoreUnreachable)),
+            Self::Issue(_) => Some(Topic::InvalidSpec),
         }
     }
 }
@@ -303,7 +315,7 @@ pub async fn prepare(
     read_only: bool,
 ) -> Result<Prepared, BootError> {
     if let SpecSource::Kept = options.source {
-        return prepare_kept(host, timeline);
+        return prepare_kept(options, host, timeline).await;
     }
     let Inputs {
         boot,
@@ -316,6 +328,8 @@ pub async fn prepare(
         credentials,
     } = read_inputs(options, host, timeline).await?;
 
+    // The PKI is read and checked before the control-plane phase writes anything.
+    let pki = read_pki(&spec, &facts, &network, options.deadline, timeline).await?;
     let mut control_plane_report = Vec::new();
     if let Some(control_plane) = spec
         .control_plane
@@ -340,7 +354,8 @@ pub async fn prepare(
         control_plane_report = outcome.report;
     }
 
-    let desired = render(&spec, &facts, timeline)?;
+    let mut desired = render(&spec, &facts, timeline)?;
+    settle_certificates(pki.as_ref(), host, &mut desired, timeline)?;
     Ok(Prepared {
         boot,
         facts,
@@ -367,10 +382,65 @@ fn render(
     Ok(desired?)
 }
 
+/// Control-plane nodes with `controlPlane.pki`: reads the CAs and the rest of the PKI
+/// from the state store and checks them. Runs before anything is written.
+async fn read_pki(
+    spec: &NodeSpec,
+    facts: &Facts,
+    network: &NetworkSettings,
+    deadline: Duration,
+    timeline: &mut Timeline,
+) -> Result<Option<source::pki::PkiMaterial>, BootError> {
+    let Some(pki) = model::pki::pki_spec(spec) else {
+        return Ok(None);
+    };
+    progress::phase("pki");
+    let began = Instant::now();
+    let sdk = if pki.store.starts_with("s3://") {
+        Some(aws::sdk_config(&facts.instance.region, network).await?)
+    } else {
+        None
+    };
+    let material = source::pki::fetch_material(pki, sdk.as_ref(), deadline).await;
+    timeline.record("pki store", began, outcome_text(&material));
+    Ok(Some(material?))
+}
+
+/// Adds the CA files and every certificate and key to `desired`: kept when good on
+/// disk, issued in memory otherwise (`apply` writes them; `plan` only shows them).
+fn settle_certificates(
+    material: Option<&source::pki::PkiMaterial>,
+    host: &Host,
+    desired: &mut DesiredState,
+    timeline: &mut Timeline,
+) -> Result<(), BootError> {
+    let Some(material) = material else {
+        return Ok(());
+    };
+    let began = Instant::now();
+    let decisions = engine::issue::settle(desired, material, host, time::OffsetDateTime::now_utc());
+    timeline.record("certificates", began, outcome_text(&decisions));
+    let decisions = decisions?;
+    let issued = decisions
+        .iter()
+        .filter(|(_, d)| *d != engine::issue::Decision::Keep)
+        .count();
+    tracing::info!(
+        certificates = decisions.len(),
+        to_issue = issued,
+        "checked the control plane's certificates"
+    );
+    Ok(())
+}
+
 /// The inputs from the spec and facts kept on the node: no network at all. On a
 /// control-plane node the kept facts hold the etcd members it had claimed; volumes are
 /// not touched (that is `boot`'s and `watch`'s work).
-fn prepare_kept(host: &Host, timeline: &mut Timeline) -> Result<Prepared, BootError> {
+async fn prepare_kept(
+    options: &Options,
+    host: &Host,
+    timeline: &mut Timeline,
+) -> Result<Prepared, BootError> {
     progress::phase("kept spec");
     let state_dir = host.state_dir();
     let began = Instant::now();
@@ -386,7 +456,18 @@ fn prepare_kept(host: &Host, timeline: &mut Timeline) -> Result<Prepared, BootEr
         saved_at = %kept.saved_at,
         "using the spec kept on the node"
     );
-    let desired = render(&spec, &kept.facts, timeline)?;
+    let mut desired = render(&spec, &kept.facts, timeline)?;
+    // A control-plane node's CAs are not kept on the node (only ca.key, which
+    // kube-controller-manager needs): re-issuing needs the state store.
+    let pki = read_pki(
+        &spec,
+        &kept.facts,
+        &NetworkSettings::default(),
+        options.deadline,
+        timeline,
+    )
+    .await?;
+    settle_certificates(pki.as_ref(), host, &mut desired, timeline)?;
     Ok(Prepared {
         boot: None,
         facts: kept.facts,

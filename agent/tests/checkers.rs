@@ -121,6 +121,14 @@ fn kubeconfigs_pass_kubectl_config_view_minify_flatten() {
             &at(kube_proxy::CLIENT_KEY),
             "/CN=system:kube-proxy",
         );
+        // A control-plane node with controlPlane.pki writes ca.crt from the state store.
+        if desired.file(nodewright::model::cluster::CA_CERT).is_none() {
+            write_test_certificate(
+                &at(nodewright::model::cluster::CA_CERT),
+                &root.path().join("stand-in-ca.key"),
+                "/CN=kubernetes-ca",
+            );
+        }
         let mut kubeconfigs = vec![kubelet::KUBECONFIG];
         if desired.file(kube_proxy::KUBECONFIG).is_some() {
             kubeconfigs.push(kube_proxy::KUBECONFIG);

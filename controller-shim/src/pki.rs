@@ -97,6 +97,28 @@ impl PrivateKey {
         self.pair.serialize_pem()
     }
 
+    /// The key's algorithm, when it is one nodewright generates.
+    pub fn algorithm(&self) -> Option<KeyAlgorithm> {
+        let algorithm = self.pair.algorithm();
+        if algorithm == &rcgen::PKCS_ECDSA_P256_SHA256 {
+            Some(KeyAlgorithm::EcdsaP256)
+        } else if algorithm == &rcgen::PKCS_RSA_SHA256 && self.rsa_bits() == Some(2048) {
+            Some(KeyAlgorithm::Rsa2048)
+        } else {
+            None
+        }
+    }
+
+    /// The modulus size of an RSA key, from its SubjectPublicKeyInfo.
+    fn rsa_bits(&self) -> Option<usize> {
+        let spki = rcgen::PublicKeyData::subject_public_key_info(&self.pair);
+        let (_, info) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&spki).ok()?;
+        match info.parsed().ok()? {
+            x509_parser::public_key::PublicKey::RSA(rsa) => Some(rsa.key_size()),
+            _ => None,
+        }
+    }
+
     pub fn public_key(&self) -> PublicKey {
         PublicKey {
             spki_der: rcgen::PublicKeyData::subject_public_key_info(&self.pair),
@@ -517,6 +539,26 @@ impl CertificateInfo {
     }
 }
 
+/// Checks that `pem` holds a PEM block whose label ends with `label_suffix` (e.g.
+/// `PRIVATE KEY` accepts PKCS#8, PKCS#1 and SEC1 keys).
+pub fn check_pem_block(what: &str, pem: &str, label_suffix: &str) -> Result<(), PkiError> {
+    let blocks = pem_blocks(pem).map_err(|detail| PkiError::Pem {
+        what: what.to_owned(),
+        detail,
+    })?;
+    if blocks
+        .iter()
+        .any(|(l, der)| l.ends_with(label_suffix) && !der.is_empty())
+    {
+        Ok(())
+    } else {
+        Err(PkiError::Pem {
+            what: what.to_owned(),
+            detail: format!("no {label_suffix} block"),
+        })
+    }
+}
+
 /// The DER of the first PEM block with `label`.
 fn pem_block(what: &str, pem: &str, label: &str) -> Result<Vec<u8>, PkiError> {
     let blocks = pem_blocks(pem).map_err(|detail| PkiError::Pem {
@@ -749,6 +791,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("ca certificate"), "{err}");
+    }
+
+    #[test]
+    fn key_algorithms_are_recognised() {
+        for algorithm in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::Rsa2048] {
+            let key = PrivateKey::generate(algorithm).unwrap();
+            let again = PrivateKey::from_pem("key", &key.to_pem()).unwrap();
+            assert_eq!(again.algorithm(), Some(algorithm));
+        }
+        check_pem_block(
+            "k",
+            &PrivateKey::generate(KeyAlgorithm::EcdsaP256)
+                .unwrap()
+                .to_pem(),
+            "PRIVATE KEY",
+        )
+        .unwrap();
+        assert!(check_pem_block("k", "garbage", "PRIVATE KEY").is_err());
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub mod netns;
 pub mod network;
 pub mod node;
 pub mod overlay;
+pub mod pki;
 pub mod proxy;
 pub mod runtime;
 pub mod shim;

@@ -195,10 +195,6 @@ files:
         containers:
           - name: kube-scheduler
             image: registry.k8s.io/kube-scheduler:v1.33.4
-  - path: /etc/kubernetes/pki/apiserver.key
-    mode: "0600"
-    secret: true
-    content: "test key material, not a real key\n"
   - path: /etc/kubernetes/pki/etcd/peer.key
     mode: "0600"
     secret: true

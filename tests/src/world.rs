@@ -6,12 +6,15 @@ use crate::agent::Agent;
 use crate::front::AwsFront;
 use crate::imds::{FakeImds, Instance};
 use crate::moto::Moto;
+use crate::pki::TestPki;
 
 pub struct World {
     pub moto: Moto,
     pub front: AwsFront,
     pub imds: FakeImds,
     pub agent: Agent,
+    /// The PKI published where a control-plane spec's `controlPlane.pki.store` says.
+    pub pki: Option<TestPki>,
 }
 
 impl World {
@@ -33,14 +36,20 @@ impl World {
         let front = AwsFront::start(moto.url());
         let imds = FakeImds::start(Instance::example("i-0a1b2c3d4e5f60718"), user_data);
         let agent = Agent::new(&imds.url(), &front.url());
-        let world = Self {
+        let mut world = Self {
             moto,
             front,
             imds,
             agent,
+            pki: None,
         };
         if let Some((bucket, key)) = spec_location(user_data) {
             world.moto.put_object(&bucket, &key, spec);
+        }
+        if let Some(store) = crate::pki::store_of(spec) {
+            let pki = TestPki::generate();
+            pki.publish(&store, Some(&world.moto));
+            world.pki = Some(pki);
         }
         world
     }

@@ -186,6 +186,7 @@ impl Action {
     /// A short verb phrase.
     pub fn verb(&self) -> &'static str {
         match self {
+            Self::WriteFile { file, .. } if file.issued.is_some() => "issue",
             Self::CreateDirectory { .. } => "create directory",
             Self::WriteFile { .. } => "write",
             Self::SetPermissions { .. } => "set permissions",
@@ -522,10 +523,18 @@ impl Planner<'_> {
                 )
             };
             let (action, reason) = match self.inspect(&file.path)? {
-                Existing::Missing => write("missing".to_owned()),
+                Existing::Missing => {
+                    write(file.issued.clone().unwrap_or_else(|| "missing".to_owned()))
+                }
                 Existing::File(stat) => {
                     let digest = self.digest_of(&file.path, &stat)?;
-                    if digest != file.content.sha256() {
+                    if let Some(why) = file
+                        .issued
+                        .clone()
+                        .filter(|_| digest != file.content.sha256())
+                    {
+                        write(why)
+                    } else if digest != file.content.sha256() {
                         write(format!(
                             "content differs (sha256 {} on disk, {} wanted)",
                             short(&digest),
@@ -1303,6 +1312,7 @@ impl Planner<'_> {
                 ownership: Ownership::root(perms.mode),
                 kind: FileKind::Plain,
                 secret: false,
+                issued: None,
             };
             let index = self.push(
                 Action::WriteBlocks {

@@ -161,6 +161,15 @@ pub fn sync_parent(path: &Path) -> io::Result<()> {
     }
 }
 
+/// A file's bytes, or `None` when nothing is there.
+pub fn read_if_present(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

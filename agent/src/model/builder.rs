@@ -93,6 +93,7 @@ impl StateBuilder {
             ownership,
             kind,
             secret,
+            issued: None,
         });
         Ok(())
     }

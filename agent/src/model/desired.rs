@@ -73,6 +73,9 @@ pub struct DesiredFile {
     pub kind: FileKind,
     /// Never logged or shown; redacted from support bundles.
     pub secret: bool,
+    /// Set by the issuing step for a certificate or key it (re-)issues: why, shown by
+    /// `plan` as `issue <path>: <why>`.
+    pub issued: Option<String>,
 }
 
 /// A file installed from a verified download (see the spec's `assets`): the asset
@@ -235,6 +238,9 @@ pub struct DesiredState {
     pub protected: Vec<ProtectedPath>,
     /// Static pod manifests whose inputs digest the engine fills in.
     pub static_pods: Vec<DesiredStaticPod>,
+    /// Control-plane nodes: the certificates to issue from the cluster's CAs. The
+    /// issuing step turns them into `files` (keeping what on disk is still good).
+    pub certificates: Vec<super::pki::DesiredCertificate>,
 }
 
 impl DesiredState {

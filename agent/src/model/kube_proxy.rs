@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::ModelError;
 use super::builder::{StateBuilder, fixed_path};
 use super::cluster::CA_CERT;
-use super::desired::{Content, Ownership};
+use super::desired::{Content, INPUTS_ANNOTATION, INPUTS_PLACEHOLDER, Ownership};
 use super::facts::Facts;
 use super::kubeconfig::Kubeconfig;
 use super::kubelet::{MANIFESTS, node_name};
@@ -24,8 +24,6 @@ pub const KUBECONFIG: &str = "/var/lib/kube-proxy/kubeconfig";
 pub const CLIENT_CERT: &str = "/var/lib/kube-proxy/client.crt";
 pub const CLIENT_KEY: &str = "/var/lib/kube-proxy/client.key";
 pub const MANIFEST_NAME: &str = "kube-proxy.yaml";
-/// The annotation holding the digest of everything the pod reads from the node.
-pub const INPUTS_ANNOTATION: &str = "nodewright.io/inputs-sha256";
 
 /// Modules IPVS mode needs loaded before kube-proxy starts.
 const IPVS_MODULES: &[&str] = &["ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh", "nf_conntrack"];
@@ -70,23 +68,6 @@ pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<
         .render(),
     );
 
-    // The pod reads these; a change to any of them must recreate it.
-    let ca = spec
-        .cluster
-        .ca_certificate
-        .as_deref()
-        .map(|pem| format!("{}\n", pem.trim()))
-        .unwrap_or_default();
-    let inputs_digest = crate::spec::digest(
-        format!(
-            "{CONFIG} {}\n{KUBECONFIG} {}\n{CA_CERT} {}\n",
-            config.sha256(),
-            kubeconfig.sha256(),
-            crate::spec::digest(ca.as_bytes()),
-        )
-        .as_bytes(),
-    );
-
     let image = proxy.image.as_ref().map_or_else(
         || {
             format!(
@@ -107,7 +88,7 @@ pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<
             "name": "kube-proxy",
             "namespace": "kube-system",
             "labels": {"k8s-app": "kube-proxy", "tier": "node"},
-            "annotations": {(INPUTS_ANNOTATION): inputs_digest},
+            "annotations": {(INPUTS_ANNOTATION): INPUTS_PLACEHOLDER},
         },
         "spec": {
             "hostNetwork": true,
@@ -161,12 +142,11 @@ pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<
     let manifest_path = fixed_path(MANIFESTS)
         .join(MANIFEST_NAME)
         .map_err(ModelError::Render)?;
-    out.file(
-        COMPONENT,
-        manifest_path,
-        to_yaml(manifest),
-        Ownership::root(0o644),
-    )
+    // The pod reads these; the engine puts the digest of their bytes as written into
+    // the manifest, so a change to any of them (the CA too, wherever it comes from:
+    // the spec, controller-shim or the control plane's PKI) recreates the pod.
+    let inputs = [CONFIG, KUBECONFIG, CA_CERT].map(fixed_path).to_vec();
+    out.static_pod(COMPONENT, manifest_path, to_yaml(manifest), inputs)
 }
 
 #[cfg(test)]
@@ -185,28 +165,20 @@ mod tests {
         String::from_utf8(file.content.bytes().to_vec()).unwrap()
     }
 
-    fn annotation(manifest: &str) -> &str {
-        manifest
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("nodewright.io/inputs-sha256: "))
-            .unwrap()
-    }
-
     #[test]
-    fn the_pod_changes_when_what_it_reads_changes() {
+    fn the_engine_digests_what_the_pod_reads() {
         let facts = Facts::example();
-        let base = manifest("  mode: iptables\n", &facts);
-        // Same inputs, same pod.
-        assert_eq!(base, manifest("  mode: iptables\n", &facts));
-        // A config change (not visible in the manifest itself) changes the annotation.
-        let other = manifest("  mode: iptables\n  conntrackMaxPerCore: 65536\n", &facts);
-        assert_ne!(annotation(&base), annotation(&other));
-        // So does another node name (the config's hostnameOverride).
-        let mut renamed = facts.clone();
-        renamed.instance.hostname = "ip-10-0-9-9.ec2.internal".to_owned();
-        assert_ne!(
-            annotation(&base),
-            annotation(&manifest("  mode: iptables\n", &renamed))
+        let spec = test_spec("containerd:\n  version: 1.7.27\nkubelet: {}\nkubeProxy: {}\n");
+        let desired = desired_state(&spec, &facts).unwrap();
+        let pod = desired
+            .static_pod("/etc/kubernetes/manifests/kube-proxy.yaml")
+            .unwrap();
+        let inputs: Vec<&str> = pod.inputs.iter().map(|p| p.as_str()).collect();
+        assert_eq!(inputs, [CONFIG, KUBECONFIG, CA_CERT]);
+        let text = manifest("  mode: iptables\n", &facts);
+        assert!(
+            text.contains(&format!("{INPUTS_ANNOTATION}: {INPUTS_PLACEHOLDER}")),
+            "{text}"
         );
     }
 

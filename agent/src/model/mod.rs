@@ -18,6 +18,7 @@ pub mod kube_proxy;
 pub mod kubeconfig;
 pub mod kubelet;
 pub mod merge;
+pub mod pki;
 pub mod pki_paths;
 pub mod pod;
 pub mod render;
@@ -60,12 +61,20 @@ pub fn desired_state(spec: &NodeSpec, facts: &Facts) -> Result<DesiredState, Mod
     etcd::render(spec, facts, &mut out)?;
     kube_control_plane::render(spec, facts, &mut out)?;
     controller_shim::render(spec, facts, &mut out)?;
-    out.finish()
+    let mut state = out.finish()?;
+    state.certificates = pki::desired_certificates(spec, facts)?;
+    Ok(state)
 }
 
 /// A minimal valid worker spec plus `extra` top-level sections, for unit tests.
 #[cfg(test)]
 pub(crate) fn test_spec(extra: &str) -> NodeSpec {
+    test_spec_for("worker", extra)
+}
+
+/// [`test_spec`] for another role (e.g. `control-plane`).
+#[cfg(test)]
+pub(crate) fn test_spec_for(role: &str, extra: &str) -> NodeSpec {
     let text = format!(
         "apiVersion: nodewright.io/v1alpha1
 kind: NodeSpec
@@ -81,7 +90,7 @@ cluster:
     -----BEGIN CERTIFICATE-----
     MIIBhDCCASugAwIBAgIUYMwUB9SQWyoFWwG39APCieOHKKQwCgYIKoZIzj0EAwIw
     -----END CERTIFICATE-----
-role: worker
+role: {role}
 {extra}"
     );
     NodeSpec::parse("test", &text).unwrap_or_else(|e| panic!("{e}"))

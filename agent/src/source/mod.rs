@@ -1,5 +1,6 @@
 //! Where the agent's inputs come from: EC2 user data, the state store, controller-shim.
 
+pub mod pki;
 pub mod shim;
 pub mod store;
 pub mod userdata;

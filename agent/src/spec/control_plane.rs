@@ -11,6 +11,7 @@ use super::components::{
     ApiServerSpec, Components, ControllerManagerSpec, ControllerShimSpec, EtcdSpec, RunMode,
     SchedulerSpec, check_binary_asset,
 };
+use super::pki::PkiSpec;
 use super::types::{AbsPath, DnsName};
 use super::validate::Problems;
 
@@ -38,6 +39,10 @@ pub struct ControlPlaneSpec {
     pub scheduler: Option<SchedulerSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub controller_shim: Option<ControllerShimSpec>,
+    /// The cluster's CAs in the state store, from which this node issues its own
+    /// certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pki: Option<PkiSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -309,6 +314,9 @@ impl ControlPlaneSpec {
                         .to_owned(),
                 );
             }
+        }
+        if let Some(pki) = &self.pki {
+            pki.check(problems);
         }
         if !(5..=86_400).contains(&self.watch.interval_seconds) {
             problems.add(

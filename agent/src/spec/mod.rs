@@ -14,6 +14,7 @@ mod kubelet;
 mod locate;
 mod location;
 mod node;
+mod pki;
 mod program;
 mod types;
 mod validate;
@@ -50,6 +51,7 @@ pub use node::{
     ApiEndpoint, ClusterSpec, DirectoryEntry, DropInEntry, FileEntry, NODE_SPEC_KIND, NodeSpec,
     SymlinkEntry, SysctlValue, SystemdSpec, UnitEntry, UnitState,
 };
+pub use pki::{PkiKeyAlgorithm, PkiSpec};
 pub use program::{Program, ProgramSet};
 pub use types::{
     AbsPath, AssetName, AssetUrl, DnsName, DropInName, FileMode, KubernetesVersion, MemberPath,

@@ -111,6 +111,10 @@ pub struct ApiEndpoint {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(with = "Vec<String>")]
     pub load_balancer_ips: Vec<IpAddr>,
+    /// The name clients outside the cluster use (e.g. `api.prod.example.com`), when it
+    /// differs from `name`: control-plane nodes put it in the API server's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_name: Option<DnsName>,
 }
 
 impl ApiEndpoint {
@@ -444,10 +448,15 @@ impl NodeSpec {
                     .to_owned(),
             );
         }
-        if cluster.ca_certificate.is_none() {
+        // A control-plane node with controlPlane.pki writes ca.crt from the store.
+        let pki_ca = self.role == Role::ControlPlane
+            && self.control_plane.as_ref().is_some_and(|c| c.pki.is_some());
+        if cluster.ca_certificate.is_none() && !pki_ca {
             problems.add(
                 "cluster",
-                "the kubelet needs cluster.caCertificate to trust the API server".to_owned(),
+                "the kubelet needs cluster.caCertificate (or, on control-plane nodes, \
+                 controlPlane.pki) to trust the API server"
+                    .to_owned(),
             );
         }
         if kubelet.protects_kernel_defaults() {
