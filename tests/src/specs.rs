@@ -21,15 +21,17 @@ pub fn boot_config_for(example: &str, spec: &[u8]) -> Vec<u8> {
 }
 
 /// `examples/<example>/nodespec.yaml` with `extra` merged in: lists are extended,
-/// mappings merged, anything else replaced. The control-plane example's `controlPlane`
-/// section is left out: these nodes boot without etcd volumes (no EC2 to claim them
-/// from), and their `extra` stands in for the control plane's own files.
+/// mappings merged, anything else replaced. Of the control-plane example's
+/// `controlPlane` section only `pki` is kept.
 pub fn extend_example(example: &str, extra: &str) -> Vec<u8> {
     let mut base: Value =
         yaml_serde::from_slice(&crate::example(&format!("{example}/nodespec.yaml")))
             .expect("the example parses");
-    if let Value::Mapping(map) = &mut base {
-        map.remove("controlPlane");
+    // Of the control plane, only the PKI: these nodes have no etcd volumes to claim,
+    // and their `extra` writes by hand what the components would render (manifests,
+    // admin.conf).
+    if let Some(Value::Mapping(control_plane)) = base.get_mut("controlPlane") {
+        control_plane.retain(|key, _| key.as_str() == Some("pki"));
     }
     extend_value(base, extra)
 }
