@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::state::{FileRecord, StatRecord, State};
+use crate::engine::plan::Perms;
+use crate::engine::state::{FileRecord, State};
 use crate::host::Host;
 use crate::host::fs::{self as hostfs, Existing};
 
@@ -117,14 +118,8 @@ pub fn verify_baked(
                 state.files.insert(
                     file.path.clone(),
                     FileRecord {
-                        kind: "file".to_owned(),
-                        digest,
-                        mode: stat.mode,
-                        uid: Some(stat.uid),
-                        gid: Some(stat.gid),
-                        secret: false,
-                        stat: Some(StatRecord::of(&stat)),
                         source: file.source.clone(),
+                        ..FileRecord::file(digest, Perms::of(&stat), &stat)
                     },
                 );
                 check.verified += 1;

@@ -615,14 +615,8 @@ fn remember(step: &Step, outcome: &Outcome, host: &Host, fetcher: &Fetcher, stat
                 state.files.insert(
                     path.to_string(),
                     FileRecord {
-                        kind: "file".to_owned(),
-                        digest: file.content.sha256().to_owned(),
-                        mode: perms.mode,
-                        uid: Some(perms.uid),
-                        gid: Some(perms.gid),
                         secret: file.secret,
-                        stat: Some(StatRecord::of(&stat)),
-                        source: None,
+                        ..FileRecord::file(file.content.sha256().to_owned(), *perms, &stat)
                     },
                 );
             }
@@ -704,14 +698,8 @@ fn remember(step: &Step, outcome: &Outcome, host: &Host, fetcher: &Fetcher, stat
                 state.files.insert(
                     path.to_string(),
                     FileRecord {
-                        kind: "file".to_owned(),
-                        digest,
-                        mode: perms.mode,
-                        uid: Some(perms.uid),
-                        gid: Some(perms.gid),
-                        secret: false,
-                        stat: Some(StatRecord::of(&stat)),
                         source: Some(source_key(desired, member.as_deref())),
+                        ..FileRecord::file(digest, *perms, &stat)
                     },
                 );
             }

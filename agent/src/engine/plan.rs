@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::blocks;
 use super::protect::Protected;
-use super::state::{FileRecord, StatRecord, State};
+use super::state::{FileRecord, State};
 use crate::assets::{Cache, ExtractManifest};
 use crate::host::fs::{self as hostfs, Existing};
 use crate::host::{Host, kernel, packages, swap, systemd};
@@ -53,6 +53,17 @@ pub struct Perms {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
+}
+
+impl Perms {
+    /// The owner and mode a file has.
+    pub fn of(stat: &crate::host::fs::FileStat) -> Self {
+        Self {
+            mode: stat.mode,
+            uid: stat.uid,
+            gid: stat.gid,
+        }
+    }
 }
 
 /// A set of inputs a live action depends on, recorded in the state when it is done.
@@ -544,14 +555,8 @@ impl Planner<'_> {
                         self.unchanged.insert(
                             file.path.to_string(),
                             FileRecord {
-                                kind: "file".to_owned(),
-                                digest,
-                                mode: perms.mode,
-                                uid: Some(perms.uid),
-                                gid: Some(perms.gid),
                                 secret: file.secret,
-                                stat: Some(StatRecord::of(&stat)),
-                                source: None,
+                                ..FileRecord::file(digest, perms, &stat)
                             },
                         );
                         match perms_differ(stat.mode, stat.uid, stat.gid, perms) {
@@ -624,14 +629,8 @@ impl Planner<'_> {
                             self.unchanged.insert(
                                 file.path.to_string(),
                                 FileRecord {
-                                    kind: "file".to_owned(),
-                                    digest,
-                                    mode: perms.mode,
-                                    uid: Some(perms.uid),
-                                    gid: Some(perms.gid),
-                                    secret: false,
-                                    stat: Some(StatRecord::of(&stat)),
                                     source: Some(source),
+                                    ..FileRecord::file(digest, perms, &stat)
                                 },
                             );
                             if let Some(reason) = perms_differ(stat.mode, stat.uid, stat.gid, perms)
@@ -830,16 +829,7 @@ impl Planner<'_> {
                     if digest == file.content.sha256() {
                         self.unchanged.insert(
                             file.path.to_string(),
-                            FileRecord {
-                                kind: "file".to_owned(),
-                                digest,
-                                mode: perms.mode,
-                                uid: Some(perms.uid),
-                                gid: Some(perms.gid),
-                                secret: false,
-                                stat: Some(StatRecord::of(&stat)),
-                                source: None,
-                            },
+                            FileRecord::file(digest, perms, &stat),
                         );
                         if let Some(reason) = perms_differ(stat.mode, stat.uid, stat.gid, perms) {
                             self.push(

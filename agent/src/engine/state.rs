@@ -77,6 +77,23 @@ pub struct StatRecord {
     pub inode: u64,
 }
 
+impl FileRecord {
+    /// A regular file with the digest of its bytes, the owner and mode it is to have,
+    /// and the stat the digest was taken at; not secret, not from an asset.
+    pub fn file(digest: String, perms: super::plan::Perms, stat: &FileStat) -> Self {
+        Self {
+            kind: "file".to_owned(),
+            digest,
+            mode: perms.mode,
+            uid: Some(perms.uid),
+            gid: Some(perms.gid),
+            secret: false,
+            stat: Some(StatRecord::of(stat)),
+            source: None,
+        }
+    }
+}
+
 impl StatRecord {
     pub fn of(stat: &FileStat) -> Self {
         Self {
