@@ -76,12 +76,51 @@ pub async fn disable(unit: &str) -> Result<(), SystemctlError> {
     run(&["disable", unit]).await
 }
 
+/// Starts `unit` and waits for it; or, when `unit` is ordered after the unit this
+/// process runs in (`nodewright-watch.service` is `After=nodewright.service`), only
+/// queues the start: its job waits for our own unit's, so waiting for it here would
+/// wait for ourselves. systemd starts it as soon as this run ends.
 pub async fn start(unit: &str) -> Result<(), SystemctlError> {
+    if ordered_after_us(unit).await {
+        return run(&["start", "--no-block", unit]).await;
+    }
     run(&["start", unit]).await
 }
 
+/// Like [`start`], for a restart.
 pub async fn restart(unit: &str) -> Result<(), SystemctlError> {
+    if ordered_after_us(unit).await {
+        return run(&["restart", "--no-block", unit]).await;
+    }
     run(&["restart", unit]).await
+}
+
+/// Whether `unit` is ordered after the service this process runs in.
+async fn ordered_after_us(unit: &str) -> bool {
+    let Some(own) = own_service() else {
+        return false;
+    };
+    let Ok(output) = systemctl(&["show", "--property=After", "--value", "--", unit]).await else {
+        return false;
+    };
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .any(|after| after == own)
+}
+
+/// The service unit this process runs in, from its cgroup (`…/nodewright.service`).
+fn own_service() -> Option<String> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    service_of_cgroups(&cgroups)
+}
+
+fn service_of_cgroups(cgroups: &str) -> Option<String> {
+    cgroups.lines().find_map(|line| {
+        let path = line.splitn(3, ':').nth(2)?;
+        path.rsplit('/')
+            .find(|part| part.ends_with(".service"))
+            .map(str::to_owned)
+    })
 }
 
 pub async fn stop(unit: &str) -> Result<(), SystemctlError> {

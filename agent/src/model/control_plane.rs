@@ -13,8 +13,9 @@ use crate::spec::{AbsPath, NodeSpec, UnitName};
 
 const COMPONENT: &str = "control-plane";
 
-/// The watch service's unit file, as shipped (`agent/units/nodewright-watch.service`).
-pub const WATCH_UNIT: &str = include_str!("../../units/nodewright-watch.service");
+/// The watch service's unit file: the one the image ships (`packer/units/`), so a node
+/// that writes it changes nothing.
+pub const WATCH_UNIT: &str = include_str!("../../../packer/units/nodewright-watch.service");
 pub const WATCH_UNIT_NAME: &str = "nodewright-watch.service";
 
 pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<(), ModelError> {
