@@ -19,12 +19,16 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+
 use crate::front::AwsFront;
 use crate::image::{Image, Recipe};
 use crate::imds::Instance;
-use crate::moto::Moto;
+use crate::moto::{Moto, sdk_config_for};
 use crate::network::{AWS_ADDR, Network, Service};
-use crate::node::{Launch, Node};
+use crate::node::{DeviceBay, Launch, Node};
+use crate::runtime::block_on;
+use crate::vpc_dns::VpcResolver;
 
 pub struct Fleet {
     pub moto: Moto,
@@ -32,7 +36,16 @@ pub struct Fleet {
     pub network: Network,
     /// The AWS endpoint as nodes see it; [`Service::set_reachable`] cuts it off.
     pub aws: Service,
+    /// The VPC's DNS resolver: Route53's records resolve on every node.
+    pub resolver: VpcResolver,
+    /// EC2 in the emulator, called directly (not through the front).
+    pub ec2: aws_sdk_ec2::Client,
     image: Arc<Image>,
+    /// The emulator's AMI and the subnet instances run in.
+    ami: String,
+    subnet: String,
+    /// Instances run so far (addresses 10.0.1.10 onwards), and nodes launched.
+    instances: u32,
     launched: u32,
 }
 
@@ -99,12 +112,21 @@ impl Fleet {
         let front = AwsFront::start(moto.url());
         let network = Network::create();
         let aws = network.expose(AWS_ADDR, front.addr());
+        let config = sdk_config_for(moto.url());
+        let resolver = VpcResolver::start(&network, aws_sdk_route53::Client::new(&config));
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        let (ami, subnet) = vpc(&ec2);
         Some(Self {
             moto,
             front,
             network,
             aws,
+            resolver,
+            ec2,
             image,
+            ami,
+            subnet,
+            instances: 0,
             launched: 0,
         })
     }
@@ -113,11 +135,41 @@ impl Fleet {
         &self.image
     }
 
-    /// The next instance: a fresh id and the next address in the subnet.
-    pub fn next_instance(&self) -> Instance {
-        let n = self.launched + 1;
-        let mut instance = Instance::example(&format!("i-0b{n:015x}"));
-        instance.private_ip = Ipv4Addr::new(10, 0, 1, 9 + n as u8);
+    /// The next instance, run in the emulator's EC2 (so the agent's and the shim's
+    /// EC2 calls know it) at the next address in the subnet: 10.0.1.10, .11, ...
+    pub fn next_instance(&mut self) -> Instance {
+        self.next_instance_tagged(&[])
+    }
+
+    /// Like [`Fleet::next_instance`], with instance tags (the control plane's role
+    /// tags, a node group).
+    pub fn next_instance_tagged(&mut self, tags: &[(&str, &str)]) -> Instance {
+        self.instances += 1;
+        let n = self.instances;
+        let address = Ipv4Addr::new(10, 0, 1, 9 + n as u8);
+        let mut request = self
+            .ec2
+            .run_instances()
+            .image_id(&self.ami)
+            .instance_type(aws_sdk_ec2::types::InstanceType::M6iLarge)
+            .min_count(1)
+            .max_count(1)
+            .subnet_id(&self.subnet)
+            .private_ip_address(address.to_string());
+        if !tags.is_empty() {
+            let mut spec = TagSpecification::builder().resource_type(ResourceType::Instance);
+            for (key, value) in tags {
+                spec = spec.tags(Tag::builder().key(*key).value(*value).build());
+            }
+            request = request.tag_specifications(spec.build());
+        }
+        let out = block_on(request.send()).expect("RunInstances in the emulator");
+        let id = out.instances()[0]
+            .instance_id()
+            .expect("an instance id")
+            .to_owned();
+        let mut instance = Instance::example(&id);
+        instance.private_ip = address;
         instance.mac = format!("0e:00:00:00:01:{:02x}", 9 + n);
         instance
     }
@@ -130,8 +182,13 @@ impl Fleet {
 
     /// Launches the next instance with `user_data`.
     pub fn launch(&mut self, user_data: &[u8]) -> Node {
+        self.launch_tagged(user_data, &[])
+    }
+
+    /// Launches the next instance with `user_data` and instance `tags`.
+    pub fn launch_tagged(&mut self, user_data: &[u8], tags: &[(&str, &str)]) -> Node {
         let launch = Launch {
-            instance: self.next_instance(),
+            instance: self.next_instance_tagged(tags),
             user_data: user_data.to_vec(),
             environment: self.environment(),
         };
@@ -155,9 +212,26 @@ impl Fleet {
         Node::launch(&name, image, &self.network, launch)
     }
 
-    /// Terminates a node: it is powered off and its disk and network go.
+    /// Launches an instance whose volumes attach through `devices` (see
+    /// [`crate::ha`]).
+    pub fn launch_with_bay(&mut self, launch: Launch, devices: DeviceBay) -> Node {
+        self.launched += 1;
+        let name = format!("n{}", self.launched);
+        Node::launch_with_bay(&name, self.image.clone(), &self.network, launch, devices)
+    }
+
+    /// Terminates a node as EC2 does: it is powered off, then the instance is
+    /// terminated in EC2 (through the front, so its volumes detach), and its disk and
+    /// network go.
     pub fn terminate(&mut self, mut node: Node) {
         node.shutdown();
+        let ec2 = aws_sdk_ec2::Client::new(&sdk_config_for(&self.front.url()));
+        block_on(
+            ec2.terminate_instances()
+                .instance_ids(node.instance().instance_id)
+                .send(),
+        )
+        .expect("TerminateInstances");
         drop(node);
     }
 
@@ -167,6 +241,38 @@ impl Fleet {
             .expect("the boot config names an s3:// node spec");
         self.moto.put_object(&bucket, &key, spec);
     }
+}
+
+/// The emulator's first AMI, and a VPC 10.0.0.0/16 with one subnet in the nodes' zone
+/// (so instances get the addresses they have in the fleet's network).
+fn vpc(ec2: &aws_sdk_ec2::Client) -> (String, String) {
+    let ami = block_on(ec2.describe_images().send())
+        .expect("moto lists images")
+        .images()
+        .first()
+        .and_then(|i| i.image_id())
+        .expect("an image")
+        .to_owned();
+    let vpc = block_on(ec2.create_vpc().cidr_block("10.0.0.0/16").send())
+        .expect("CreateVpc")
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .expect("a vpc id")
+        .to_owned();
+    let zone = Instance::example("i-0").availability_zone;
+    let subnet = block_on(
+        ec2.create_subnet()
+            .vpc_id(vpc)
+            .cidr_block("10.0.0.0/16")
+            .availability_zone(zone)
+            .send(),
+    )
+    .expect("CreateSubnet")
+    .subnet()
+    .and_then(|s| s.subnet_id())
+    .expect("a subnet id")
+    .to_owned();
+    (ami, subnet)
 }
 
 /// EC2 user data for a node of `cluster`: a boot config naming the node spec at `url`

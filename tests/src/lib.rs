@@ -25,6 +25,7 @@ pub mod disks;
 pub mod fidelity;
 pub mod fleet;
 pub mod front;
+pub mod ha;
 pub mod image;
 pub mod imds;
 pub mod janitor;
@@ -43,6 +44,7 @@ pub mod stats;
 pub mod timeline;
 pub mod tools;
 pub mod tree;
+pub mod vpc_dns;
 pub mod worker;
 pub mod world;
 

@@ -5,7 +5,7 @@
 //! binds a listener there and leaves; the socket stays in the namespace it was made in,
 //! while the server that accepts on it runs on the harness's runtime as usual.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -53,14 +53,34 @@ impl NetNs {
 
 /// A listener bound to `addr` inside the namespace at `path` (non-blocking, for tokio).
 pub fn bind_tcp_in(path: &Path, addr: SocketAddr) -> std::io::Result<TcpListener> {
+    inside(path, || {
+        let listener = TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        Ok(listener)
+    })
+}
+
+/// A UDP socket bound to `addr` inside the namespace at `path` (non-blocking, for tokio).
+pub fn bind_udp_in(path: &Path, addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    inside(path, || {
+        let socket = UdpSocket::bind(addr)?;
+        socket.set_nonblocking(true)?;
+        Ok(socket)
+    })
+}
+
+/// Runs `make` on a thread that has entered the namespace at `path`; what it makes (a
+/// socket) stays in that namespace.
+fn inside<T: Send>(
+    path: &Path,
+    make: impl FnOnce() -> std::io::Result<T> + Send,
+) -> std::io::Result<T> {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
                 let ns = std::fs::File::open(path)?;
                 nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
-                let listener = TcpListener::bind(addr)?;
-                listener.set_nonblocking(true)?;
-                Ok(listener)
+                make()
             })
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("the binding thread panicked")))

@@ -5,6 +5,7 @@
 //!  node netns (nw-…-n1)               switch netns (nw-…-sw)            harness (host)
 //!  eth0 10.0.1.10/16  ── veth ──  br0 10.0.0.1/16
 //!  lo   169.254.169.254 (IMDS)         10.0.0.2:80  AWS endpoint  ──► moto / AwsFront
+//!                                      10.0.0.2:53  DNS (udp)     ──► Route53 zones (vpc_dns)
 //!                                      10.0.0.N:P   more services ──► loopback servers
 //! ```
 //!
@@ -85,15 +86,7 @@ impl Network {
 
     /// Serves `target` (a loopback server of the harness) at `at` inside the network.
     pub fn expose(&self, at: SocketAddrV4, target: SocketAddr) -> Service {
-        if *at.ip() != SWITCH_ADDR {
-            // One more address on the bridge; adding it twice is harmless.
-            let _ = std::process::Command::new("ip")
-                .args(["-n", self.switch.name(), "addr", "add"])
-                .arg(format!("{}/32", at.ip()))
-                .args(["dev", "br0"])
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
+        self.add_address(*at.ip());
         let service = Service {
             inner: Arc::new(ServiceInner {
                 at,
@@ -104,6 +97,29 @@ impl Network {
         };
         service.set_reachable(true);
         service
+    }
+}
+
+impl Network {
+    /// A UDP socket at `at` inside the network, for a harness server that answers
+    /// datagrams itself (the VPC's DNS resolver).
+    pub fn bind_udp(&self, at: SocketAddrV4) -> std::net::UdpSocket {
+        self.add_address(*at.ip());
+        crate::netns::bind_udp_in(&self.switch.path(), at.into())
+            .unwrap_or_else(|e| panic!("binding udp {at} in the network: {e}"))
+    }
+
+    /// One more address on the bridge; adding one twice is harmless.
+    fn add_address(&self, address: Ipv4Addr) {
+        if address == SWITCH_ADDR {
+            return;
+        }
+        let _ = std::process::Command::new("ip")
+            .args(["-n", self.switch.name(), "addr", "add"])
+            .arg(format!("{address}/32"))
+            .args(["dev", "br0"])
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 }
 

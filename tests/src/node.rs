@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::agent::Run;
@@ -46,9 +46,25 @@ pub struct Node {
     imds: FakeImds,
     machine: Option<Machine>,
     boots: u32,
-    /// Block devices attached to the instance (EBS volumes), by their name in the node.
-    devices: BTreeMap<String, AttachedDevice>,
+    /// Block devices attached to the instance (EBS volumes).
+    devices: DeviceBay,
     _image: Arc<Image>,
+}
+
+/// The instance's attached block devices, shared with whoever attaches volumes while
+/// the node runs (the fidelity layer's listener hears the emulator attach one).
+#[derive(Clone, Default)]
+pub struct DeviceBay {
+    inner: Arc<Mutex<Bay>>,
+}
+
+#[derive(Default)]
+struct Bay {
+    /// By their name in the node (`nvme1n1`).
+    devices: BTreeMap<String, AttachedDevice>,
+    /// The running machine's PID 1, to enter it; `None` while it is down.
+    init: Option<i32>,
+    node: String,
 }
 
 /// A machine block device presented in the node, as EC2 presents an EBS volume.
@@ -93,6 +109,18 @@ pub struct JournalEntry {
 impl Node {
     /// Prepares the node's disk and network and boots it.
     pub fn launch(name: &str, image: Arc<Image>, network: &Network, launch: Launch) -> Self {
+        Self::launch_with_bay(name, image, network, launch, DeviceBay::default())
+    }
+
+    /// Like [`Node::launch`], with device slots the caller already shares (with a
+    /// listener that attaches volumes to the instance as soon as it asks).
+    pub fn launch_with_bay(
+        name: &str,
+        image: Arc<Image>,
+        network: &Network,
+        launch: Launch,
+        devices: DeviceBay,
+    ) -> Self {
         crate::janitor::sweep_once();
         let dir = crate::image::cache_dir()
             .join("nodes")
@@ -118,10 +146,12 @@ impl Node {
             imds,
             machine: None,
             boots: 0,
-            devices: BTreeMap::new(),
+            devices,
             _image: image,
         };
+        node.devices.lock().node = name.to_owned();
         node.write_environment(&launch.environment);
+        node.write_resolver();
         node.boot();
         node
     }
@@ -182,6 +212,27 @@ impl Node {
         std::fs::write(&path, text).expect("writing /etc/default/nodewright");
     }
 
+    /// `/etc/resolv.conf` as EC2's DHCP options give it: the VPC's resolver
+    /// ([`crate::vpc_dns`]) and the region's search domain.
+    fn write_resolver(&self) {
+        let path = self.path("/etc/resolv.conf");
+        let _ = std::fs::remove_file(&path);
+        std::fs::write(
+            &path,
+            format!(
+                "# Written by the test harness, as EC2's DHCP options would.\n\
+                 nameserver {}\nsearch ec2.internal\noptions timeout:1 attempts:3\n",
+                crate::vpc_dns::RESOLVER_ADDR.ip()
+            ),
+        )
+        .expect("writing /etc/resolv.conf");
+    }
+
+    /// The node's block-device slots, for a listener that attaches volumes to it.
+    pub fn device_bay(&self) -> DeviceBay {
+        self.devices.clone()
+    }
+
     /// Starts the machine (power on).
     pub fn boot(&mut self) {
         assert!(
@@ -222,7 +273,7 @@ impl Node {
             .stderr(console);
         // Volumes attached while the machine was down are there when it boots, with
         // their udev-style links made by systemd-tmpfiles before any service starts.
-        for (name, device) in &self.devices {
+        for (name, device) in &self.devices.lock().devices {
             command.arg(format!("--bind={}:/dev/{name}", device.source.display()));
         }
         self.write_device_links();
@@ -243,6 +294,7 @@ impl Node {
             init,
             started,
         });
+        self.devices.lock().init = Some(init);
         self.boots += 1;
     }
 
@@ -250,60 +302,27 @@ impl Node {
     /// volume) to the instance: it appears in the running node as `/dev/<name>` with
     /// `links` to it (e.g. `/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol…`), as
     /// udev makes them on EC2, and it stays attached across reboots.
-    pub fn attach_block_device(&mut self, source: &Path, name: &str, links: &[&str]) {
-        let device = AttachedDevice {
-            source: source.to_owned(),
-            links: links.iter().map(|l| (*l).to_owned()).collect(),
-        };
-        if self.machine.is_some() {
-            let stat = nix::sys::stat::stat(source)
-                .unwrap_or_else(|e| panic!("{}: {e}", source.display()));
-            let (major, minor) = (
-                nix::sys::stat::major(stat.st_rdev),
-                nix::sys::stat::minor(stat.st_rdev),
-            );
-            let mut script = format!("mknod /dev/{name} b {major} {minor}");
-            for link in &device.links {
-                script.push_str(&format!(
-                    " && mkdir -p \"$(dirname {link})\" && ln -sfn /dev/{name} {link}"
-                ));
-            }
-            let output = self.exec(&["/bin/sh", "-c", &script]);
-            assert!(
-                output.status.success(),
-                "attaching {} as /dev/{name}: {}",
-                source.display(),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        self.devices.insert(name.to_owned(), device);
+    pub fn attach_block_device(&self, source: &Path, name: &str, links: &[&str]) {
+        self.devices.attach(source, name, links);
     }
 
     /// Detaches a device attached with [`Node::attach_block_device`]: it and its links
     /// disappear from the node, as when EC2 detaches a volume (a mount of it stays
     /// until unmounted, and fails on I/O).
-    pub fn detach_block_device(&mut self, name: &str) {
-        let Some(device) = self.devices.remove(name) else {
-            return;
-        };
-        if self.machine.is_some() {
-            let mut paths = vec![format!("/dev/{name}")];
-            paths.extend(device.links);
-            let mut args = vec!["rm", "-f"];
-            args.extend(paths.iter().map(String::as_str));
-            self.exec(&args);
-        }
+    pub fn detach_block_device(&self, name: &str) {
+        self.devices.detach(name);
     }
 
     /// The udev-style links of attached devices, as a tmpfiles.d rule in the node.
     fn write_device_links(&self) {
         let path = self.path("/etc/tmpfiles.d/nodewright-harness-devices.conf");
-        if self.devices.is_empty() {
+        let bay = self.devices.lock();
+        if bay.devices.is_empty() {
             let _ = std::fs::remove_file(&path);
             return;
         }
         let mut text = String::from("# Written by the test harness: links to attached volumes.\n");
-        for (name, device) in &self.devices {
+        for (name, device) in &bay.devices {
             for link in &device.links {
                 text.push_str(&format!("L+ {link} - - - - /dev/{name}\n"));
             }
@@ -319,6 +338,7 @@ impl Node {
         let Some(mut machine) = self.machine.take() else {
             return;
         };
+        self.devices.lock().init = None;
         // nspawn turns SIGTERM into an orderly shutdown of the container.
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(machine.nspawn),
@@ -338,6 +358,7 @@ impl Node {
     pub fn reboot(&mut self) {
         let _ = self.exec(&["systemctl", "reboot"]);
         let mut machine = self.machine.take().expect("the node is running");
+        self.devices.lock().init = None;
         let status = wait_exit(&mut machine.child, BOOT_TIMEOUT);
         let Some(status) = status else {
             crate::tools::kill_group(&mut machine.child);
@@ -357,18 +378,7 @@ impl Node {
     /// environment.
     pub fn exec(&self, args: &[&str]) -> Output {
         let machine = self.machine.as_ref().expect("the node is running");
-        Command::new("nsenter")
-            .args(["--target", &machine.init.to_string(), "--all", "--"])
-            .args([
-                "/usr/bin/env",
-                "-i",
-                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                "LANG=C.UTF-8",
-            ])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("nsenter into node {}: {e}", self.name))
+        exec_in(machine.init, &self.name, args)
     }
 
     /// `nodewright ARGS` on the node, as an operator would run it.
@@ -600,6 +610,82 @@ fn ns_pids(pid: i32) -> Option<Vec<i32>> {
             .filter_map(|p| p.parse().ok())
             .collect(),
     )
+}
+
+/// Runs a command inside the node whose PID 1 is `init` (all its namespaces), with a
+/// clean environment.
+fn exec_in(init: i32, node: &str, args: &[&str]) -> Output {
+    Command::new("nsenter")
+        .args(["--target", &init.to_string(), "--all", "--"])
+        .args([
+            "/usr/bin/env",
+            "-i",
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "LANG=C.UTF-8",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("nsenter into node {node}: {e}"))
+}
+
+impl DeviceBay {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Bay> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// See [`Node::attach_block_device`].
+    pub fn attach(&self, source: &Path, name: &str, links: &[&str]) {
+        let device = AttachedDevice {
+            source: source.to_owned(),
+            links: links.iter().map(|l| (*l).to_owned()).collect(),
+        };
+        let mut bay = self.lock();
+        if let Some(init) = bay.init {
+            let stat = nix::sys::stat::stat(source)
+                .unwrap_or_else(|e| panic!("{}: {e}", source.display()));
+            let (major, minor) = (
+                nix::sys::stat::major(stat.st_rdev),
+                nix::sys::stat::minor(stat.st_rdev),
+            );
+            let mut script = format!("mknod /dev/{name} b {major} {minor}");
+            for link in &device.links {
+                script.push_str(&format!(
+                    " && mkdir -p \"$(dirname {link})\" && ln -sfn /dev/{name} {link}"
+                ));
+            }
+            let output = exec_in(init, &bay.node, &["/bin/sh", "-c", &script]);
+            assert!(
+                output.status.success(),
+                "attaching {} as /dev/{name}: {}",
+                source.display(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        bay.devices.insert(name.to_owned(), device);
+    }
+
+    /// See [`Node::detach_block_device`].
+    pub fn detach(&self, name: &str) {
+        let mut bay = self.lock();
+        let Some(device) = bay.devices.remove(name) else {
+            return;
+        };
+        if let Some(init) = bay.init {
+            let mut paths = vec![format!("/dev/{name}")];
+            paths.extend(device.links);
+            let mut args = vec!["rm", "-f"];
+            args.extend(paths.iter().map(String::as_str));
+            exec_in(init, &bay.node, &args);
+        }
+    }
+
+    /// The names of the attached devices (`nvme1n1`...).
+    pub fn names(&self) -> Vec<String> {
+        self.lock().devices.keys().cloned().collect()
+    }
 }
 
 /// Waits until none of `pids` runs any more (gone, or a zombie left to its parent).

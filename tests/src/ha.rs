@@ -1,0 +1,329 @@
+//! The booted HA control plane: a fleet (booted nodes, the emulator with its fidelity
+//! layer, the VPC resolver) with what three control-plane nodes of prod.example.com need
+//! to come up as on EC2:
+//!
+//! - three etcd volumes of etcd cluster `main` in the emulator (tagged `a/a,b,c`,
+//!   `b/a,b,c`, `c/a,b,c`), each backed by a loop device. When the emulator reports a
+//!   volume attached to an instance, its loop device appears in that node as
+//!   `/dev/nvme<k>n1` with its EBS by-id link; when the instance is terminated or the
+//!   volume detached, it disappears (the fidelity layer's events);
+//! - the Route53 hosted zone of the cluster's internal names;
+//! - a test PKI in the state store (`s3://nodewright-state/prod.example.com/pki/`);
+//! - the asset mirror serving the kubelet stand-in and Debian's etcd (with their real
+//!   sha256), and the node spec `tests/fixtures/booted-control-plane/nodespec.yaml`
+//!   naming them, published in the state store with user data that names it.
+//!
+//! Nodes are launched with the control plane's instance tags; `etcdctl` runs inside a
+//! node (copied onto its disk: the image has none) with the etcd client certificate the
+//! agent issued there.
+
+use std::collections::BTreeMap;
+use std::process::Output;
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+
+use crate::disks::{LoopDisk, by_id_name};
+use crate::fidelity::{Event, Fidelity};
+use crate::fleet::{Fleet, boot_config};
+use crate::moto::sdk_config_for;
+use crate::node::{DeviceBay, Node};
+use crate::pki::TestPki;
+use crate::runtime::block_on;
+use crate::worker::AssetMirror;
+
+pub const CLUSTER: &str = "prod.example.com";
+pub const ZONE: &str = "us-east-1a";
+pub const STATE_BUCKET: &str = "nodewright-state";
+pub const SPEC_KEY: &str = "prod.example.com/nodegroups/control-plane-us-east-1a/nodespec.yaml";
+pub const PKI_STORE: &str = "s3://nodewright-state/prod.example.com/pki/";
+/// Where the mirror serves etcd.
+pub const ETCD_PATH: &str = "/etcd/v3.4.23/linux-amd64/etcd";
+/// The machine's etcd (Debian's etcd-server), served to nodes as an asset.
+const MACHINE_ETCD: &str = "/usr/bin/etcd";
+/// The machine's etcdctl (Debian's etcd-client), copied onto nodes for the tests.
+const MACHINE_ETCDCTL: &str = "/usr/bin/etcdctl";
+/// The members of etcd cluster `main`, one per volume.
+pub const MEMBERS: [&str; 3] = ["a", "b", "c"];
+/// etcd `main`'s client port (kops's).
+pub const ETCD_CLIENT_PORT: u16 = 4001;
+
+/// Which loop device backs which volume, and where each volume is attached.
+#[derive(Default)]
+struct Registry {
+    /// Instance id → the node's device slots.
+    bays: BTreeMap<String, DeviceBay>,
+    /// Volume id → its loop device.
+    disks: BTreeMap<String, std::path::PathBuf>,
+    /// Volume id → (instance, device name in the node).
+    attached: BTreeMap<String, (String, String)>,
+}
+
+pub struct HaControlPlane {
+    pub fleet: Fleet,
+    pub mirror: AssetMirror,
+    pub fidelity: Fidelity,
+    pub pki: TestPki,
+    pub zone_id: String,
+    /// Volume id → member name, in member order.
+    pub volumes: Vec<(String, String)>,
+    /// The node spec every control-plane node boots from, and its user data.
+    pub spec: Vec<u8>,
+    pub user_data: Vec<u8>,
+    registry: Arc<Mutex<Registry>>,
+    // Last: the loop devices go after the nodes that use them.
+    _disks: Vec<LoopDisk>,
+}
+
+impl HaControlPlane {
+    /// Everything but the nodes, or `None` where booted nodes cannot run.
+    pub fn start() -> Option<Self> {
+        let (fleet, mirror) = crate::worker::fleet()?;
+        for tool in [MACHINE_ETCD, MACHINE_ETCDCTL] {
+            assert!(
+                std::path::Path::new(tool).exists(),
+                "{tool} is missing: scripts/setup.sh installs etcd-server and etcd-client"
+            );
+        }
+        let etcd = std::fs::read(MACHINE_ETCD).expect("reading the machine's etcd");
+        let etcd_sha256 = crate::assetkit::sha256(&etcd);
+        mirror.mirror.put(ETCD_PATH, etcd);
+        let fidelity = Fidelity::install(&fleet.front);
+        let config = sdk_config_for(fleet.moto.url());
+        let route53 = aws_sdk_route53::Client::new(&config);
+        let zone = block_on(
+            route53
+                .create_hosted_zone()
+                .name(CLUSTER)
+                .caller_reference("booted-control-plane")
+                .send(),
+        )
+        .expect("a hosted zone");
+        let zone_id = zone
+            .hosted_zone()
+            .map(|z| z.id().trim_start_matches("/hostedzone/").to_owned())
+            .expect("a zone id");
+
+        let pki = TestPki::generate();
+        pki.publish(PKI_STORE, Some(&fleet.moto));
+
+        let registry: Arc<Mutex<Registry>> = Arc::default();
+        let mut disks = Vec::new();
+        let mut volumes = Vec::new();
+        for member in MEMBERS {
+            let disk = LoopDisk::new(256);
+            let id = create_volume(&fleet.ec2, member);
+            registry
+                .lock()
+                .expect("registry")
+                .disks
+                .insert(id.clone(), disk.device().to_owned());
+            volumes.push((id, member.to_owned()));
+            disks.push(disk);
+        }
+        let listener = registry.clone();
+        fidelity.on_event(move |event| on_volume_event(&listener, event));
+
+        let spec = control_plane_spec(&mirror, &zone_id, &etcd_sha256);
+        fleet.moto.put_object(STATE_BUCKET, SPEC_KEY, &spec);
+        let user_data = boot_config(
+            CLUSTER,
+            "control-plane-us-east-1a",
+            "control-plane",
+            &format!("s3://{STATE_BUCKET}/{SPEC_KEY}"),
+            &spec,
+        );
+        Some(Self {
+            fleet,
+            mirror,
+            fidelity,
+            pki,
+            zone_id,
+            volumes,
+            spec,
+            user_data,
+            registry,
+            _disks: disks,
+        })
+    }
+
+    /// Launches a control-plane node (it boots and claims a volume on its own).
+    pub fn launch(&mut self) -> Node {
+        let tags = [
+            (format!("kubernetes.io/cluster/{CLUSTER}"), "owned"),
+            ("k8s.io/role/control-plane".to_owned(), "1"),
+            (
+                "kops.k8s.io/instancegroup".to_owned(),
+                "control-plane-us-east-1a",
+            ),
+        ];
+        let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let instance = self.fleet.next_instance_tagged(&tags);
+        let launch = crate::node::Launch {
+            instance: instance.clone(),
+            user_data: self.user_data.clone(),
+            environment: self.fleet.environment(),
+        };
+        // The node's slots are known before it boots, so an attachment is never missed.
+        let bay = DeviceBay::default();
+        self.registry
+            .lock()
+            .expect("registry")
+            .bays
+            .insert(instance.instance_id.clone(), bay.clone());
+        let node = self.fleet.launch_with_bay(launch, bay);
+        copy_etcdctl(&node);
+        node
+    }
+
+    /// Terminates `node` as EC2 does (powered off, then its volumes detach).
+    pub fn terminate(&mut self, node: Node) {
+        let id = node.instance().instance_id;
+        self.fleet.terminate(node);
+        self.registry.lock().expect("registry").bays.remove(&id);
+    }
+
+    /// The volume attached to `instance`, as EC2 (the fidelity layer) says.
+    pub fn volume_of(&self, instance: &str) -> Option<(String, String)> {
+        self.volumes
+            .iter()
+            .find(|(id, _)| self.fidelity.attached_to(id).as_deref() == Some(instance))
+            .cloned()
+    }
+
+    /// The loop device backing a volume.
+    pub fn volume_device(&self, volume: &str) -> std::path::PathBuf {
+        self.registry.lock().expect("registry").disks[volume].clone()
+    }
+
+    /// Route53's A records named `name` in the cluster's zone: (set identifier, values).
+    pub fn records(&self, name: &str) -> Vec<(Option<String>, Vec<String>)> {
+        let route53 = aws_sdk_route53::Client::new(&sdk_config_for(self.fleet.moto.url()));
+        let out = block_on(
+            route53
+                .list_resource_record_sets()
+                .hosted_zone_id(&self.zone_id)
+                .send(),
+        )
+        .expect("ListResourceRecordSets");
+        let mut records: Vec<(Option<String>, Vec<String>)> = out
+            .resource_record_sets()
+            .iter()
+            .filter(|r| r.name().trim_end_matches('.') == name && r.r#type().as_str() == "A")
+            .map(|r| {
+                (
+                    r.set_identifier().map(str::to_owned),
+                    r.resource_records()
+                        .iter()
+                        .map(|v| v.value().to_owned())
+                        .collect(),
+                )
+            })
+            .collect();
+        records.sort();
+        records
+    }
+}
+
+/// `etcdctl ARGS` inside `node`, against its own member with the etcd client
+/// certificate the agent issued on it (`--endpoints` in `args` overrides).
+pub fn etcdctl(node: &Node, args: &[&str]) -> Output {
+    use nodewright::model::pki_paths as pki;
+    let endpoint = format!("--endpoints=https://127.0.0.1:{ETCD_CLIENT_PORT}");
+    let mut full = vec![
+        "etcdctl",
+        "--dial-timeout=3s",
+        "--command-timeout=10s",
+        &endpoint,
+        "--cacert",
+        pki::ETCD_CA_CERT,
+        "--cert",
+        pki::ETCD_CLIENT_CERT,
+        "--key",
+        pki::ETCD_CLIENT_KEY,
+    ];
+    full.extend_from_slice(args);
+    let mut command = vec!["/usr/bin/env", "ETCDCTL_API=3"];
+    command.extend(full);
+    node.exec(&command)
+}
+
+/// The peer name of member `member` of etcd cluster `main` (kops's names).
+pub fn peer_name(member: &str) -> String {
+    format!("etcd-{member}.internal.{CLUSTER}")
+}
+
+fn copy_etcdctl(node: &Node) {
+    let target = node.path("/usr/local/bin/etcdctl");
+    std::fs::create_dir_all(target.parent().expect("a parent")).expect("/usr/local/bin");
+    std::fs::copy(MACHINE_ETCDCTL, &target).expect("copying etcdctl onto the node");
+}
+
+fn create_volume(ec2: &aws_sdk_ec2::Client, member: &str) -> String {
+    let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
+    let out = block_on(
+        ec2.create_volume()
+            .availability_zone(ZONE)
+            .size(1)
+            .volume_type(aws_sdk_ec2::types::VolumeType::Gp3)
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Volume)
+                    .tags(tag(&format!("kubernetes.io/cluster/{CLUSTER}"), "owned"))
+                    .tags(tag("k8s.io/role/control-plane", "1"))
+                    .tags(tag("k8s.io/etcd/main", &format!("{member}/a,b,c")))
+                    .tags(tag("Name", &format!("{member}.etcd-main.{CLUSTER}")))
+                    .build(),
+            )
+            .send(),
+    )
+    .expect("CreateVolume");
+    out.volume_id().expect("a volume id").to_owned()
+}
+
+/// The emulator attached or detached a volume: present its loop device in the node, or
+/// take it away.
+fn on_volume_event(registry: &Mutex<Registry>, event: &Event) {
+    let mut registry = registry.lock().expect("registry");
+    match event {
+        Event::Attached { instance, volume } => {
+            let (Some(bay), Some(disk)) = (
+                registry.bays.get(instance).cloned(),
+                registry.disks.get(volume).cloned(),
+            ) else {
+                return;
+            };
+            let name = format!("nvme{}n1", bay.names().len() + 1);
+            let link = format!("/dev/disk/by-id/{}", by_id_name(volume));
+            bay.attach(&disk, &name, &[&link]);
+            registry
+                .attached
+                .insert(volume.clone(), (instance.clone(), name));
+        }
+        Event::Detached { instance, volume } => {
+            if let Some((holder, name)) = registry.attached.remove(volume)
+                && &holder == instance
+                && let Some(bay) = registry.bays.get(instance)
+            {
+                bay.detach(&name);
+            }
+        }
+    }
+}
+
+/// The booted control plane's spec: the fixture with the hosted zone, the mirror's URLs
+/// and the binaries' digests filled in.
+fn control_plane_spec(mirror: &AssetMirror, zone_id: &str, etcd_sha256: &str) -> Vec<u8> {
+    let path = crate::workspace().join("tests/fixtures/booted-control-plane/nodespec.yaml");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+        .replace("@ZONE_ID@", zone_id)
+        .replace("@KUBELET_URL@", &mirror.kubelet_url())
+        .replace("@KUBELET_SHA256@", &mirror.kubelet_sha256)
+        .replace(
+            "@ETCD_URL@",
+            &format!("http://{}{ETCD_PATH}", crate::worker::MIRROR_ADDR),
+        )
+        .replace("@ETCD_SHA256@", etcd_sha256)
+        .into_bytes()
+}

@@ -1,0 +1,329 @@
+//! The HA control plane booted for real (issue 8, tests 2 and 3): three control-plane
+//! nodes boot the baked image at once, each claims a distinct etcd volume from the
+//! emulator, formats it once, mounts it, publishes its names in Route53 and starts its
+//! etcd member (Debian's etcd, `etcd.mode: systemd`) with the certificates it issued
+//! from the state store's etcd CA; the three form one cluster. Then one node is
+//! terminated and a new instance takes its volume, finds the data and rejoins as the
+//! same member. See tests/src/ha.rs for the set-up.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use nodewright::model::pki_paths as pki;
+use nodewright_e2e::ha::{self, HaControlPlane, etcdctl, peer_name};
+use nodewright_e2e::node::Node;
+
+fn text(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// Runs a command on the node and returns its stdout, failing on a non-zero exit.
+fn sh(node: &Node, command: &str) -> String {
+    let output = node.exec(&["/bin/sh", "-c", command]);
+    assert!(
+        output.status.success(),
+        "{command}: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text(&output)
+}
+
+/// `etcdctl ARGS` on `node`, retried until it succeeds (the cluster may still be
+/// electing a leader or a member reconnecting); its stdout.
+fn etcdctl_ok(node: &Node, args: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let output = etcdctl(node, args);
+        if output.status.success() {
+            return text(&output);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "etcdctl {args:?} on {} kept failing: {}\n{}\n--- etcd journal\n{}",
+            node.name(),
+            text(&output),
+            String::from_utf8_lossy(&output.stderr),
+            node.journal_text("etcd-main.service")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Waits for the boot run to succeed; then the watch service runs (its start was queued
+/// behind the boot run) with the node's site settings: its first round is done.
+fn wait_converged(node: &Node) {
+    node.wait_for_unit_within(
+        "nodewright.service",
+        "active after a successful run",
+        Duration::from_secs(180),
+        |s| s.active_state == "active" && s.result == "success",
+    );
+    node.wait_for_unit_within(
+        "nodewright-watch.service",
+        "running after its first round",
+        Duration::from_secs(60),
+        |s| s.active_state == "active" && s.sub_state == "running",
+    );
+}
+
+/// How many times the agent on `node` formatted a volume, over all its boots.
+fn formats(node: &Node) -> usize {
+    node.journal("nodewright.service")
+        .iter()
+        .filter(|e| e.message.contains("formatting a blank etcd volume"))
+        .count()
+}
+
+/// The member names and ids etcd lists, by name.
+fn members(node: &Node) -> BTreeMap<String, String> {
+    let listed = etcdctl_ok(node, &["member", "list", "--write-out=simple"]);
+    listed
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split(", ").collect();
+            assert_eq!(fields[1], "started", "{line}");
+            (fields[2].to_owned(), fields[0].to_owned())
+        })
+        .collect()
+}
+
+/// The filesystem UUID on a volume's loop device, read on the machine.
+fn filesystem_uuid(device: &std::path::Path) -> String {
+    let output = std::process::Command::new("blkid")
+        .args(["-o", "value", "-s", "UUID"])
+        .arg(device)
+        .output()
+        .unwrap();
+    text(&output)
+}
+
+/// Every member's health, seen from `node` (`endpoint health --cluster`): the client URL
+/// of each member with whether it is healthy, once all three answer healthy.
+fn wait_cluster_healthy(node: &Node) -> BTreeMap<String, bool> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let output = etcdctl(
+            node,
+            &["endpoint", "health", "--cluster", "--write-out=json"],
+        );
+        let health: BTreeMap<String, bool> =
+            serde_json::from_slice::<Vec<serde_json::Value>>(&output.stdout)
+                .unwrap_or_default()
+                .iter()
+                .map(|e| {
+                    (
+                        e["endpoint"].as_str().unwrap_or_default().to_owned(),
+                        e["health"].as_bool().unwrap_or(false),
+                    )
+                })
+                .collect();
+        if health.len() == 3 && health.values().all(|h| *h) {
+            return health;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "etcd on {} never saw three healthy members: {health:?}\n{}",
+            node.name(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn three_control_plane_nodes_form_one_etcd_cluster_and_a_replacement_keeps_the_data() {
+    let Some(mut cp) = HaControlPlane::start() else {
+        return;
+    };
+    // --- Test 2: three nodes boot at once.
+    let started = Instant::now();
+    let mut nodes: Vec<Node> = (0..3).map(|_| cp.launch()).collect();
+    for node in &nodes {
+        wait_converged(node);
+    }
+    eprintln!(
+        "three control-plane nodes converged in {:?}",
+        started.elapsed()
+    );
+
+    // Each claimed a distinct volume, formatted it once and mounted it.
+    let mut member_of = BTreeMap::new();
+    for node in &nodes {
+        let instance = node.instance();
+        let (volume, member) = cp
+            .volume_of(&instance.instance_id)
+            .unwrap_or_else(|| panic!("{} holds no volume", instance.instance_id));
+        assert_eq!(formats(node), 1, "{} formatted {volume} once", node.name());
+        let mount = format!("/mnt/etcd-main-{member}");
+        let source = sh(node, &format!("findmnt -n -o SOURCE,FSTYPE {mount}"));
+        assert!(source.starts_with("/dev/nvme1n1"), "{mount}: {source}");
+        assert!(source.ends_with("ext4"), "{mount}: {source}");
+        assert!(
+            member_of
+                .insert(instance.instance_id.clone(), member)
+                .is_none(),
+            "two volumes on one node"
+        );
+    }
+    let claimed: BTreeSet<&String> = member_of.values().collect();
+    assert_eq!(claimed.len(), 3, "three distinct members: {member_of:?}");
+
+    // Names: one record per member, and the API name on every node.
+    let ip_of: BTreeMap<String, String> = nodes
+        .iter()
+        .map(|n| {
+            (
+                n.instance().instance_id,
+                n.instance().private_ip.to_string(),
+            )
+        })
+        .collect();
+    for (instance, member) in &member_of {
+        assert_eq!(
+            cp.records(&peer_name(member)),
+            vec![(Some(instance.clone()), vec![ip_of[instance].clone()])],
+            "the record of etcd member {member}"
+        );
+    }
+    let api: Vec<(Option<String>, Vec<String>)> = ip_of
+        .iter()
+        .map(|(id, ip)| (Some(id.clone()), vec![ip.clone()]))
+        .collect();
+    assert_eq!(cp.records(&format!("api.internal.{}", ha::CLUSTER)), api);
+    // Those names resolve on the nodes (the VPC resolver answers from Route53).
+    let (first_instance, first_member) = member_of.iter().next().unwrap();
+    let resolved = sh(
+        &nodes[2],
+        &format!("getent ahostsv4 {}", peer_name(first_member)),
+    );
+    assert!(resolved.starts_with(&ip_of[first_instance]), "{resolved}");
+
+    // etcd runs from the rendered unit with the certificates the node issued.
+    for node in &nodes {
+        let status = node.unit("etcd-main.service").unwrap();
+        assert_eq!(
+            (status.active_state.as_str(), status.sub_state.as_str()),
+            ("active", "running"),
+            "{}",
+            node.journal_text("etcd-main.service")
+        );
+        let member = &member_of[&node.instance().instance_id];
+        let server = pki::etcd_server_cert("main");
+        let checked = sh(
+            node,
+            &format!(
+                "openssl verify -CAfile {} {server} && openssl x509 -noout -ext subjectAltName -in {server}",
+                pki::ETCD_CA_CERT
+            ),
+        );
+        assert!(
+            checked.contains(&format!("DNS:{}", peer_name(member))),
+            "{checked}"
+        );
+        assert!(
+            checked.contains(&format!(
+                "IP Address:{}",
+                ip_of[&node.instance().instance_id]
+            )),
+            "{checked}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(node.path(pki::ETCD_CA_CERT)).unwrap(),
+            cp.pki.etcd.cert_pem,
+            "the etcd CA is the state store's"
+        );
+    }
+
+    // One healthy cluster of three; a key written through one is read through another.
+    let health = wait_cluster_healthy(&nodes[0]);
+    eprintln!(
+        "etcd healthy on three members {:?} after the launch",
+        started.elapsed()
+    );
+    let endpoints: Vec<String> = ha::MEMBERS
+        .iter()
+        .map(|m| format!("https://{}:{}", peer_name(m), ha::ETCD_CLIENT_PORT))
+        .collect();
+    assert_eq!(health.keys().cloned().collect::<Vec<_>>(), endpoints);
+    let before = members(&nodes[0]);
+    assert_eq!(
+        before.keys().map(String::as_str).collect::<Vec<_>>(),
+        ha::MEMBERS.to_vec()
+    );
+    assert_eq!(
+        etcdctl_ok(
+            &nodes[0],
+            &["put", "/nodewright/proof", "written-via-node-1"]
+        ),
+        "OK"
+    );
+    assert_eq!(
+        etcdctl_ok(
+            &nodes[1],
+            &["get", "/nodewright/proof", "--print-value-only"]
+        ),
+        "written-via-node-1"
+    );
+
+    // --- Test 3: the first node is terminated; a new instance takes its place.
+    let old = nodes.remove(0);
+    let old_instance = old.instance().instance_id;
+    let old_member = member_of[&old_instance].clone();
+    let (volume, _) = cp.volume_of(&old_instance).unwrap();
+    let device = cp.volume_device(&volume);
+    let uuid = filesystem_uuid(&device);
+    assert!(!uuid.is_empty(), "{volume} has a filesystem");
+    cp.terminate(old);
+    assert_eq!(
+        cp.fidelity.attached_to(&volume),
+        None,
+        "{volume} detached with the instance"
+    );
+
+    let started = Instant::now();
+    let new = cp.launch();
+    let new_instance = new.instance().instance_id;
+    wait_converged(&new);
+    eprintln!("the replacement converged in {:?}", started.elapsed());
+    assert_eq!(
+        cp.volume_of(&new_instance),
+        Some((volume.clone(), old_member.clone()))
+    );
+    assert_eq!(
+        formats(&new),
+        0,
+        "the replacement found the data: no format"
+    );
+    assert_eq!(filesystem_uuid(&device), uuid, "the same filesystem");
+    // The same member rejoined (same id), not a new one; the data is there.
+    let health = wait_cluster_healthy(&new);
+    assert_eq!(health.keys().cloned().collect::<Vec<_>>(), endpoints);
+    assert_eq!(members(&new), before, "the members are the ones of before");
+    assert_eq!(
+        etcdctl_ok(&new, &["get", "/nodewright/proof", "--print-value-only"]),
+        "written-via-node-1"
+    );
+    // DNS no longer lists the old instance: its member's name is the new one's.
+    let new_ip = new.instance().private_ip.to_string();
+    assert_eq!(
+        cp.records(&peer_name(&old_member)),
+        vec![(Some(new_instance.clone()), vec![new_ip.clone()])]
+    );
+    let api = cp.records(&format!("api.internal.{}", ha::CLUSTER));
+    assert!(
+        api.iter()
+            .all(|(id, _)| id.as_deref() != Some(old_instance.as_str())),
+        "{api:?}"
+    );
+    assert!(
+        api.iter()
+            .any(|(id, values)| id.as_deref() == Some(new_instance.as_str())
+                && values == &vec![new_ip.clone()]),
+        "{api:?}"
+    );
+    nodes.push(new);
+}
