@@ -53,7 +53,8 @@ pub const SHIM_SERVING_KEY: &str = "/etc/kubernetes/controller-shim/serving.key"
 pub const ADMIN_KUBECONFIG: &str = "/etc/kubernetes/admin.conf";
 pub const CONTROLLER_MANAGER_KUBECONFIG: &str = "/etc/kubernetes/controller-manager.conf";
 pub const SCHEDULER_KUBECONFIG: &str = "/etc/kubernetes/scheduler.conf";
-/// The kubelet's serving pair on control-plane nodes (the key path is the worker flow's,
-/// `source::shim::SERVING_KEY`; the client pair is `model::kubelet::CLIENT_CERT`/`CLIENT_KEY`).
+/// The kubelet's serving pair: issued here on control-plane nodes, written by the worker
+/// flow from controller-shim's answer (`source::shim`) on workers. The client pair is
+/// `model::kubelet::CLIENT_CERT`/`CLIENT_KEY`, on both.
 pub const KUBELET_SERVING_CERT: &str = "/var/lib/kubelet/pki/kubelet-server.crt";
 pub const KUBELET_SERVING_KEY: &str = "/var/lib/kubelet/pki/kubelet-server.key";

@@ -8,7 +8,9 @@
 //!
 //! Paths follow the kubelet's own conventions, so its certificate rotation takes over:
 //! `kubelet-client-current.pem` / `kubelet-server-current.pem` hold certificate and key
-//! together, as the kubelet writes them when it rotates.
+//! together, as the kubelet writes them when it rotates. The certificates are also
+//! written alone beside their keys (`kubelet-client.crt` + `.key`): the pair the
+//! kubelet's kubeconfig names, as on control-plane nodes, whose PKI issues the same files.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,9 +24,12 @@ use crate::host::fs;
 use crate::spec::{BootConfig, ControllerShimSource};
 
 /// The kubelet's client key, generated on the node; never sent anywhere.
-pub const CLIENT_KEY: &str = "/var/lib/kubelet/pki/kubelet-client.key";
-/// The kubelet's serving key.
-pub const SERVING_KEY: &str = "/var/lib/kubelet/pki/kubelet-server.key";
+pub const CLIENT_KEY: &str = crate::model::kubelet::CLIENT_KEY;
+/// The kubelet's client certificate alone (the kubeconfig names it with CLIENT_KEY).
+pub const CLIENT_CERT: &str = crate::model::kubelet::CLIENT_CERT;
+/// The kubelet's serving key, and its certificate alone.
+pub const SERVING_KEY: &str = crate::model::pki_paths::KUBELET_SERVING_KEY;
+pub const SERVING_CERT: &str = crate::model::pki_paths::KUBELET_SERVING_CERT;
 /// Client certificate and key, for the kubelet's kubeconfig (`client-certificate` and
 /// `client-key` both point here).
 pub const CLIENT_PEM: &str = "/var/lib/kubelet/pki/kubelet-client-current.pem";
@@ -69,6 +74,10 @@ pub struct NewCredentials {
     /// Certificate then key, PEM.
     pub client_pem: String,
     pub serving_pem: String,
+    /// The certificates alone, beside their keys ([`CLIENT_KEY`], [`SERVING_KEY`]): the
+    /// pairs the kubelet's kubeconfig and config name, as on control-plane nodes.
+    pub client_cert: String,
+    pub serving_cert: String,
 }
 
 /// What [`fetch`] needs.
@@ -147,6 +156,8 @@ pub async fn fetch(what: Fetch<'_>) -> Result<ShimAnswer, ShimSourceError> {
                 &serving_key,
                 &answer.ca_bundle,
             )?,
+            client_cert: issued.client_certificate.clone(),
+            serving_cert: issued.serving_certificate.clone(),
             ca_bundle: answer.ca_bundle.clone(),
         }),
         (Some(_), None) => {
@@ -204,6 +215,14 @@ pub fn install(
     }
     write(root, SERVING_PEM, credentials.serving_pem.as_bytes(), 0o600)?;
     write(root, CLIENT_PEM, credentials.client_pem.as_bytes(), 0o600)?;
+    // The kubeconfig's pair: this certificate with the key kept at CLIENT_KEY.
+    write(root, CLIENT_CERT, credentials.client_cert.as_bytes(), 0o644)?;
+    write(
+        root,
+        SERVING_CERT,
+        credentials.serving_cert.as_bytes(),
+        0o644,
+    )?;
     Ok(())
 }
 
