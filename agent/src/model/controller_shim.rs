@@ -96,6 +96,8 @@ pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<
                  After=network-online.target\n\
                  \n\
                  [Service]\n\
+                 # The node's site settings (proxy, AWS endpoint), as for nodewright itself.\n\
+                 EnvironmentFile=-/etc/default/nodewright\n\
                  ExecStart={binary} serve --config {CONFIG}\n\
                  Environment=SSL_CERT_FILE={trust_bundle}\n\
                  Restart=always\n\
