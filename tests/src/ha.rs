@@ -16,9 +16,17 @@
 //! Nodes are launched with the control plane's instance tags; `etcdctl` runs inside a
 //! node (copied onto its disk: the image has none) with the etcd client certificate the
 //! agent issued there.
+//!
+//! The control plane runs controller-shim (this build's binary, from the mirror) for the
+//! workers of `nodes-us-east-1a`: [`HaControlPlane::launch_worker`] runs an instance with
+//! that group's tags and a real role session of `nodes.prod.example.com` (AssumeRole in
+//! the emulator, session name = instance id, as EC2 does), whose user data names only
+//! the shim. That role has no S3 access: the front answers AccessDenied to any S3
+//! request signed with a worker's session, as IAM would, and counts them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Output;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
@@ -26,10 +34,13 @@ use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
 use crate::disks::{LoopDisk, by_id_name};
 use crate::fidelity::{Event, Fidelity};
 use crate::fleet::{Fleet, boot_config};
+use crate::front::{Canned, Seen};
+use crate::imds::RoleCredentials;
 use crate::moto::sdk_config_for;
 use crate::node::{DeviceBay, Node};
 use crate::pki::TestPki;
 use crate::runtime::block_on;
+use crate::shim::{between, signed_query};
 use crate::worker::AssetMirror;
 
 pub const CLUSTER: &str = "prod.example.com";
@@ -43,6 +54,17 @@ pub const ETCD_PATH: &str = "/etcd/v3.4.23/linux-amd64/etcd";
 const MACHINE_ETCD: &str = "/usr/bin/etcd";
 /// The machine's etcdctl (Debian's etcd-client), copied onto nodes for the tests.
 const MACHINE_ETCDCTL: &str = "/usr/bin/etcdctl";
+/// Where the mirror serves controller-shim.
+pub const SHIM_PATH: &str = "/controller-shim/v0.1.0/linux-amd64/controller-shim";
+/// controller-shim's port (the spec's default).
+pub const SHIM_PORT: u16 = 3988;
+/// The workers' node group, its IAM role and its spec in the state store.
+pub const WORKER_GROUP: &str = "nodes-us-east-1a";
+pub const WORKER_ROLE: &str = "nodes.prod.example.com";
+pub const WORKER_SPEC_KEY: &str = "prod.example.com/nodegroups/nodes-us-east-1a/nodespec.yaml";
+/// The control plane's IAM role (its IMDS credentials are accepted as they are: the
+/// emulator does not check signatures here).
+pub const CONTROL_PLANE_ROLE: &str = "control-plane.prod.example.com";
 /// The members of etcd cluster `main`, one per volume.
 pub const MEMBERS: [&str; 3] = ["a", "b", "c"];
 /// etcd `main`'s client port (kops's).
@@ -70,6 +92,12 @@ pub struct HaControlPlane {
     /// The node spec every control-plane node boots from, and its user data.
     pub spec: Vec<u8>,
     pub user_data: Vec<u8>,
+    /// The workers' node spec, which controller-shim serves.
+    pub worker_spec: Vec<u8>,
+    /// Access keys of the workers' role sessions, and how many S3 requests were signed
+    /// with one (each refused).
+    worker_keys: Arc<Mutex<BTreeSet<String>>>,
+    worker_s3_requests: Arc<AtomicU32>,
     registry: Arc<Mutex<Registry>>,
     // Last: the loop devices go after the nodes that use them.
     _disks: Vec<LoopDisk>,
@@ -88,6 +116,11 @@ impl HaControlPlane {
         let etcd = std::fs::read(MACHINE_ETCD).expect("reading the machine's etcd");
         let etcd_sha256 = crate::assetkit::sha256(&etcd);
         mirror.mirror.put(ETCD_PATH, etcd);
+        let shim_binary = crate::tools::workspace_bin("controller-shim");
+        let shim = std::fs::read(&shim_binary)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", shim_binary.display()));
+        let shim_sha256 = crate::assetkit::sha256(&shim);
+        mirror.mirror.put(SHIM_PATH, shim);
         let fidelity = Fidelity::install(&fleet.front);
         let config = sdk_config_for(fleet.moto.url());
         let route53 = aws_sdk_route53::Client::new(&config);
@@ -124,7 +157,30 @@ impl HaControlPlane {
         let listener = registry.clone();
         fidelity.on_event(move |event| on_volume_event(&listener, event));
 
-        let spec = control_plane_spec(&mirror, &zone_id, &etcd_sha256);
+        let spec = control_plane_spec(&mirror, &zone_id, &etcd_sha256, &shim_sha256);
+        let worker_spec =
+            crate::shim::with_cluster_ca(&mirror.worker_spec(), &pki.cluster.cert_pem);
+        fleet
+            .moto
+            .put_object(STATE_BUCKET, WORKER_SPEC_KEY, &worker_spec);
+        for role in [WORKER_ROLE, CONTROL_PLANE_ROLE] {
+            create_role(fleet.moto.url(), role);
+        }
+        let worker_keys: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+        let worker_s3_requests = Arc::new(AtomicU32::new(0));
+        let (keys, count) = (worker_keys.clone(), worker_s3_requests.clone());
+        fleet.front.hook(move |seen| {
+            let key = access_key(seen)?;
+            if seen.service().as_deref() != Some("s3") || !keys.lock().ok()?.contains(&key) {
+                return None;
+            }
+            count.fetch_add(1, Ordering::SeqCst);
+            Some(Canned::s3_error(
+                403,
+                "AccessDenied",
+                &format!("{WORKER_ROLE} is not authorized to perform this S3 action"),
+            ))
+        });
         fleet.moto.put_object(STATE_BUCKET, SPEC_KEY, &spec);
         let user_data = boot_config(
             CLUSTER,
@@ -142,6 +198,9 @@ impl HaControlPlane {
             volumes,
             spec,
             user_data,
+            worker_spec,
+            worker_keys,
+            worker_s3_requests,
             registry,
             _disks: disks,
         })
@@ -158,7 +217,10 @@ impl HaControlPlane {
             ),
         ];
         let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        let instance = self.fleet.next_instance_tagged(&tags);
+        let mut instance = self.fleet.next_instance_tagged(&tags);
+        if let Some(role) = instance.role.as_mut() {
+            role.role_name = CONTROL_PLANE_ROLE.to_owned();
+        }
         let launch = crate::node::Launch {
             instance: instance.clone(),
             user_data: self.user_data.clone(),
@@ -174,6 +236,88 @@ impl HaControlPlane {
         let node = self.fleet.launch_with_bay(launch, bay);
         copy_etcdctl(&node);
         node
+    }
+
+    /// Launches a worker of `nodes-us-east-1a` whose user data names only
+    /// controller-shim (at the API name, on every control-plane node), pinning the
+    /// cluster CA, with a role session that has no S3 access.
+    pub fn launch_worker(&mut self) -> Node {
+        let tags = [
+            (format!("kubernetes.io/cluster/{CLUSTER}"), "owned"),
+            ("nodewright.io/node-group".to_owned(), WORKER_GROUP),
+        ];
+        let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let mut instance = self.fleet.next_instance_tagged(&tags);
+        let session = assume_role(self.fleet.moto.url(), WORKER_ROLE, &instance.instance_id);
+        self.worker_keys
+            .lock()
+            .expect("worker keys")
+            .insert(session.access_key_id.clone());
+        instance.role = Some(session);
+        let user_data = crate::shim::worker_boot_config(
+            &format!("https://api.internal.{CLUSTER}:{SHIM_PORT}"),
+            &self.pki.cluster.cert_pem,
+            &self.worker_spec,
+        );
+        let launch = crate::node::Launch {
+            instance,
+            user_data: user_data.into_bytes(),
+            environment: self.fleet.environment(),
+        };
+        self.fleet.launch_with(launch)
+    }
+
+    /// Reads the workers' spec from the state store through the front with `session`'s
+    /// credentials, as a node would; the error, or "read".
+    pub fn read_spec_as(&self, session: &RoleCredentials) -> String {
+        let credentials = aws_credential_types::Credentials::new(
+            &session.access_key_id,
+            &session.secret_access_key,
+            Some(session.session_token.clone()),
+            None,
+            "instance-role",
+        );
+        let config = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(crate::moto::REGION))
+            .endpoint_url(self.fleet.front.url())
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(credentials),
+            )
+            .build();
+        let s3 = crate::moto::s3_client(&config);
+        match block_on(
+            s3.get_object()
+                .bucket(STATE_BUCKET)
+                .key(WORKER_SPEC_KEY)
+                .send(),
+        ) {
+            Ok(_) => "read".to_owned(),
+            Err(e) => format!("{:?}", e.into_service_error()),
+        }
+    }
+
+    /// How many S3 requests were signed with a worker's role session (all refused).
+    pub fn worker_s3_requests(&self) -> u32 {
+        self.worker_s3_requests.load(Ordering::SeqCst)
+    }
+
+    /// controller-shim's bootstrap record of an instance, if it wrote one.
+    pub fn shim_record(&self, instance_id: &str) -> Option<serde_json::Value> {
+        let s3 = self.fleet.moto.s3();
+        block_on(async {
+            let object = s3
+                .get_object()
+                .bucket(STATE_BUCKET)
+                .key(format!(
+                    "{CLUSTER}/controller-shim/nodes/{instance_id}.json"
+                ))
+                .send()
+                .await
+                .ok()?;
+            let bytes = object.body.collect().await.ok()?.into_bytes();
+            serde_json::from_slice(&bytes).ok()
+        })
     }
 
     /// Terminates `node` as EC2 does (powered off, then its volumes detach).
@@ -253,6 +397,52 @@ pub fn peer_name(member: &str) -> String {
     format!("etcd-{member}.internal.{CLUSTER}")
 }
 
+/// The access key a request is signed with (SigV4 `Credential=`).
+fn access_key(seen: &Seen) -> Option<String> {
+    let auth = seen.headers.get("authorization")?.to_str().ok()?;
+    let credential = auth.split("Credential=").nth(1)?;
+    credential.split('/').next().map(str::to_owned)
+}
+
+/// An IAM role that EC2 may assume for instances.
+fn create_role(moto: &str, name: &str) {
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    signed_query(
+        moto,
+        "iam",
+        &[
+            ("Action", "CreateRole"),
+            ("RoleName", name),
+            ("AssumeRolePolicyDocument", trust),
+            ("Version", "2010-05-08"),
+        ],
+        None,
+    );
+}
+
+/// A role session as EC2 makes one for an instance profile: AssumeRole with the
+/// instance id as the session name.
+fn assume_role(moto: &str, role: &str, instance_id: &str) -> RoleCredentials {
+    let arn = format!("arn:aws:iam::{}:role/{role}", crate::shim::ACCOUNT);
+    let xml = signed_query(
+        moto,
+        "sts",
+        &[
+            ("Action", "AssumeRole"),
+            ("RoleArn", &arn),
+            ("RoleSessionName", instance_id),
+            ("Version", "2011-06-15"),
+        ],
+        None,
+    );
+    RoleCredentials {
+        role_name: role.to_owned(),
+        access_key_id: between(&xml, "AccessKeyId"),
+        secret_access_key: between(&xml, "SecretAccessKey"),
+        session_token: between(&xml, "SessionToken"),
+    }
+}
+
 fn copy_etcdctl(node: &Node) {
     let target = node.path("/usr/local/bin/etcdctl");
     std::fs::create_dir_all(target.parent().expect("a parent")).expect("/usr/local/bin");
@@ -313,7 +503,12 @@ fn on_volume_event(registry: &Mutex<Registry>, event: &Event) {
 
 /// The booted control plane's spec: the fixture with the hosted zone, the mirror's URLs
 /// and the binaries' digests filled in.
-fn control_plane_spec(mirror: &AssetMirror, zone_id: &str, etcd_sha256: &str) -> Vec<u8> {
+fn control_plane_spec(
+    mirror: &AssetMirror,
+    zone_id: &str,
+    etcd_sha256: &str,
+    shim_sha256: &str,
+) -> Vec<u8> {
     let path = crate::workspace().join("tests/fixtures/booted-control-plane/nodespec.yaml");
     std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
@@ -325,5 +520,10 @@ fn control_plane_spec(mirror: &AssetMirror, zone_id: &str, etcd_sha256: &str) ->
             &format!("http://{}{ETCD_PATH}", crate::worker::MIRROR_ADDR),
         )
         .replace("@ETCD_SHA256@", etcd_sha256)
+        .replace(
+            "@SHIM_URL@",
+            &format!("http://{}{SHIM_PATH}", crate::worker::MIRROR_ADDR),
+        )
+        .replace("@SHIM_SHA256@", shim_sha256)
         .into_bytes()
 }

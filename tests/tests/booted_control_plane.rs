@@ -4,7 +4,9 @@
 //! etcd member (Debian's etcd, `etcd.mode: systemd`) with the certificates it issued
 //! from the state store's etcd CA; the three form one cluster. Then one node is
 //! terminated and a new instance takes its volume, finds the data and rejoins as the
-//! same member. See tests/src/ha.rs for the set-up.
+//! same member. Last, a worker whose role has no S3 access bootstraps through
+//! controller-shim running on those nodes: it gets its spec and its kubelet certificate
+//! (test 4). See tests/src/ha.rs for the set-up.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -12,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use nodewright::model::pki_paths as pki;
+use nodewright::model::{kubelet, pki_paths as pki};
 use nodewright_e2e::ha::{self, HaControlPlane, etcdctl, peer_name};
 use nodewright_e2e::node::Node;
 
@@ -135,7 +137,7 @@ fn wait_cluster_healthy(node: &Node) -> BTreeMap<String, bool> {
 }
 
 #[test]
-fn three_control_plane_nodes_form_one_etcd_cluster_and_a_replacement_keeps_the_data() {
+fn control_plane_forms_etcd_keeps_its_data_through_a_replacement_and_bootstraps_a_worker() {
     let Some(mut cp) = HaControlPlane::start() else {
         return;
     };
@@ -326,4 +328,87 @@ fn three_control_plane_nodes_form_one_etcd_cluster_and_a_replacement_keeps_the_d
         "{api:?}"
     );
     nodes.push(new);
+
+    // --- Test 4: a worker bootstraps through controller-shim on the control plane.
+    for node in &nodes {
+        node.wait_for_unit_within(
+            "controller-shim.service",
+            "running",
+            Duration::from_secs(30),
+            |s| s.active_state == "active" && s.sub_state == "running",
+        );
+    }
+    let started = Instant::now();
+    let worker = cp.launch_worker();
+    worker.wait_for_unit_within(
+        "nodewright.service",
+        "active after a successful run",
+        Duration::from_secs(120),
+        |s| s.active_state == "active" && s.result == "success",
+    );
+    eprintln!(
+        "the worker converged through the shim in {:?}",
+        started.elapsed()
+    );
+    let instance = worker.instance();
+    let state = worker.state().unwrap();
+    assert_eq!(state["lastRun"]["result"], "converged", "{state:#}");
+    assert_eq!(
+        state["lastRun"]["specSha256"],
+        nodewright::spec::digest(&cp.worker_spec).as_str(),
+        "the spec the shim served is the group's"
+    );
+    let journal = worker.journal_text("nodewright.service");
+    assert!(journal.contains("controller-shim answered"), "{journal}");
+    // Its role has no S3 access, and it never needed any.
+    assert_eq!(cp.worker_s3_requests(), 0, "the worker called S3");
+    // (The denial is real: its session reading the group's spec itself is refused.)
+    let denied = cp.read_spec_as(&instance.role.clone().unwrap());
+    assert!(denied.contains("AccessDenied"), "{denied}");
+    assert_eq!(cp.worker_s3_requests(), 1);
+    // The kubelet's client certificate: from the cluster CA, for this node, at the
+    // pair its kubeconfig names.
+    let kubeconfig = std::fs::read_to_string(worker.path("/var/lib/kubelet/kubeconfig")).unwrap();
+    for path in [kubelet::CLIENT_CERT, kubelet::CLIENT_KEY] {
+        assert!(kubeconfig.contains(path), "{kubeconfig}");
+    }
+    let verified = sh(
+        &worker,
+        &format!(
+            "openssl verify -CAfile /etc/kubernetes/pki/ca.crt {cert} && openssl x509 -noout -subject -in {cert}",
+            cert = kubelet::CLIENT_CERT
+        ),
+    );
+    assert!(
+        verified.contains(&format!("CN = system:node:{}", instance.hostname()))
+            && verified.contains("O = system:nodes"),
+        "{verified}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(worker.path("/etc/kubernetes/pki/ca.crt")).unwrap(),
+        cp.pki.cluster.cert_pem
+    );
+    let key_matches = sh(
+        &worker,
+        &format!(
+            "openssl x509 -noout -pubkey -in {} | sha256sum; openssl pkey -pubout -in {} | sha256sum",
+            kubelet::CLIENT_CERT,
+            kubelet::CLIENT_KEY
+        ),
+    );
+    let sums: Vec<&str> = key_matches.lines().collect();
+    assert_eq!(
+        sums[0], sums[1],
+        "the certificate is for the key kept on the node"
+    );
+    // The kubelet started with them, and the shim recorded the node.
+    assert_eq!(sh(&worker, "systemctl is-active kubelet.service"), "active");
+    let record = cp
+        .shim_record(&instance.instance_id)
+        .expect("a bootstrap record");
+    assert_eq!(
+        record["nodeName"],
+        instance.hostname().as_str(),
+        "{record:#}"
+    );
 }
