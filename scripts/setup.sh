@@ -14,6 +14,7 @@ packages=(
   openssl             # certificate checks (openssl verify / x509)
   systemd             # systemd-analyze verify for rendered units
   e2fsprogs util-linux  # mkfs.ext4, blkid, losetup, resize2fs for the disk tests
+  binutils            # readelf: the test build's binaries must be static
   iproute2            # network namespaces for booted nodes
   containerd          # `containerd config dump` checks the rendered config.toml (schema 2)
   strace              # the crash tests kill runs at chosen system calls (--inject)

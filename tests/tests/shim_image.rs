@@ -54,15 +54,26 @@ fn the_static_pod_passes_kubernetes_validate_strict() {
     assert!(!output.status.success());
 }
 
-/// The static binary that scripts/test.sh builds before the tests.
+/// The static shim binary: this build's own when the tests run from a static build (as
+/// scripts/test.sh runs them, `--target x86_64-unknown-linux-musl`), else the `dist` one.
 fn static_binary() -> Option<PathBuf> {
-    let path =
+    let own = nodewright_e2e::tools::workspace_bin("controller-shim");
+    let dist =
         nodewright_e2e::workspace().join("target/x86_64-unknown-linux-musl/dist/controller-shim");
-    path.exists().then_some(path)
+    [own, dist].into_iter().find(|p| is_static(p))
+}
+
+/// Whether `path` is an executable that needs no dynamic loader or shared library.
+fn is_static(path: &std::path::Path) -> bool {
+    let Ok(output) = Command::new("readelf").arg("-ld").arg(path).output() else {
+        return false;
+    };
+    let text = String::from_utf8_lossy(&output.stdout);
+    output.status.success() && !text.contains("INTERP") && !text.contains("(NEEDED)")
 }
 
 /// Prerequisites of the image test, or why it cannot run here. In CI they must all be
-/// there (scripts/setup.sh and the dist build in scripts/test.sh provide them).
+/// there (scripts/setup.sh and the static build in scripts/test.sh provide them).
 fn image_prerequisites() -> Result<(), String> {
     if !nix::unistd::geteuid().is_root() {
         return Err("needs root (containerd and runc)".to_owned());
@@ -76,7 +87,7 @@ fn image_prerequisites() -> Result<(), String> {
     }
     if static_binary().is_none() {
         return Err(
-            "the static binary is missing: cargo build -p nodewright-shim --profile dist --target x86_64-unknown-linux-musl"
+            "no static controller-shim: run the tests from a static build (scripts/test.sh), or cargo build -p nodewright-shim --profile dist --target x86_64-unknown-linux-musl"
                 .to_owned(),
         );
     }
