@@ -263,26 +263,7 @@ impl ControlPlane {
         cluster: &str,
         disk: Option<LoopDisk>,
     ) -> String {
-        let out = block_on(
-            self.ec2
-                .create_volume()
-                .availability_zone(zone)
-                .size(1)
-                .tag_specifications(
-                    TagSpecification::builder()
-                        .resource_type(ResourceType::Volume)
-                        .tags(tag(&format!("kubernetes.io/cluster/{cluster}"), "owned"))
-                        .tags(tag("k8s.io/role/control-plane", "1"))
-                        .tags(tag(
-                            &format!("k8s.io/etcd/{etcd_cluster}"),
-                            &format!("{member}/{members}"),
-                        ))
-                        .build(),
-                )
-                .send(),
-        )
-        .expect("CreateVolume");
-        let id = out.volume_id().expect("a volume id").to_owned();
+        let id = create_etcd_volume(&self.ec2, zone, cluster, etcd_cluster, member, members);
         if let Some(disk) = disk {
             self.registry
                 .lock()
@@ -306,30 +287,70 @@ impl ControlPlane {
 
     /// Route53's A records named `name`: (set identifier, values).
     pub fn records(&self, name: &str) -> Vec<(Option<String>, Vec<String>)> {
-        let out = block_on(
-            self.route53
-                .list_resource_record_sets()
-                .hosted_zone_id(&self.zone_id)
-                .send(),
-        )
-        .expect("ListResourceRecordSets");
-        let mut records: Vec<(Option<String>, Vec<String>)> = out
-            .resource_record_sets()
-            .iter()
-            .filter(|r| r.name().trim_end_matches('.') == name && r.r#type().as_str() == "A")
-            .map(|r| {
-                (
-                    r.set_identifier().map(str::to_owned),
-                    r.resource_records()
-                        .iter()
-                        .map(|v| v.value().to_owned())
-                        .collect(),
-                )
-            })
-            .collect();
-        records.sort();
-        records
+        a_records(&self.route53, &self.zone_id, name)
     }
+}
+
+/// The A records named `name` in hosted zone `zone_id`: (set identifier, values), sorted.
+pub fn a_records(
+    route53: &aws_sdk_route53::Client,
+    zone_id: &str,
+    name: &str,
+) -> Vec<(Option<String>, Vec<String>)> {
+    let out = block_on(
+        route53
+            .list_resource_record_sets()
+            .hosted_zone_id(zone_id)
+            .send(),
+    )
+    .expect("ListResourceRecordSets");
+    let mut records: Vec<(Option<String>, Vec<String>)> = out
+        .resource_record_sets()
+        .iter()
+        .filter(|r| r.name().trim_end_matches('.') == name && r.r#type().as_str() == "A")
+        .map(|r| {
+            (
+                r.set_identifier().map(str::to_owned),
+                r.resource_records()
+                    .iter()
+                    .map(|v| v.value().to_owned())
+                    .collect(),
+            )
+        })
+        .collect();
+    records.sort();
+    records
+}
+
+/// Creates an etcd volume as kops tags one: member `member` of `members` (`a` of
+/// `a,b,c`) of etcd cluster `etcd_cluster` of `cluster`, in `zone`. Returns its id.
+pub fn create_etcd_volume(
+    ec2: &aws_sdk_ec2::Client,
+    zone: &str,
+    cluster: &str,
+    etcd_cluster: &str,
+    member: &str,
+    members: &str,
+) -> String {
+    let out = block_on(
+        ec2.create_volume()
+            .availability_zone(zone)
+            .size(1)
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Volume)
+                    .tags(tag(&format!("kubernetes.io/cluster/{cluster}"), "owned"))
+                    .tags(tag("k8s.io/role/control-plane", "1"))
+                    .tags(tag(
+                        &format!("k8s.io/etcd/{etcd_cluster}"),
+                        &format!("{member}/{members}"),
+                    ))
+                    .build(),
+            )
+            .send(),
+    )
+    .expect("CreateVolume");
+    out.volume_id().expect("a volume id").to_owned()
 }
 
 pub fn tag(key: &str, value: &str) -> Tag {

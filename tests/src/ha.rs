@@ -28,9 +28,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Output;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
-
+use crate::cluster::create_etcd_volume;
 use crate::disks::{LoopDisk, by_id_name};
 use crate::fidelity::{Event, Fidelity};
 use crate::fleet::{Fleet, boot_config};
@@ -145,7 +145,7 @@ impl HaControlPlane {
         let mut volumes = Vec::new();
         for member in MEMBERS {
             let disk = LoopDisk::new(256);
-            let id = create_volume(&fleet.ec2, member);
+            let id = create_etcd_volume(&fleet.ec2, ZONE, CLUSTER, "main", member, "a,b,c");
             registry
                 .lock()
                 .expect("registry")
@@ -343,29 +343,7 @@ impl HaControlPlane {
     /// Route53's A records named `name` in the cluster's zone: (set identifier, values).
     pub fn records(&self, name: &str) -> Vec<(Option<String>, Vec<String>)> {
         let route53 = aws_sdk_route53::Client::new(&sdk_config_for(self.fleet.moto.url()));
-        let out = block_on(
-            route53
-                .list_resource_record_sets()
-                .hosted_zone_id(&self.zone_id)
-                .send(),
-        )
-        .expect("ListResourceRecordSets");
-        let mut records: Vec<(Option<String>, Vec<String>)> = out
-            .resource_record_sets()
-            .iter()
-            .filter(|r| r.name().trim_end_matches('.') == name && r.r#type().as_str() == "A")
-            .map(|r| {
-                (
-                    r.set_identifier().map(str::to_owned),
-                    r.resource_records()
-                        .iter()
-                        .map(|v| v.value().to_owned())
-                        .collect(),
-                )
-            })
-            .collect();
-        records.sort();
-        records
+        crate::cluster::a_records(&route53, &self.zone_id, name)
     }
 }
 
@@ -390,6 +368,77 @@ pub fn etcdctl(node: &Node, args: &[&str]) -> Output {
     let mut command = vec!["/usr/bin/env", "ETCDCTL_API=3"];
     command.extend(full);
     node.exec(&command)
+}
+
+/// Waits for the boot run to succeed; then the watch service runs (its start was queued
+/// behind the boot run) with the node's site settings: its first round is done.
+pub fn wait_converged(node: &Node) {
+    node.wait_for_unit_within(
+        "nodewright.service",
+        "active after a successful run",
+        Duration::from_secs(180),
+        |s| s.active_state == "active" && s.result == "success",
+    );
+    node.wait_for_unit_within(
+        "nodewright-watch.service",
+        "running after its first round",
+        Duration::from_secs(60),
+        |s| s.active_state == "active" && s.sub_state == "running",
+    );
+}
+
+/// `etcdctl ARGS` on `node`, retried until it succeeds (the cluster may still be
+/// electing a leader or a member reconnecting); its stdout.
+pub fn etcdctl_ok(node: &Node, args: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let output = etcdctl(node, args);
+        if output.status.success() {
+            return String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "etcdctl {args:?} on {} kept failing: {}\n{}\n--- etcd journal\n{}",
+            node.name(),
+            String::from_utf8_lossy(&output.stdout).trim(),
+            String::from_utf8_lossy(&output.stderr),
+            node.journal_text("etcd-main.service")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Every member's health, seen from `node` (`endpoint health --cluster`): the client URL
+/// of each member with whether it is healthy, once all three answer healthy.
+pub fn wait_cluster_healthy(node: &Node) -> BTreeMap<String, bool> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let output = etcdctl(
+            node,
+            &["endpoint", "health", "--cluster", "--write-out=json"],
+        );
+        let health: BTreeMap<String, bool> =
+            serde_json::from_slice::<Vec<serde_json::Value>>(&output.stdout)
+                .unwrap_or_default()
+                .iter()
+                .map(|e| {
+                    (
+                        e["endpoint"].as_str().unwrap_or_default().to_owned(),
+                        e["health"].as_bool().unwrap_or(false),
+                    )
+                })
+                .collect();
+        if health.len() == 3 && health.values().all(|h| *h) {
+            return health;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "etcd on {} never saw three healthy members: {health:?}\n{}",
+            node.name(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// The peer name of member `member` of etcd cluster `main` (kops's names).
@@ -447,28 +496,6 @@ fn copy_etcdctl(node: &Node) {
     let target = node.path("/usr/local/bin/etcdctl");
     std::fs::create_dir_all(target.parent().expect("a parent")).expect("/usr/local/bin");
     std::fs::copy(MACHINE_ETCDCTL, &target).expect("copying etcdctl onto the node");
-}
-
-fn create_volume(ec2: &aws_sdk_ec2::Client, member: &str) -> String {
-    let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
-    let out = block_on(
-        ec2.create_volume()
-            .availability_zone(ZONE)
-            .size(1)
-            .volume_type(aws_sdk_ec2::types::VolumeType::Gp3)
-            .tag_specifications(
-                TagSpecification::builder()
-                    .resource_type(ResourceType::Volume)
-                    .tags(tag(&format!("kubernetes.io/cluster/{CLUSTER}"), "owned"))
-                    .tags(tag("k8s.io/role/control-plane", "1"))
-                    .tags(tag("k8s.io/etcd/main", &format!("{member}/a,b,c")))
-                    .tags(tag("Name", &format!("{member}.etcd-main.{CLUSTER}")))
-                    .build(),
-            )
-            .send(),
-    )
-    .expect("CreateVolume");
-    out.volume_id().expect("a volume id").to_owned()
 }
 
 /// The emulator attached or detached a volume: present its loop device in the node, or

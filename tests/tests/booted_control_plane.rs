@@ -15,7 +15,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use nodewright::model::{kubelet, pki_paths as pki};
-use nodewright_e2e::ha::{self, HaControlPlane, etcdctl, peer_name};
+use nodewright_e2e::ha::{self, HaControlPlane, etcdctl_ok, peer_name, wait_cluster_healthy};
 use nodewright_e2e::node::Node;
 
 fn text(output: &Output) -> String {
@@ -32,44 +32,6 @@ fn sh(node: &Node, command: &str) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     text(&output)
-}
-
-/// `etcdctl ARGS` on `node`, retried until it succeeds (the cluster may still be
-/// electing a leader or a member reconnecting); its stdout.
-fn etcdctl_ok(node: &Node, args: &[&str]) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let output = etcdctl(node, args);
-        if output.status.success() {
-            return text(&output);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "etcdctl {args:?} on {} kept failing: {}\n{}\n--- etcd journal\n{}",
-            node.name(),
-            text(&output),
-            String::from_utf8_lossy(&output.stderr),
-            node.journal_text("etcd-main.service")
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-/// Waits for the boot run to succeed; then the watch service runs (its start was queued
-/// behind the boot run) with the node's site settings: its first round is done.
-fn wait_converged(node: &Node) {
-    node.wait_for_unit_within(
-        "nodewright.service",
-        "active after a successful run",
-        Duration::from_secs(180),
-        |s| s.active_state == "active" && s.result == "success",
-    );
-    node.wait_for_unit_within(
-        "nodewright-watch.service",
-        "running after its first round",
-        Duration::from_secs(60),
-        |s| s.active_state == "active" && s.sub_state == "running",
-    );
 }
 
 /// How many times the agent on `node` formatted a volume, over all its boots.
@@ -103,39 +65,6 @@ fn filesystem_uuid(device: &std::path::Path) -> String {
     text(&output)
 }
 
-/// Every member's health, seen from `node` (`endpoint health --cluster`): the client URL
-/// of each member with whether it is healthy, once all three answer healthy.
-fn wait_cluster_healthy(node: &Node) -> BTreeMap<String, bool> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let output = etcdctl(
-            node,
-            &["endpoint", "health", "--cluster", "--write-out=json"],
-        );
-        let health: BTreeMap<String, bool> =
-            serde_json::from_slice::<Vec<serde_json::Value>>(&output.stdout)
-                .unwrap_or_default()
-                .iter()
-                .map(|e| {
-                    (
-                        e["endpoint"].as_str().unwrap_or_default().to_owned(),
-                        e["health"].as_bool().unwrap_or(false),
-                    )
-                })
-                .collect();
-        if health.len() == 3 && health.values().all(|h| *h) {
-            return health;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "etcd on {} never saw three healthy members: {health:?}\n{}",
-            node.name(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 #[test]
 fn control_plane_forms_etcd_keeps_its_data_through_a_replacement_and_bootstraps_a_worker() {
     let Some(mut cp) = HaControlPlane::start() else {
@@ -145,7 +74,7 @@ fn control_plane_forms_etcd_keeps_its_data_through_a_replacement_and_bootstraps_
     let started = Instant::now();
     let mut nodes: Vec<Node> = (0..3).map(|_| cp.launch()).collect();
     for node in &nodes {
-        wait_converged(node);
+        ha::wait_converged(node);
     }
     eprintln!(
         "three control-plane nodes converged in {:?}",
@@ -289,7 +218,7 @@ fn control_plane_forms_etcd_keeps_its_data_through_a_replacement_and_bootstraps_
     let started = Instant::now();
     let new = cp.launch();
     let new_instance = new.instance().instance_id;
-    wait_converged(&new);
+    ha::wait_converged(&new);
     eprintln!("the replacement converged in {:?}", started.elapsed());
     assert_eq!(
         cp.volume_of(&new_instance),
