@@ -6,14 +6,18 @@
 //! says why and returns `None`, and the test skips; with `NODEWRIGHT_REQUIRE_ALL=1`
 //! (set by scripts/test.sh, so CI) it fails instead.
 //!
-//! Extension points for the later end-to-end tests:
-//! - more services in the network: [`Network::expose`] (an asset mirror serving the
-//!   kubelet stand-in; controller-shim when it runs outside the nodes);
-//! - image variants: [`Recipe`] (`extra_packages` for containerd and etcd from Debian,
-//!   `prebake` for a baked-vs-not-baked comparison);
+//! Instances are run in the emulator's EC2 at their fleet addresses (10.0.1.10, .11, ...)
+//! with the tags a test gives, and the VPC's resolver ([`crate::vpc_dns`]) answers the
+//! emulator's Route53 records inside the network, as on EC2.
+//!
+//! Extension points:
+//! - more services in the network: [`Network::expose`] (the asset mirror);
+//! - image variants: [`Recipe`] (`extra_packages` from Debian, `prebake` for a
+//!   baked-vs-not-baked comparison);
 //! - several nodes at once ([`Fleet::launch`] as often as needed; they share the
 //!   network and reach each other on 10.0.1.x), replacement ([`Fleet::terminate`] then
-//!   launch again), and a node's disks ([`Node::path`] for loop devices bound in).
+//!   launch again), and volumes that attach when the emulator says so
+//!   ([`Fleet::launch_with_bay`], as [`crate::ha`] does).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -182,13 +186,8 @@ impl Fleet {
 
     /// Launches the next instance with `user_data`.
     pub fn launch(&mut self, user_data: &[u8]) -> Node {
-        self.launch_tagged(user_data, &[])
-    }
-
-    /// Launches the next instance with `user_data` and instance `tags`.
-    pub fn launch_tagged(&mut self, user_data: &[u8], tags: &[(&str, &str)]) -> Node {
         let launch = Launch {
-            instance: self.next_instance_tagged(tags),
+            instance: self.next_instance(),
             user_data: user_data.to_vec(),
             environment: self.environment(),
         };

@@ -228,11 +228,6 @@ impl Node {
         .expect("writing /etc/resolv.conf");
     }
 
-    /// The node's block-device slots, for a listener that attaches volumes to it.
-    pub fn device_bay(&self) -> DeviceBay {
-        self.devices.clone()
-    }
-
     /// Starts the machine (power on).
     pub fn boot(&mut self) {
         assert!(

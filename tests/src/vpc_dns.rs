@@ -10,7 +10,6 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use simple_dns::rdata::{A, RData};
 use simple_dns::{CLASS, Packet, PacketFlag, QTYPE, RCODE, ResourceRecord, TYPE};
@@ -22,17 +21,9 @@ use crate::runtime::runtime;
 /// Where nodes send their queries (`nameserver` in their `/etc/resolv.conf`).
 pub const RESOLVER_ADDR: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 53);
 
-/// What the resolver answered, for tests that check it was asked.
-#[derive(Default)]
-struct Counters {
-    answered: AtomicU32,
-    not_found: AtomicU32,
-}
-
 /// The resolver; stops when dropped.
 pub struct VpcResolver {
     task: tokio::task::JoinHandle<()>,
-    counters: Arc<Counters>,
 }
 
 impl VpcResolver {
@@ -44,19 +35,8 @@ impl VpcResolver {
             let _guard = runtime().enter();
             UdpSocket::from_std(socket).expect("a non-blocking UDP socket")
         };
-        let counters = Arc::new(Counters::default());
-        let task = runtime().spawn(serve(Arc::new(socket), route53, counters.clone()));
-        Self { task, counters }
-    }
-
-    /// How many queries got at least one address.
-    pub fn answered(&self) -> u32 {
-        self.counters.answered.load(Ordering::Relaxed)
-    }
-
-    /// How many queries named no record at all (NXDOMAIN).
-    pub fn not_found(&self) -> u32 {
-        self.counters.not_found.load(Ordering::Relaxed)
+        let task = runtime().spawn(serve(Arc::new(socket), route53));
+        Self { task }
     }
 }
 
@@ -66,13 +46,13 @@ impl Drop for VpcResolver {
     }
 }
 
-async fn serve(socket: Arc<UdpSocket>, route53: aws_sdk_route53::Client, counters: Arc<Counters>) {
+async fn serve(socket: Arc<UdpSocket>, route53: aws_sdk_route53::Client) {
     let mut buffer = [0u8; 1500];
     while let Ok((len, from)) = socket.recv_from(&mut buffer).await {
         let query = buffer[..len].to_vec();
-        let (socket, route53, counters) = (socket.clone(), route53.clone(), counters.clone());
+        let (socket, route53) = (socket.clone(), route53.clone());
         tokio::spawn(async move {
-            if let Some(reply) = answer(&query, &route53, &counters).await {
+            if let Some(reply) = answer(&query, &route53).await {
                 let _ = socket.send_to(&reply, from).await;
             }
         });
@@ -80,11 +60,7 @@ async fn serve(socket: Arc<UdpSocket>, route53: aws_sdk_route53::Client, counter
 }
 
 /// The reply to one query datagram, or `None` for one that does not parse.
-async fn answer(
-    query: &[u8],
-    route53: &aws_sdk_route53::Client,
-    counters: &Counters,
-) -> Option<Vec<u8>> {
+async fn answer(query: &[u8], route53: &aws_sdk_route53::Client) -> Option<Vec<u8>> {
     let query = Packet::parse(query).ok()?;
     let mut reply = Packet::new_reply(query.id());
     reply.set_flags(PacketFlag::AUTHORITATIVE_ANSWER);
@@ -105,10 +81,7 @@ async fn answer(
             eprintln!("vpc resolver: reading Route53 for {name}: {e}");
             *reply.rcode_mut() = RCODE::ServerFailure;
         }
-        Ok(records) if records.is_empty() => {
-            counters.not_found.fetch_add(1, Ordering::Relaxed);
-            *reply.rcode_mut() = RCODE::NameError;
-        }
+        Ok(records) if records.is_empty() => *reply.rcode_mut() = RCODE::NameError,
         Ok(records) => {
             if question.qtype == QTYPE::TYPE(TYPE::A) {
                 for (ttl, address) in records.iter().filter_map(|r| r.a()) {
@@ -118,9 +91,6 @@ async fn answer(
                         ttl,
                         RData::A(A::from(address)),
                     ));
-                }
-                if !reply.answers.is_empty() {
-                    counters.answered.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }

@@ -132,6 +132,27 @@ fn control_plane_forms_etcd_keeps_its_data_through_a_replacement_and_bootstraps_
         &format!("getent ahostsv4 {}", peer_name(first_member)),
     );
     assert!(resolved.starts_with(&ip_of[first_instance]), "{resolved}");
+    let api_addresses: BTreeSet<String> = sh(
+        &nodes[0],
+        &format!(
+            "getent ahostsv4 api.internal.{} | cut -d' ' -f1",
+            ha::CLUSTER
+        ),
+    )
+    .lines()
+    .map(str::to_owned)
+    .collect();
+    assert_eq!(
+        api_addresses,
+        ip_of.values().cloned().collect::<BTreeSet<_>>(),
+        "the API name answers every control-plane node"
+    );
+    let unknown = nodes[0].exec(&["getent", "hosts", "etcd-z.internal.prod.example.com"]);
+    assert_eq!(
+        unknown.status.code(),
+        Some(2),
+        "an unknown name resolves: {unknown:?}"
+    );
 
     // etcd runs from the rendered unit with the certificates the node issued.
     for node in &nodes {
