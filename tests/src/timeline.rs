@@ -57,3 +57,26 @@ impl BootTimeline {
         })
     }
 }
+
+/// The run's slowest timeline entries (steps of apply included), as a short list.
+pub fn slowest_steps(node: &Node, count: usize) -> String {
+    let state = node.state().expect("state");
+    let mut entries: Vec<(u64, u64, String)> = state["lastRun"]["timeline"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            Some((
+                e["durationMs"].as_u64()?,
+                e["startMs"].as_u64()?,
+                e["name"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    entries.sort_by(|a, b| b.cmp(a));
+    let mut text = String::from("Slowest timeline entries (duration, start, name):\n");
+    for (duration, start, name) in entries.iter().take(count) {
+        text.push_str(&format!("  {duration:>5} ms  @{start:>5} ms  {name}\n"));
+    }
+    text
+}

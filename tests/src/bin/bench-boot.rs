@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use nodewright_e2e::fleet::{Fleet, boot_config};
 use nodewright_e2e::node::{Launch, Node};
-use nodewright_e2e::timeline::BootTimeline;
+use nodewright_e2e::timeline::{BootTimeline, slowest_steps};
 use nodewright_e2e::worker::{self, AssetMirror};
 
 fn main() -> ExitCode {
@@ -42,7 +42,7 @@ fn main() -> ExitCode {
         let mut node = fleet.launch(&user_data);
         not_baked.push(timeline(&node, "not baked"));
         changes[0] = last_changes(&node);
-        statuses[0] = node.nodewright(&["status"]).stdout + &slowest_steps(&node);
+        statuses[0] = node.nodewright(&["status"]).stdout + &slowest_steps(&node, 12);
         assert_eq!(
             mirror.mirror.hits_for(worker::KUBELET_PATH).len(),
             before + 1,
@@ -62,7 +62,7 @@ fn main() -> ExitCode {
         let node = fleet.launch_on(baked.clone(), launch);
         prebaked.push(timeline(&node, "baked"));
         changes[2] = last_changes(&node);
-        statuses[1] = node.nodewright(&["status"]).stdout + &slowest_steps(&node);
+        statuses[1] = node.nodewright(&["status"]).stdout + &slowest_steps(&node, 12);
         assert_eq!(
             mirror.mirror.hits_for(worker::KUBELET_PATH).len(),
             before,
@@ -138,29 +138,6 @@ fn timeline(node: &Node, what: &str) -> BootTimeline {
         "{what}: no `Started kubelet.service` in the journal"
     );
     timeline
-}
-
-/// The run's slowest timeline entries (steps of apply included), as a short list.
-fn slowest_steps(node: &Node) -> String {
-    let state = node.state().expect("state");
-    let mut entries: Vec<(u64, u64, String)> = state["lastRun"]["timeline"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| {
-            Some((
-                e["durationMs"].as_u64()?,
-                e["startMs"].as_u64()?,
-                e["name"].as_str()?.to_owned(),
-            ))
-        })
-        .collect();
-    entries.sort_by(|a, b| b.cmp(a));
-    let mut text = String::from("Slowest timeline entries (duration, start, name):\n");
-    for (duration, start, name) in entries.iter().take(12) {
-        text.push_str(&format!("  {duration:>5} ms  @{start:>5} ms  {name}\n"));
-    }
-    text
 }
 
 fn last_changes(node: &Node) -> u64 {

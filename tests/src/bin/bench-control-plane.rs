@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use nodewright_e2e::ha::{self, HaControlPlane};
 use nodewright_e2e::node::Node;
-use nodewright_e2e::timeline::BootTimeline;
+use nodewright_e2e::timeline::{BootTimeline, slowest_steps};
 
 /// What one run measured.
 struct Run {
@@ -23,6 +23,8 @@ struct Run {
     /// From the replacement's launch to etcd healthy on three members again.
     rejoined: Duration,
     worker: BootTimeline,
+    /// Where the agent's time went on one of the three.
+    slowest: String,
 }
 
 fn main() -> ExitCode {
@@ -75,6 +77,12 @@ fn main() -> ExitCode {
         ms(nodewright_e2e::stats::percentile(&healthy, 0.5)),
         ms(nodewright_e2e::stats::percentile(&rejoined, 0.5)),
     );
+    if let Some(last) = results.last() {
+        println!(
+            "\nThe first of the three in the last run:\n{}",
+            last.slowest
+        );
+    }
     ExitCode::SUCCESS
 }
 
@@ -84,6 +92,7 @@ fn one_run(mut cp: HaControlPlane) -> Run {
     let first: Vec<BootTimeline> = nodes.iter().map(timeline).collect();
     ha::wait_cluster_healthy(&nodes[0]);
     let cluster_healthy = launched.elapsed();
+    let slowest = slowest_steps(&nodes[0], 15);
 
     let old = nodes.remove(0);
     cp.terminate(old);
@@ -102,6 +111,7 @@ fn one_run(mut cp: HaControlPlane) -> Run {
         replacement,
         rejoined,
         worker,
+        slowest,
     }
 }
 
