@@ -76,8 +76,15 @@ fn summary(desired: &DesiredState) -> String {
     out.push_str("services, in start order:\n");
     for service in &desired.services {
         out.push_str(&format!(
-            "  {} enabled={} running={}\n",
-            service.unit, service.enabled, service.running
+            "  {} enabled={} running={}{}\n",
+            service.unit,
+            service.enabled,
+            service.running,
+            if service.ready_with_peers {
+                " (started without waiting: ready with its peers)"
+            } else {
+                ""
+            }
         ));
         for input in &service.inputs {
             out.push_str(&format!("    input {input}\n"));

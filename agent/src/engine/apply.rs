@@ -546,10 +546,10 @@ async fn run_action(action: &Action, host: &Host, fetcher: &Fetcher) -> Outcome 
         Action::EnableUnit { unit, .. } => systemd::enable(unit.as_str())
             .await
             .map_err(|e| e.to_string()),
-        Action::StartUnit { unit, .. } => systemd::start(unit.as_str())
+        Action::StartUnit { unit, queue, .. } => systemd::start(unit.as_str(), *queue)
             .await
             .map_err(|e| e.to_string()),
-        Action::RestartUnit { unit, .. } => systemd::restart(unit.as_str())
+        Action::RestartUnit { unit, queue, .. } => systemd::restart(unit.as_str(), *queue)
             .await
             .map_err(|e| e.to_string()),
         Action::StopUnit { unit, forget } => {

@@ -155,12 +155,15 @@ pub enum Action {
         unit: UnitName,
         trigger: Trigger,
     },
+    /// `queue`: do not wait until it is ready (see `DesiredService::ready_with_peers`).
     StartUnit {
         unit: UnitName,
+        queue: bool,
         trigger: Trigger,
     },
     RestartUnit {
         unit: UnitName,
+        queue: bool,
         trigger: Trigger,
     },
     StopUnit {
@@ -1405,6 +1408,7 @@ impl Planner<'_> {
         live: bool,
     ) -> Result<Option<usize>, PlanError> {
         let unit = service.unit.clone();
+        let queue = service.ready_with_peers;
         if !service.running {
             if live && systemd::is_active(unit.as_str()).await? {
                 let index = self.push(
@@ -1426,21 +1430,37 @@ impl Planner<'_> {
         let repaired = self.rewritten(&service.inputs);
         let (action, reason) = match (active, changed) {
             (false, _) => (
-                Action::StartUnit { unit, trigger },
+                Action::StartUnit {
+                    unit,
+                    queue,
+                    trigger,
+                },
                 "not running".to_owned(),
             ),
             (true, None) if repaired.is_empty() => return Ok(None),
             // The service may be running with the drifted file (or failing on it).
             (true, None) => (
-                Action::RestartUnit { unit, trigger },
+                Action::RestartUnit {
+                    unit,
+                    queue,
+                    trigger,
+                },
                 format!("inputs restored on disk: {}", repaired.join(", ")),
             ),
             (true, Some(changed)) if changed.is_empty() => (
-                Action::RestartUnit { unit, trigger },
+                Action::RestartUnit {
+                    unit,
+                    queue,
+                    trigger,
+                },
                 "running with inputs nodewright has not applied".to_owned(),
             ),
             (true, Some(changed)) => (
-                Action::RestartUnit { unit, trigger },
+                Action::RestartUnit {
+                    unit,
+                    queue,
+                    trigger,
+                },
                 format!("inputs changed: {}", changed.join(", ")),
             ),
         };

@@ -76,20 +76,22 @@ pub async fn disable(unit: &str) -> Result<(), SystemctlError> {
     run(&["disable", unit]).await
 }
 
-/// Starts `unit` and waits for it; or, when `unit` is ordered after the unit this
-/// process runs in (`nodewright-watch.service` is `After=nodewright.service`), only
-/// queues the start: its job waits for our own unit's, so waiting for it here would
-/// wait for ourselves. systemd starts it as soon as this run ends.
-pub async fn start(unit: &str) -> Result<(), SystemctlError> {
-    if ordered_after_us(unit).await {
+/// Starts `unit` and waits until it is ready; or only queues the start (`--no-block`):
+/// when asked (`queue`: a unit that is ready only with its peers, an etcd member at
+/// quorum), and when `unit` is ordered after the unit this process runs in
+/// (`nodewright-watch.service` is `After=nodewright.service`): its job waits for our own
+/// unit's, so waiting for it here would wait for ourselves. systemd starts it as soon
+/// as this run ends.
+pub async fn start(unit: &str, queue: bool) -> Result<(), SystemctlError> {
+    if queue || ordered_after_us(unit).await {
         return run(&["start", "--no-block", unit]).await;
     }
     run(&["start", unit]).await
 }
 
 /// Like [`start`], for a restart.
-pub async fn restart(unit: &str) -> Result<(), SystemctlError> {
-    if ordered_after_us(unit).await {
+pub async fn restart(unit: &str, queue: bool) -> Result<(), SystemctlError> {
+    if queue || ordered_after_us(unit).await {
         return run(&["restart", "--no-block", unit]).await;
     }
     run(&["restart", unit]).await

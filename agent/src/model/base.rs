@@ -74,6 +74,7 @@ pub fn render(spec: &NodeSpec, out: &mut StateBuilder) -> Result<(), ModelError>
                 enabled: unit.enabled,
                 running: unit.state == UnitState::Started,
                 inputs,
+                ready_with_peers: false,
             },
         )?;
     }

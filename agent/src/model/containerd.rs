@@ -98,6 +98,7 @@ pub fn render(spec: &NodeSpec, out: &mut StateBuilder) -> Result<(), ModelError>
             enabled: true,
             running: true,
             inputs: vec![unit_file, fixed_path(CONFIG), containerd_bin],
+            ready_with_peers: false,
         },
     )
 }

@@ -34,6 +34,7 @@ pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<
             enabled: true,
             running: true,
             inputs: vec![path],
+            ready_with_peers: false,
         },
     )?;
     Ok(())

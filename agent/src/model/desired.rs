@@ -129,6 +129,10 @@ pub struct DesiredService {
     pub running: bool,
     /// Files whose change restarts the service: its unit, drop-ins, configs, binaries.
     pub inputs: Vec<AbsPath>,
+    /// Start (and restart) it without waiting until it is ready: it is ready only
+    /// together with other machines (an etcd member, once its cluster has quorum), and
+    /// the run must neither wait for them nor fail for them. Its state is the unit's.
+    pub ready_with_peers: bool,
 }
 
 /// A static pod manifest (one of the state's `files`) whose text holds

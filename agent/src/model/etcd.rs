@@ -226,6 +226,7 @@ fn systemd_unit(
             enabled: true,
             running: true,
             inputs,
+            ready_with_peers: true,
         },
     )
 }

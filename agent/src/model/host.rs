@@ -148,6 +148,7 @@ fn time_sync_files(
             enabled: true,
             running: true,
             inputs: vec![path],
+            ready_with_peers: false,
         },
     )
 }

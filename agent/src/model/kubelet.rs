@@ -274,6 +274,7 @@ pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<
             enabled: true,
             running: true,
             inputs,
+            ready_with_peers: false,
         },
     )
 }

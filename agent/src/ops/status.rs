@@ -231,6 +231,7 @@ fn recorded_services(state: &State) -> Vec<DesiredService> {
                 enabled,
                 running,
                 inputs: Vec::new(),
+                ready_with_peers: false,
             })
         })
         .collect()
@@ -516,6 +517,7 @@ mod tests {
             enabled: true,
             running,
             inputs: Vec::new(),
+            ready_with_peers: false,
         }
     }
 
