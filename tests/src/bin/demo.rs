@@ -53,6 +53,11 @@ fn main() -> ExitCode {
     }
     println!("\n$ nodewright --root {} status", root.display());
     run(&["status"]);
-    println!("\nThe node's files are under ./{}", root.display());
+    let shown = if root.is_absolute() {
+        root.display().to_string()
+    } else {
+        format!("./{}", root.display())
+    };
+    println!("\nThe node's files are under {shown}");
     ExitCode::SUCCESS
 }
