@@ -84,25 +84,8 @@ impl ControlPlane {
         let config = sdk_config_for(&front.url());
         let ec2 = aws_sdk_ec2::Client::new(&config);
         let route53 = aws_sdk_route53::Client::new(&config);
-        let image = block_on(ec2.describe_images().send())
-            .expect("moto lists images")
-            .images()
-            .first()
-            .and_then(|i| i.image_id())
-            .expect("an image")
-            .to_owned();
-        let zone = block_on(
-            route53
-                .create_hosted_zone()
-                .name(CLUSTER)
-                .caller_reference("harness")
-                .send(),
-        )
-        .expect("a hosted zone");
-        let zone_id = zone
-            .hosted_zone()
-            .map(|z| z.id().trim_start_matches("/hostedzone/").to_owned())
-            .expect("a zone id");
+        let image = first_image(&ec2);
+        let zone_id = create_hosted_zone(&route53, CLUSTER, "harness");
         let registry: Arc<Mutex<Registry>> = Arc::default();
         let listener = registry.clone();
         fidelity.on_event(move |event| {
@@ -351,6 +334,36 @@ pub fn create_etcd_volume(
     )
     .expect("CreateVolume");
     out.volume_id().expect("a volume id").to_owned()
+}
+
+/// Creates the hosted zone `name`; returns its id (without `/hostedzone/`).
+pub fn create_hosted_zone(
+    route53: &aws_sdk_route53::Client,
+    name: &str,
+    reference: &str,
+) -> String {
+    let zone = block_on(
+        route53
+            .create_hosted_zone()
+            .name(name)
+            .caller_reference(reference)
+            .send(),
+    )
+    .expect("a hosted zone");
+    zone.hosted_zone()
+        .map(|z| z.id().trim_start_matches("/hostedzone/").to_owned())
+        .expect("a zone id")
+}
+
+/// The emulator's first AMI.
+pub fn first_image(ec2: &aws_sdk_ec2::Client) -> String {
+    block_on(ec2.describe_images().send())
+        .expect("moto lists images")
+        .images()
+        .first()
+        .and_then(|i| i.image_id())
+        .expect("an image")
+        .to_owned()
 }
 
 pub fn tag(key: &str, value: &str) -> Tag {

@@ -245,13 +245,7 @@ impl Fleet {
 /// The emulator's first AMI, and a VPC 10.0.0.0/16 with one subnet in the nodes' zone
 /// (so instances get the addresses they have in the fleet's network).
 fn vpc(ec2: &aws_sdk_ec2::Client) -> (String, String) {
-    let ami = block_on(ec2.describe_images().send())
-        .expect("moto lists images")
-        .images()
-        .first()
-        .and_then(|i| i.image_id())
-        .expect("an image")
-        .to_owned();
+    let ami = crate::cluster::first_image(ec2);
     let vpc = block_on(ec2.create_vpc().cidr_block("10.0.0.0/16").send())
         .expect("CreateVpc")
         .vpc()

@@ -124,18 +124,7 @@ impl HaControlPlane {
         let fidelity = Fidelity::install(&fleet.front);
         let config = sdk_config_for(fleet.moto.url());
         let route53 = aws_sdk_route53::Client::new(&config);
-        let zone = block_on(
-            route53
-                .create_hosted_zone()
-                .name(CLUSTER)
-                .caller_reference("booted-control-plane")
-                .send(),
-        )
-        .expect("a hosted zone");
-        let zone_id = zone
-            .hosted_zone()
-            .map(|z| z.id().trim_start_matches("/hostedzone/").to_owned())
-            .expect("a zone id");
+        let zone_id = crate::cluster::create_hosted_zone(&route53, CLUSTER, "booted-control-plane");
 
         let pki = TestPki::generate();
         pki.publish(PKI_STORE, Some(&fleet.moto));

@@ -607,6 +607,19 @@ fn ns_pids(pid: i32) -> Option<Vec<i32>> {
     )
 }
 
+/// Runs a shell command on `node` and returns its stdout, trimmed; panics with its
+/// stderr on a non-zero exit.
+pub fn sh(node: &Node, command: &str) -> String {
+    let output = node.exec(&["/bin/sh", "-c", command]);
+    assert!(
+        output.status.success(),
+        "{command}: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
 /// Runs a command inside the node whose PID 1 is `init` (all its namespaces), with a
 /// clean environment.
 fn exec_in(init: i32, node: &str, args: &[&str]) -> Output {

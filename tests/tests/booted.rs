@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use nodewright_e2e::fleet::{Fleet, boot_config};
-use nodewright_e2e::node::{Launch, Node, UnitStatus};
+use nodewright_e2e::node::{Launch, Node, UnitStatus, sh};
 use nodewright_e2e::worker::{self, AssetMirror};
 
 const SPEC_URL: &str =
@@ -43,18 +43,6 @@ fn worker_user_data(spec: &[u8]) -> Vec<u8> {
 fn spec_digest(spec: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(spec))
-}
-
-/// Runs a command on the node and returns its stdout, failing on a non-zero exit.
-fn sh(node: &Node, command: &str) -> String {
-    let output = node.exec(&["/bin/sh", "-c", command]);
-    assert!(
-        output.status.success(),
-        "{command}: {}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
 /// The boot ids of the journal entries whose message starts with `prefix`.

@@ -16,22 +16,10 @@ use std::time::{Duration, Instant};
 
 use nodewright::model::{kubelet, pki_paths as pki};
 use nodewright_e2e::ha::{self, HaControlPlane, etcdctl_ok, peer_name, wait_cluster_healthy};
-use nodewright_e2e::node::Node;
+use nodewright_e2e::node::{Node, sh};
 
 fn text(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
-/// Runs a command on the node and returns its stdout, failing on a non-zero exit.
-fn sh(node: &Node, command: &str) -> String {
-    let output = node.exec(&["/bin/sh", "-c", command]);
-    assert!(
-        output.status.success(),
-        "{command}: {}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    text(&output)
 }
 
 /// How many times the agent on `node` formatted a volume, over all its boots.
