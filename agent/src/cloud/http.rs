@@ -6,6 +6,8 @@ use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider:
 use aws_smithy_http_client::{Builder, Connector};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
+use crate::error::{Classified, ErrorKind};
+use crate::runbook::Topic;
 use crate::spec::ProxySettings;
 
 /// IMDS addresses (IPv4 and IPv6) never go through a proxy.
@@ -28,6 +30,16 @@ pub enum NetworkError {
     },
     #[error("caBundle is not usable: {0}")]
     CaBundle(String),
+}
+
+/// Unusable settings come from the boot config: refused input.
+impl Classified for NetworkError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidInput
+    }
+    fn topic(&self) -> Option<Topic> {
+        Some(Topic::InvalidSpec)
+    }
 }
 
 impl NetworkSettings {
