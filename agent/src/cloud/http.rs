@@ -182,15 +182,14 @@ pub fn direct_http_client() -> SharedHttpClient {
         .expect("the default network settings are always valid")
 }
 
-/// The host of a URL such as `http://169.254.169.254:80/`.
+/// The host of a URL such as `http://169.254.169.254:80/` (an IPv6 address without
+/// its brackets).
 fn host_of(url: &str) -> Option<String> {
-    let rest = url.split("://").nth(1)?;
-    let authority = rest.split('/').next()?;
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next()?,
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    (!host.is_empty()).then(|| host.to_owned())
+    Some(match url::Url::parse(url).ok()?.host()? {
+        url::Host::Domain(name) => name.to_owned(),
+        url::Host::Ipv4(ip) => ip.to_string(),
+        url::Host::Ipv6(ip) => ip.to_string(),
+    })
 }
 
 #[cfg(test)]
