@@ -123,6 +123,8 @@ pub fn init(verbose: bool) {
             .with(
                 fmt::layer()
                     .with_writer(AboveBars::stderr())
+                    // Colours for a person at a terminal, not for a file or a pipe.
+                    .with_ansi(std::io::stderr().is_terminal())
                     .with_target(false)
                     .compact(),
             )
