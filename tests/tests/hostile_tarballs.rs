@@ -210,7 +210,8 @@ fn through_the_agent_a_hostile_archive_installs_nothing() {
     run.expect_code(5);
     // The download worked: what failed is the extraction, and it says so.
     assert!(
-        run.stderr.contains("  - extract evil (failed: extracting evil: "),
+        run.stderr
+            .contains("  - extract evil (failed: extracting evil: "),
         "{}",
         run.stderr
     );

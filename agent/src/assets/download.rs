@@ -156,7 +156,7 @@ pub struct Counts {
 
 /// A part file claimed by this process, or busy.
 pub enum Claim {
-    Part(Part),
+    Part(Box<Part>),
     /// Another live process holds the part's lock: it is downloading this asset.
     Busy,
 }
@@ -190,7 +190,7 @@ impl Part {
         let Some(opened) = opened else {
             return Ok(Claim::Busy);
         };
-        Ok(Claim::Part(Self {
+        Ok(Claim::Part(Box::new(Self {
             path,
             origin_path,
             file: BufWriter::with_capacity(
@@ -205,7 +205,7 @@ impl Part {
                 resumed: opened.len,
                 ..Counts::default()
             },
-        }))
+        })))
     }
 
     pub fn path(&self) -> &Path {

@@ -382,7 +382,7 @@ impl Fetcher {
         };
         let began = Instant::now();
         let mut transfer = self.progress.start(&asset.name, part.len());
-        if part.len() > 0 {
+        if !part.is_empty() {
             tracing::info!(
                 asset = %asset.name,
                 bytes = part.len(),
@@ -438,7 +438,7 @@ impl Fetcher {
                     part.abandon(false).await;
                     return Ok(None);
                 }
-                Claim::Part(part) => return Ok(Some(part)),
+                Claim::Part(part) => return Ok(Some(*part)),
                 Claim::Busy if began.elapsed() >= self.settings.retry_for => {
                     return Err(FetchError::Asset {
                         asset: asset.name.clone(),
