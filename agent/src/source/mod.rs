@@ -233,4 +233,5 @@ source_errors!(
     crate::retry::RetryError<StoreError>,
     shim::ShimSourceError,
     pki::PkiSourceError,
+    facts::FactsError,
 );
