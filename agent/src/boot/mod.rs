@@ -158,6 +158,13 @@ pub async fn prepare(
     .await?;
     let Fetched { spec, credentials } = fetched;
     let credentials = certificates(host, &spec, &facts, pki.as_ref(), credentials, phases).await?;
+    source::credentials::check_way_in(
+        &spec.url,
+        &spec.spec,
+        source.issues_credentials(),
+        &credentials,
+    )
+    .map_err(SourceError::from)?;
     let desired = phases
         .run("model", async {
             model::render(&spec.spec, &facts, credentials)

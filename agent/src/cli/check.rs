@@ -69,6 +69,24 @@ async fn check(args: &Args) -> Result<String, SourceError> {
     let verified =
         crate::source::spec::verify(&name, url, bytes, expected.as_ref(), boot.as_ref())?;
     let node = &verified.spec;
+    let mut notes = String::new();
+    match &boot {
+        // Booted from the state store, a fresh node must have a way in.
+        Some(boot) => crate::source::credentials::check_way_in(
+            &name,
+            node,
+            boot.node_spec.controller_shim.is_some(),
+            &[],
+        )?,
+        None => {
+            if let Some(reason) = node.kubelet_credentials_problem() {
+                notes = format!(
+                    "\nnote: booted from the state store (not through controller-shim), this \
+                     spec would be refused: {reason}"
+                );
+            }
+        }
+    }
     Ok(format!(
         "{name}: a valid node spec (cluster {}, role {}, Kubernetes {}){}; sha256 {}",
         node.cluster.name,
@@ -80,7 +98,7 @@ async fn check(args: &Args) -> Result<String, SourceError> {
             ""
         },
         verified.sha256
-    ))
+    ) + &notes)
 }
 
 /// A plain path becomes a `file://` URL (made absolute); a URL is left as it is.
