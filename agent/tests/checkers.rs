@@ -139,7 +139,10 @@ fn kubeconfigs_pass_kubectl_config_view_minify_flatten() {
         if desired.file(kubelet::BOOTSTRAP_KUBECONFIG).is_some() {
             let flat = kubectl_view(root.path(), kubelet::BOOTSTRAP_KUBECONFIG)
                 .unwrap_or_else(|e| panic!("{}: bootstrap kubeconfig: {e}", case.name));
-            assert!(flat.contains("tokenFile: /etc/kubernetes/bootstrap-token"), "{flat}");
+            assert!(
+                flat.contains("tokenFile: /etc/kubernetes/bootstrap-token"),
+                "{flat}"
+            );
             assert!(flat.contains("certificate-authority-data:"), "{flat}");
             bootstrap_checked += 1;
         }
