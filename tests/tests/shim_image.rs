@@ -87,7 +87,7 @@ fn image_prerequisites() -> Result<(), String> {
     }
     if static_binary().is_none() {
         return Err(
-            "no static controller-shim: run the tests from a static build (scripts/test.sh), or cargo build -p nodewright-shim --profile dist --target x86_64-unknown-linux-musl"
+            "no static controller-shim: run the tests from a static build (scripts/test.sh), or the release build: cargo build -p nodewright -p nodewright-shim --bins --profile dist --target x86_64-unknown-linux-musl"
                 .to_owned(),
         );
     }
