@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls this). Installs what it needs first.
 #   1. set-up (Debian packages, musl target, Python tools)   scripts/setup.sh
-#   2. formatting and lints                                   cargo fmt, cargo clippy
+#   2. one feature set, format, lints  scripts/check-feature-set.sh, cargo fmt, clippy
 #   3. one static build of everything, for the tests          cargo build --target musl
 #   4. unit, golden and end-to-end tests                      cargo nextest
 #   5. every benchmark once, quick (runs, prints its table)   bench/quick.sh
@@ -24,6 +24,10 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "set-up"
 scripts/setup.sh
+
+step "one feature set"
+# Any -p selection builds the dependencies as the workspace build does (workspace-hack).
+scripts/check-feature-set.sh
 
 step "format"
 cargo fmt --all -- --check
