@@ -42,5 +42,5 @@ for script in "${scripts[@]}"; do
     echo "ok   $script --quick (${took}s)"
   fi
 done
-echo "quick benchmarks: $((${#scripts[@]} - ${#failed[@]} - skipped)) of ${#scripts[@]} ran, $skipped skipped, ${#failed[@]} failed, $(($(date +%s) - all_started))s"
+echo "quick benchmarks: $((${#scripts[@]} - ${#failed[@]} - skipped)) of ${#scripts[@]} passed, $skipped skipped, ${#failed[@]} failed, $(($(date +%s) - all_started))s"
 [ ${#failed[@]} -eq 0 ]
