@@ -8,6 +8,7 @@ mod cni;
 mod components;
 mod containerd;
 mod control_plane;
+mod etcd_backup;
 mod host;
 mod kube_proxy;
 mod kubelet;
@@ -39,6 +40,7 @@ pub use control_plane::{
     ControlPlaneSpec, DnsMode, DnsSpec, EtcdVolumesSpec, Filesystem, ForceDetach, WatchSpec,
     etcd_peer_name,
 };
+pub use etcd_backup::{BACKUP_INTERVALS_MINUTES, EtcdBackupSpec};
 pub use host::{HostSpec, TimeDaemon, TimeSync};
 pub use kube_proxy::{KubeProxySpec, ProxyMode};
 pub use kubelet::{
