@@ -9,6 +9,7 @@
 
 pub mod claim;
 pub mod device;
+pub mod etcd;
 pub mod hosts;
 pub mod names;
 pub mod record;
