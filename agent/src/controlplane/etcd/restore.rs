@@ -216,16 +216,8 @@ pub async fn restore(
     let snapshot_file = parent.join(format!(".restore-{stamp}.db"));
     let restored_dir = sibling(&settings.data_dir, &format!("restored-{stamp}"));
     let _cleanup = Cleanup(vec![snapshot_file.clone(), restored_dir.clone()]);
-    let sha256 = download(store, &name, &snapshot_file).await?;
-    if let Some(record) = &record
-        && record.sha256 != sha256
-    {
-        return Err(RestoreError::Digest {
-            url: store.object_url(&name, super::layout::DATA_FILE),
-            found: sha256,
-            recorded: record.sha256.clone(),
-        });
-    }
+    let recorded = record.as_ref().map(|r| r.sha256.as_str());
+    let sha256 = download(store, &name, &snapshot_file, recorded).await?;
     run_tool(settings, &snapshot_file, &restored_dir, &cluster_token).await?;
     remove_quietly(&snapshot_file);
 
@@ -348,11 +340,14 @@ pub fn restored_cluster_id(token: &str, members: &[(String, String)]) -> u64 {
     first8(&joined)
 }
 
-/// Streams the backup's data into `file` unpacked, checking both digests; its sha256.
+/// Streams the backup's data into `file` unpacked, checking the sha256 of the bytes in
+/// the store against `recorded` (first: a changed backup is refused as such, whatever
+/// else is wrong with it) and the digest etcd put in the snapshot; the sha256.
 async fn download(
     store: &BackupStore,
     name: &BackupName,
     file: &Path,
+    recorded: Option<&str>,
 ) -> Result<String, RestoreError> {
     let url = store.object_url(name, super::layout::DATA_FILE);
     let (body, _size) = store.open_data(name).await?;
@@ -382,12 +377,15 @@ async fn download(
     let mut hasher = Hasher::new();
     let mut stream = body;
     let mut read_error = None;
+    let mut unpacking = true;
     while let Some(chunk) = stream.next().await {
         match chunk {
             Ok(chunk) => {
                 hasher.update(&chunk);
-                if tx.send(chunk).await.is_err() {
-                    break;
+                // When the unpacking stops (bytes that are not gzip), read on: the
+                // sha256 of the whole object says whether the backup was changed.
+                if unpacking && tx.send(chunk).await.is_err() {
+                    unpacking = false;
                 }
             }
             Err(e) => {
@@ -409,6 +407,15 @@ async fn download(
         }));
     }
     let sha256 = hasher.finish();
+    if let Some(recorded) = recorded
+        && recorded != sha256
+    {
+        return Err(RestoreError::Digest {
+            url,
+            found: sha256,
+            recorded: recorded.to_owned(),
+        });
+    }
     match unpacked {
         Ok(_) => Ok(sha256),
         Err(Unpack::Disk(e)) => Err(disk(&target, e.to_string())),

@@ -306,8 +306,8 @@ impl BackupStore {
         })
     }
 
-    /// Aborts the multipart uploads under this prefix started before `before`: left by
-    /// a backup that died, or whose abort failed. Returns how many.
+    /// Aborts the multipart uploads of backups named before `before`: left by a round
+    /// that died, or whose abort failed. Returns how many.
     pub async fn abort_stale_uploads(&self, before: SystemTime) -> Result<usize, StoreError> {
         let request = self
             .client
@@ -323,11 +323,17 @@ impl BackupStore {
             let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
                 continue;
             };
-            let started = upload
-                .initiated()
-                .and_then(|t| SystemTime::try_from(*t).ok())
-                .unwrap_or(SystemTime::UNIX_EPOCH);
-            if started >= before {
+            // When the round that started it began: the backup's name in the key says
+            // so by the rounds' own clock (S3's `Initiated` would do as well on S3, but
+            // not on every S3-compatible store). Uploads not of a backup are not ours.
+            let Some(name) = key
+                .strip_prefix(&self.prefix)
+                .and_then(|rest| rest.split_once('/'))
+                .and_then(|(dir, _)| BackupName::parse(dir))
+            else {
+                continue;
+            };
+            if name.time() >= before {
                 continue;
             }
             let request = self
