@@ -29,6 +29,7 @@ use nodewright::controlplane::etcd::backup::{self, BackupSettings, Outcome, Trig
 use nodewright::controlplane::etcd::layout::{
     BackupName, BackupRecord, EtcdManagerMeta, slot_start,
 };
+use nodewright::controlplane::etcd::record::{self, BackupStatus};
 use nodewright::controlplane::etcd::restore::{
     self, RestoreError, RestoreSettings, Which, restored_cluster_id,
 };
@@ -255,7 +256,7 @@ fn first_slot() -> SystemTime {
 
 fn taken(round: &backup::Round) -> Option<&BackupRecord> {
     match &round.outcome {
-        Outcome::Taken(record) => Some(record),
+        Outcome::Taken(record) => Some(record.as_ref()),
         _ => None,
     }
 }
@@ -454,15 +455,29 @@ fn a_store_that_fails_half_way_leaves_nothing_and_the_next_round_succeeds() {
     // ~9 MB of values that compress little: two parts of 5 MiB.
     world.etcd.put_keys(0, "/registry/blob/", 9000, 1000);
     let base = first_slot();
-    let failure = |slot: u32| {
-        block_on(backup::run(
+    // The rounds run as the timer runs them: each recorded in the node's state dir.
+    let state = tempfile::tempdir().unwrap();
+    let recorded = |store: &BackupStore, slot: u32| {
+        block_on(record::run_and_record(
             &world.etcd.client(0),
-            &world.store(),
+            store,
             &world.settings(0),
             Trigger::Interval,
+            state.path(),
             base + INTERVAL * slot,
         ))
-        .expect_err("the round fails")
+    };
+    let failure = |slot: u32| {
+        let (result, status) = recorded(&world.store(), slot);
+        let error = result.expect_err("the round fails");
+        // Reported: the record `status` and the watch read says so, with the topic.
+        assert_eq!(status.last_round.result, "failed");
+        assert_eq!(status.last_round.topic.as_deref(), Some(error.topic()));
+        assert_eq!(
+            BackupStatus::load(state.path(), "main").as_ref(),
+            Some(&status)
+        );
+        (error, status)
     };
 
     // 1. The first part goes up, then S3 answers 503 to every part: the upload is
@@ -474,7 +489,8 @@ fn a_store_that_fails_half_way_leaves_nothing_and_the_next_round_succeeds() {
             && counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 1)
             .then(|| Canned::s3_error(503, "ServiceUnavailable", "harness: S3 is away"))
     });
-    let error = failure(0);
+    let (error, status) = failure(0);
+    assert_eq!(status.failures_in_a_row, 1);
     assert_eq!(error.topic(), "state-store-unreachable", "{error}");
     let text = error.to_string();
     assert!(
@@ -495,7 +511,7 @@ fn a_store_that_fails_half_way_leaves_nothing_and_the_next_round_succeeds() {
         (multipart(seen, "PUT", "partNumber=") || multipart(seen, "DELETE", "uploadId="))
             .then(|| Canned::s3_error(503, "ServiceUnavailable", "harness: S3 is away"))
     });
-    failure(1);
+    assert_eq!(failure(1).1.failures_in_a_row, 2);
     assert_eq!(world.objects(), Vec::<String>::new());
     assert_eq!(world.uploads(), 1);
 
@@ -506,27 +522,52 @@ fn a_store_that_fails_half_way_leaves_nothing_and_the_next_round_succeeds() {
         (seen.method.as_str() == "PUT" && seen.path.ends_with("/_etcd_backup.meta"))
             .then(|| Canned::s3_error(500, "InternalError", "harness: S3 failed"))
     });
-    failure(2);
+    let (error, _) = failure(2);
+    assert!(error.to_string().contains("_etcd_backup.meta"), "{error}");
     assert_eq!(world.objects(), Vec::<String>::new());
 
     // 4. Nothing listening at all.
     let closed = format!("http://127.0.0.1:{}", nodewright_e2e::moto::free_port());
-    let error = block_on(backup::run(
-        &world.etcd.client(0),
-        &store_at(&closed),
-        &world.settings(0),
-        Trigger::Interval,
-        base + INTERVAL * 3,
-    ))
-    .expect_err("no store");
+    let (result, status) = recorded(&store_at(&closed), 3);
+    let error = result.expect_err("no store");
     assert_eq!(error.topic(), "state-store-unreachable", "{error}");
+    assert_eq!(status.failures_in_a_row, 4);
+    let problem = status.problem(base + INTERVAL * 3).expect("a problem");
+    for part in [
+        "has no backup",
+        "4 round(s) failed",
+        "state-store-unreachable",
+    ] {
+        assert!(problem.contains(part), "{part}: {problem}");
+    }
 
     // The next interval, with the store back: one backup, and the stale upload gone
     // (it is older than an hour by the round's clock).
     world.front.clear();
-    let round = world.round(0, Trigger::Interval, base + INTERVAL * 8);
+    let began = std::time::Instant::now();
+    let (result, status) = recorded(&world.store(), 8);
+    let seconds = began.elapsed().as_secs_f64();
+    let round = result.unwrap();
     let record = taken(&round).expect("a backup").clone();
     assert_eq!(round.stale_uploads_aborted, 1);
+    assert_eq!(status.failures_in_a_row, 0);
+    assert_eq!(status.last_round.result, "taken");
+    let last = status.last_backup.as_ref().expect("the last backup");
+    assert_eq!(
+        (last.name.as_str(), last.size, last.revision),
+        (
+            record.name.as_str(),
+            Some(record.size),
+            Some(record.revision)
+        )
+    );
+    assert_eq!(status.problem(base + INTERVAL * 8), None);
+    eprintln!(
+        "backup of 9000 keys: snapshot {} bytes, gzip {} bytes, {} parts, {seconds:.2} s",
+        record.snapshot_size,
+        record.size,
+        record.size.div_ceil(MIN_PART as u64)
+    );
     assert_eq!(world.uploads(), 0);
     let data = world.get(&format!("{}/etcd.backup.gz", record.name));
     assert_eq!(sha256(&data), record.sha256);

@@ -91,7 +91,7 @@ pub enum Outcome {
     },
     /// The slot already has its backup.
     AlreadyTaken(BackupName),
-    Taken(BackupRecord),
+    Taken(Box<BackupRecord>),
 }
 
 /// A round's result and what it did on the side.
@@ -211,7 +211,7 @@ pub async fn run(
         }
         return Err(e.into());
     }
-    round.outcome = Outcome::Taken(record);
+    round.outcome = Outcome::Taken(Box::new(record));
     prune(store, settings.retention, now, &mut round).await;
     Ok(round)
 }

@@ -8,6 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use super::backup::{self, BackupError, BackupSettings, Outcome, Round, Trigger};
+use super::client::EtcdClient;
 use super::layout::{BackupName, BackupRecord, RECORD_FILE, utc_seconds};
 use super::store::{BackupStore, StoreError};
 
@@ -132,6 +134,98 @@ impl BackupStatus {
             Some(_) => None,
         }
     }
+}
+
+/// One round as the timer runs it, recorded: the status file that `status` and the
+/// watch read, a journal error with its runbook topic when the round failed. Nothing
+/// else is retried: the next interval's round is the retry.
+pub async fn run_and_record(
+    etcd: &EtcdClient,
+    store: &BackupStore,
+    settings: &BackupSettings,
+    trigger: Trigger,
+    state_dir: &Path,
+    now: SystemTime,
+) -> (Result<Round, BackupError>, BackupStatus) {
+    let previous = BackupStatus::load(state_dir, &settings.etcd_cluster);
+    let result = backup::run(etcd, store, settings, trigger, now).await;
+    let previous_backup = previous.as_ref().and_then(|p| p.last_backup.clone());
+    let last_backup = match &result {
+        Ok(Round {
+            outcome: Outcome::Taken(record),
+            ..
+        }) => BackupName::parse(&record.name).map(|n| LastBackup::new(store, &n, Some(record))),
+        // Another member's, or this slot's: the store says which is newest.
+        Ok(_) => match newest_backup(store, now).await {
+            Ok(newest) => newest,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not look up the newest backup");
+                previous_backup
+            }
+        },
+        Err(_) => previous_backup,
+    };
+    let at = utc_seconds(now);
+    let (last_round, failures_in_a_row) = match &result {
+        Ok(round) => {
+            for warning in &round.warnings {
+                tracing::warn!(etcd_cluster = %settings.etcd_cluster, "backup housekeeping: {warning}");
+            }
+            let label = match &round.outcome {
+                Outcome::Taken(record) => {
+                    tracing::info!(
+                        etcd_cluster = %settings.etcd_cluster,
+                        backup = %store.object_url_of(&record.name),
+                        size = record.size,
+                        revision = record.revision,
+                        "etcd backup taken"
+                    );
+                    "taken"
+                }
+                Outcome::AlreadyTaken(_) => "already-taken",
+                Outcome::NotLeader { .. } => "not-leader",
+            };
+            (
+                RoundRecord {
+                    at,
+                    result: label.to_owned(),
+                    error: None,
+                    topic: None,
+                },
+                0,
+            )
+        }
+        Err(e) => {
+            tracing::error!(
+                etcd_cluster = %settings.etcd_cluster,
+                store = %store.url(),
+                topic = e.topic(),
+                "etcd backup failed: {e}; the next interval retries (nodewright runbook {})",
+                e.topic()
+            );
+            (
+                RoundRecord {
+                    at,
+                    result: "failed".to_owned(),
+                    error: Some(e.to_string()),
+                    topic: Some(e.topic().to_owned()),
+                },
+                previous.as_ref().map_or(0, |p| p.failures_in_a_row) + 1,
+            )
+        }
+    };
+    let status = BackupStatus {
+        etcd_cluster: settings.etcd_cluster.clone(),
+        store: store.url(),
+        interval_seconds: settings.interval.as_secs(),
+        last_round,
+        last_backup,
+        failures_in_a_row,
+    };
+    if let Err(e) = status.save(state_dir) {
+        tracing::warn!(error = %e, dir = %state_dir.display(), "could not record the backup round");
+    }
+    (result, status)
 }
 
 /// The newest complete backup in the store (looked for in the last two days first,

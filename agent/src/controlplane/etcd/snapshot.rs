@@ -164,7 +164,7 @@ impl SnapshotCheck {
     /// The snapshot's size, once its digest and length are right.
     pub fn finish(self) -> Result<u64, SnapshotError> {
         let database = self.total.saturating_sub(DIGEST as u64);
-        if self.total < DIGEST as u64 + PAGE_MULTIPLE || database % PAGE_MULTIPLE != 0 {
+        if self.total < DIGEST as u64 + PAGE_MULTIPLE || !database.is_multiple_of(PAGE_MULTIPLE) {
             return Err(SnapshotError::Damaged(format!(
                 "{} bytes is not a database of whole pages followed by its sha256",
                 self.total

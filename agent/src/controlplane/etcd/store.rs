@@ -98,6 +98,11 @@ impl BackupStore {
         format!("s3://{}/{}", self.bucket, self.key(name, file))
     }
 
+    /// The URL of the backup named `name` (as text), its directory.
+    pub fn object_url_of(&self, name: &str) -> String {
+        format!("s3://{}/{}{name}/", self.bucket, self.prefix)
+    }
+
     fn key(&self, name: &BackupName, file: &str) -> String {
         format!("{}{name}/{file}", self.prefix)
     }
