@@ -25,7 +25,7 @@ use super::layout::{
 use super::retention::{KEEP_ALL, Retention};
 use super::snapshot::{GatewayChunks, SnapshotCheck, SnapshotError};
 use super::store::{BackupStore, MIN_PART, StoreError, Upload};
-use crate::assets::hash::Hasher;
+use crate::host::hash::Hasher;
 
 /// gzip's default level, as etcd-manager's Go gzip writer uses: etcd databases are
 /// mostly empty pages, which every level squeezes; higher levels cost CPU for little.

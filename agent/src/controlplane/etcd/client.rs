@@ -124,7 +124,7 @@ impl EtcdClient {
             .build()
             .map_err(|e| EtcdError::Unreachable {
                 endpoint: endpoint.to_owned(),
-                detail: crate::source::store::error_chain(&e),
+                detail: crate::error::chain(&e),
             })?;
         Ok(Self {
             http,
@@ -236,7 +236,7 @@ impl EtcdClient {
             .await
             .map_err(|e| EtcdError::Unreachable {
                 endpoint: self.endpoint.clone(),
-                detail: crate::source::store::error_chain(&e),
+                detail: crate::error::chain(&e),
             })?;
         let status = response.status();
         if !status.is_success() {
@@ -260,7 +260,7 @@ impl EtcdClient {
         let response = self.post(call, path, body).await?;
         let bytes = response.bytes().await.map_err(|e| EtcdError::Unreachable {
             endpoint: self.endpoint.clone(),
-            detail: crate::source::store::error_chain(&e),
+            detail: crate::error::chain(&e),
         })?;
         serde_json::from_slice(&bytes).map_err(|e| EtcdError::Protocol {
             endpoint: self.endpoint.clone(),

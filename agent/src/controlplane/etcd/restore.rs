@@ -21,7 +21,7 @@ use super::client::EtcdClient;
 use super::layout::{BackupName, BackupRecord, META_FILE, RECORD_FILE};
 use super::snapshot::{SnapshotCheck, SnapshotError};
 use super::store::{BackupStore, StoreError};
-use crate::assets::hash::Hasher;
+use crate::host::hash::Hasher;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -389,7 +389,7 @@ async fn download(
                 }
             }
             Err(e) => {
-                read_error = Some(crate::source::store::error_chain(&e));
+                read_error = Some(crate::error::chain(&e));
                 break;
             }
         }

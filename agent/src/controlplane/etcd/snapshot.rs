@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 
-use crate::assets::hash::Hasher;
+use crate::host::hash::Hasher;
 
 /// A gateway line is ~44 KiB for etcd's 32 KiB chunks; anything far larger is not etcd.
 const MAX_LINE: usize = 4 << 20;

@@ -13,7 +13,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectI
 use bytes::Bytes;
 
 use super::layout::{BackupName, DATA_FILE, META_FILE};
-use crate::source::store::error_chain;
+use crate::error::chain as error_chain;
 
 /// S3 refuses parts smaller than this, but for the last.
 pub const MIN_PART: usize = 5 << 20;
