@@ -134,6 +134,9 @@ impl Components<'_> {
                     }
                 }
                 check_extra_args(&here, &cluster.extra_args, problems);
+                if let Some(backup) = &cluster.backup {
+                    backup.check(&format!("{here}.backup"), problems);
+                }
             }
             match &self.volume_clusters {
                 None => problems.add(

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::etcd_backup::EtcdBackupSpec;
 use super::types::{AbsPath, AssetName};
 use super::values::{ImageRef, Quantity};
 
@@ -39,6 +40,10 @@ pub struct EtcdSpec {
     pub asset: Option<AssetName>,
     #[serde(default = "default_etcd_binary")]
     pub binary: AbsPath,
+    /// The restore's `snapshot restore` tool from the same etcd release: `etcdctl`
+    /// (3.4, 3.5) or `etcdutl` (3.5 and later); default `/usr/local/bin/etcdctl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_tool: Option<AbsPath>,
     /// Per etcd cluster (the names of `etcdVolumes.clusters`). `main` and `events`
     /// default to kops's ports (clients 4001/4002, peers 2380/2381, metrics 8081/8082).
     #[serde(default = "default_etcd_clusters")]
@@ -64,6 +69,9 @@ pub struct EtcdClusterSpec {
     pub quota_backend_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra_args: ExtraArgs,
+    /// Periodic backups to the state store; none when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<EtcdBackupSpec>,
 }
 
 /// The ports of one etcd cluster, defaults applied.
@@ -233,6 +241,15 @@ fn yes() -> bool {
 fn default_etcd_image() -> ImageRef {
     ImageRef::try_from("registry.k8s.io/etcd:3.5.21-0").expect("a valid constant")
 }
+impl EtcdSpec {
+    /// The `snapshot restore` tool, default applied.
+    pub fn restore_tool(&self) -> AbsPath {
+        self.restore_tool.clone().unwrap_or_else(|| {
+            AbsPath::try_from("/usr/local/bin/etcdctl").expect("a valid constant")
+        })
+    }
+}
+
 fn default_etcd_binary() -> AbsPath {
     AbsPath::try_from("/usr/local/bin/etcd").expect("a valid constant")
 }
