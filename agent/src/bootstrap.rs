@@ -504,6 +504,7 @@ async fn fetch_from_shim(
         proxies: network.reqwest_proxies()?,
         deadline: options.deadline,
         bootstrap: options.credentials,
+        kube_proxy_key: None,
     })
     .await?;
     let name = format!("the node spec from {}", boot.node_spec.describe());

@@ -196,6 +196,11 @@ pub struct ControllerShimSpec {
     /// The EC2 tag naming an instance's node group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_group_tag: Option<String>,
+    /// The node groups the shim serves. Left out (the usual way): the shim reads them
+    /// while it runs from `s3://<stateBucket>/<cluster>/controller-shim/node-groups.yaml`
+    /// (a `NodeGroups` document), so adding a group does not change this spec and roll
+    /// the control plane. Listed here, they are fixed with the control plane.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub node_groups: Vec<ShimNodeGroup>,
     /// Validity of the kubelet certificates it issues.
     #[serde(default = "default_shim_validity")]
@@ -210,8 +215,9 @@ pub struct ControllerShimSpec {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ShimNodeGroup {
     pub name: String,
-    /// `s3://bucket/key` or `file:///path` of the group's node spec.
-    pub node_spec: String,
+    /// `s3://bucket/path/` or `file:///path/`: the prefix the group's node specs are
+    /// kept under, each at `<prefix>nodespec/<sha256>.yaml`, never replaced in place.
+    pub node_specs: String,
     /// IAM role names whose instances may bootstrap into the group.
     pub roles: Vec<String>,
     /// `privateDnsName` (default) or `instanceId`.
@@ -515,12 +521,6 @@ impl Components<'_> {
                     "staticPod mode needs the controller-shim image".to_owned(),
                 );
             }
-            if shim.node_groups.is_empty() {
-                problems.add(
-                    &format!("{at}.nodeGroups"),
-                    "list at least one node group".to_owned(),
-                );
-            }
             for (i, group) in shim.node_groups.iter().enumerate() {
                 if group.roles.is_empty() {
                     problems.add(
@@ -528,11 +528,16 @@ impl Components<'_> {
                         "list the IAM roles of the group's instances".to_owned(),
                     );
                 }
-                if !(group.node_spec.starts_with("s3://") || group.node_spec.starts_with("file://"))
+                if !(group.node_specs.starts_with("s3://")
+                    || group.node_specs.starts_with("file://"))
+                    || !group.node_specs.ends_with('/')
                 {
                     problems.add(
-                        &format!("{at}.nodeGroups[{i}].nodeSpec"),
-                        format!("{:?} must be an s3:// or file:// URL", group.node_spec),
+                        &format!("{at}.nodeGroups[{i}].nodeSpecs"),
+                        format!(
+                            "{:?} must be an s3:// or file:// prefix ending in '/' (specs are kept at <prefix>nodespec/<sha256>.yaml)",
+                            group.node_specs
+                        ),
                     );
                 }
             }
