@@ -481,7 +481,8 @@ mod tests {
                 Err(IdentityError::Malformed(detail)) => detail,
                 other => panic!("{what}: {other:?}"),
             };
-        let with = |edit: &dyn Fn(&mut Vec<(String, String)>)| {
+        type Headers = Vec<(String, String)>;
+        let with = |edit: &dyn Fn(&mut Headers)| {
             let mut t = token.clone();
             edit(&mut t.headers);
             t
