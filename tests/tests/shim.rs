@@ -1041,6 +1041,161 @@ fn bodies_that_never_arrive_get_408_and_do_not_starve_a_node() {
     assert!(!log.contains("Too many open files"), "{log}");
 }
 
+/// How a slowloris client stalls.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Slow {
+    /// Connects and never starts TLS.
+    Silent,
+    /// Finishes TLS, then sends its headers a byte at a time, never ending them.
+    Headers,
+    /// Sends complete headers, then its body a byte at a time, never finishing it.
+    Body,
+}
+
+/// Writes `bytes` one at a time, a few a second, until the shim answers or closes the
+/// connection; returns the status it answered with, if any.
+async fn dribble<S>(stream: &mut S, bytes: impl Iterator<Item = u8>) -> Option<u16>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    for byte in bytes {
+        if stream.write_all(&[byte]).await.is_err() || stream.flush().await.is_err() {
+            break;
+        }
+        match tokio::time::timeout(Duration::from_millis(250), stream.read(&mut buf)).await {
+            Err(_) => continue,
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => {
+                answer.extend_from_slice(&buf[..n]);
+                if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+/// One slowloris client from `source`: how it stalled, what it got, and after how long
+/// the shim was done with it (at most a minute: then the test fails).
+async fn slow_client(
+    how: Slow,
+    connector: tokio_rustls::TlsConnector,
+    source: IpAddr,
+    port: u16,
+) -> (Slow, Option<u16>, Duration) {
+    use tokio::io::AsyncReadExt;
+    let began = Instant::now();
+    let stalled = async {
+        let Ok(mut tcp) = nodewright_e2e::shim::connect_from(source, port).await else {
+            return None;
+        };
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        match how {
+            Slow::Silent => {
+                let _ = tcp.read(&mut [0u8; 64]).await;
+                None
+            }
+            Slow::Headers => {
+                let mut tls = connector.connect(name, tcp).await.ok()?;
+                let head = b"POST /v1/bootstrap HTTP/1.1\r\nhost: localhost\r\nx-slow: ";
+                dribble(
+                    &mut tls,
+                    head.iter().copied().chain(std::iter::repeat(b'a')),
+                )
+                .await
+            }
+            Slow::Body => {
+                drop(tcp);
+                let mut tls = start_request(&connector, source, port, 1000, b"{")
+                    .await
+                    .ok()?;
+                dribble(&mut tls, std::iter::repeat(b' ')).await
+            }
+        }
+    };
+    let status = tokio::time::timeout(Duration::from_secs(60), stalled)
+        .await
+        .unwrap_or(Some(0));
+    (how, status, began.elapsed())
+}
+
+#[test]
+fn slowloris_clients_are_dropped_at_their_deadlines_and_a_node_gets_in() {
+    // Handshake and headers within 2 s, the body within 2 s of the headers. 96 slow
+    // clients from 8 sources: silent ones, header dribblers and body dribblers, each
+    // sending a byte every 250 ms so no read ever idles long.
+    let world = ShimWorld::start_with_options(Options {
+        top_level: "limits:\n  handshakeTimeoutSeconds: 2\n  bodyTimeoutSeconds: 2\n".into(),
+        ..Options::default()
+    });
+    let node = world.launch(Some(CLUSTER), Some(NODE_GROUP), NODE_ROLE);
+    let connector = tls_connector(world.ca.cert_pem(), None);
+    let port = world.port;
+    let slow_sources = sources(2, 8);
+    let kinds = [Slow::Silent, Slow::Headers, Slow::Body];
+    let clients = runtime().spawn(async move {
+        let tasks: Vec<_> = (0..96usize)
+            .map(|i| {
+                let how = kinds[i % 3];
+                tokio::spawn(slow_client(
+                    how,
+                    connector.clone(),
+                    slow_sources[i % 8],
+                    port,
+                ))
+            })
+            .collect();
+        let mut out = Vec::new();
+        for task in tasks {
+            out.push(task.await.unwrap());
+        }
+        out
+    });
+    // While they are held, the shim counts them open, and a node bootstraps.
+    std::thread::sleep(Duration::from_millis(1000));
+    let held = world.metric("controller_shim_connections_open");
+    let began = Instant::now();
+    let request = request_of(&own_body(&world, &node).0);
+    block_on(world.client().bootstrap(&world.signer(&node), &request))
+        .expect("the node among the slow clients");
+    let node_took = began.elapsed();
+
+    let results = block_on(clients).unwrap();
+    let longest = results.iter().map(|(_, _, took)| *took).max().unwrap();
+    eprintln!(
+        "{held} connections open 1 s in; the node bootstrapped in {node_took:?}; \
+         the last slow client was dropped after {longest:?}"
+    );
+    assert!(held >= 64, "the slow clients were held: {held}");
+    for (how, status, took) in &results {
+        // Deadline 2 s; the rest is a loaded machine's slack.
+        assert!(
+            *took < Duration::from_secs(15),
+            "{how:?}: dropped after {took:?}"
+        );
+        match how {
+            Slow::Body => assert_eq!(*status, Some(408), "{how:?}: {results:?}"),
+            Slow::Silent | Slow::Headers => {
+                assert!(matches!(status, None | Some(408)), "{how:?}: {results:?}")
+            }
+        }
+    }
+    assert_eq!(world.outcomes("RequestTimeout"), 32, "{}", world.metrics());
+    assert_eq!(
+        world.metric("controller_shim_connections_refused_total{reason=\"tls_handshake_timeout\"}"),
+        32
+    );
+    // All of them closed: what is left open is this scrape and the node's idle
+    // keep-alive connection.
+    let open = world.metric("controller_shim_connections_open");
+    assert!(open <= 2, "{open} connections still open");
+}
+
 #[test]
 fn a_source_over_its_share_of_connections_is_closed_before_the_handshake() {
     let world = ShimWorld::start_with_options(Options {

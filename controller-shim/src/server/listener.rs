@@ -92,6 +92,7 @@ pub async fn serve(
             metrics.connection_refused("per_source");
             continue;
         };
+        let open = metrics.connection_opened();
         let _ = stream.set_nodelay(true);
         let (tls, router, limits, metrics) =
             (tls.clone(), router.clone(), limits.clone(), metrics.clone());
@@ -99,6 +100,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let _slot = slot;
             let _source = source;
+            let _open = open;
             let Some(tls) = tls else {
                 let peer = Peer {
                     address,

@@ -48,6 +48,7 @@ pub struct Metrics {
     certificates: Counter,
     ec2_calls: Counter,
     connections_refused: Family<ReasonLabels, Counter>,
+    connections_open: Gauge,
     node_groups: Gauge,
     node_groups_loaded_at: Gauge,
     node_groups_errors: Family<ReasonLabels, Counter>,
@@ -105,6 +106,12 @@ impl Metrics {
             "Connections closed before a request: per_source (over a source's share), tls_handshake, tls_handshake_timeout, accept_error",
             connections_refused.clone(),
         );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Connections open now, on both listeners (a scrape counts itself)",
+            connections_open.clone(),
+        );
         let node_groups = Gauge::default();
         registry.register(
             "node_groups",
@@ -131,6 +138,7 @@ impl Metrics {
         );
         Self {
             connections_refused,
+            connections_open,
             node_groups,
             node_groups_loaded_at,
             node_groups_errors,
@@ -179,6 +187,12 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a connection as open until the guard is dropped.
+    pub fn connection_opened(&self) -> OpenConnection {
+        self.connections_open.inc();
+        OpenConnection(self.connections_open.clone())
+    }
+
     pub fn node_groups_loaded(&self, count: usize, at: std::time::SystemTime) {
         self.node_groups
             .set(i64::try_from(count).unwrap_or(i64::MAX));
@@ -221,6 +235,15 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+/// An open connection, counted in `connections_open` while it lives.
+pub struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
