@@ -462,7 +462,11 @@ async fn run_action(action: &Action, host: &Host, fetcher: &Fetcher) -> Outcome 
             })
             .await
         }
-        Action::FetchAsset { desired, .. } => {
+        Action::FetchAsset { desired, .. } => fetcher
+            .ensure_downloaded(desired)
+            .await
+            .map_err(|e| e.to_string()),
+        Action::ExtractAsset { desired, .. } => {
             fetcher.ensure(desired).await.map_err(|e| e.to_string())
         }
         Action::InstallAsset {
@@ -707,7 +711,7 @@ fn remember(step: &Step, outcome: &Outcome, host: &Host, fetcher: &Fetcher, stat
         Action::CreateDirectory { path, .. } => {
             state.created_directories.insert(path.to_string());
         }
-        Action::FetchAsset { .. } => {}
+        Action::FetchAsset { .. } | Action::ExtractAsset { .. } => {}
         Action::DaemonReload { trigger }
         | Action::EnableUnit { trigger, .. }
         | Action::LoadModules { trigger, .. }

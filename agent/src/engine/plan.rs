@@ -110,11 +110,18 @@ pub enum Action {
         /// Block name to the digest of its lines, or `None` when the block is removed.
         blocks: BTreeMap<String, Option<String>>,
     },
-    /// Download an asset into the cache (and extract it, for an archive).
+    /// Download an asset into the cache.
     FetchAsset {
         asset: String,
         sha256: String,
         urls: Vec<String>,
+        #[serde(skip)]
+        desired: Box<DesiredAsset>,
+    },
+    /// Extract an archive asset in the cache (after its download, if any).
+    ExtractAsset {
+        asset: String,
+        sha256: String,
         #[serde(skip)]
         desired: Box<DesiredAsset>,
     },
@@ -184,7 +191,7 @@ impl Action {
             | Self::RemoveFile { path }
             | Self::WriteBlocks { path, .. }
             | Self::InstallAsset { path, .. } => path.to_string(),
-            Self::FetchAsset { asset, .. } => asset.clone(),
+            Self::FetchAsset { asset, .. } | Self::ExtractAsset { asset, .. } => asset.clone(),
             Self::DaemonReload { .. } => "systemd".to_owned(),
             Self::InstallPackages { manager, .. } => format!("{} packages", manager.as_str()),
             Self::SwapOff { .. } => "swap".to_owned(),
@@ -208,6 +215,7 @@ impl Action {
             Self::RemoveFile { .. } => "remove",
             Self::WriteBlocks { .. } => "edit",
             Self::FetchAsset { .. } => "download",
+            Self::ExtractAsset { .. } => "extract",
             Self::InstallAsset { .. } => "install",
             Self::DaemonReload { .. } => "daemon-reload",
             Self::InstallPackages { .. } => "install",
@@ -712,38 +720,51 @@ impl Planner<'_> {
             .and_then(|m| m.resolve(member).ok().map(|(_, digest)| digest.to_owned()))
     }
 
-    /// The step that puts `asset` in the cache, if it is not there yet (one per digest).
+    /// The step after which `asset` is usable from the cache, if it is not yet (one
+    /// per digest): its download, and for an archive its extraction after that.
     fn fetch_step(&mut self, asset: &DesiredAsset) -> Option<usize> {
         let sha = asset.sha256.to_string();
         if let Some(index) = self.fetches.get(&sha) {
             return Some(*index);
         }
-        let reason = if asset.archive.is_plain() {
-            if self.cache.has_blob(&sha) {
-                return None;
-            }
-            "not in the cache: download needed"
-        } else if self.manifests.get(&sha).is_some_and(Option::is_some)
-            || self.cache.manifest(&sha).is_some()
-        {
+        let extracted = !asset.archive.is_plain()
+            && (self.manifests.get(&sha).is_some_and(Option::is_some)
+                || self.cache.manifest(&sha).is_some());
+        if extracted {
             return None;
-        } else if self.cache.has_blob(&sha) {
-            "in the cache but not extracted yet"
+        }
+        let download = (!self.cache.has_blob(&sha)).then(|| {
+            self.push(
+                Action::FetchAsset {
+                    asset: asset.name.clone(),
+                    sha256: sha.clone(),
+                    urls: asset.urls.iter().map(|u| u.to_string()).collect(),
+                    desired: Box::new(asset.clone()),
+                },
+                "not in the cache: download needed".to_owned(),
+                vec![],
+            )
+        });
+        let last = if asset.archive.is_plain() {
+            download?
         } else {
-            "not in the cache: download needed"
+            let reason = if download.is_some() {
+                "an archive: extracted once downloaded"
+            } else {
+                "in the cache but not extracted yet"
+            };
+            self.push(
+                Action::ExtractAsset {
+                    asset: asset.name.clone(),
+                    sha256: sha.clone(),
+                    desired: Box::new(asset.clone()),
+                },
+                reason.to_owned(),
+                download.into_iter().collect(),
+            )
         };
-        let index = self.push(
-            Action::FetchAsset {
-                asset: asset.name.clone(),
-                sha256: sha.clone(),
-                urls: asset.urls.iter().map(|u| u.to_string()).collect(),
-                desired: Box::new(asset.clone()),
-            },
-            reason.to_owned(),
-            vec![],
-        );
-        self.fetches.insert(sha, index);
-        Some(index)
+        self.fetches.insert(sha, last);
+        Some(last)
     }
 
     /// The digest of an existing file: from the record when the stat is unchanged,
