@@ -9,6 +9,7 @@
 //! - [`config`]: the shim's configuration file, which the control-plane model renders;
 //! - [`groups`]: node-group definitions (inline, or a document in the state store);
 //! - [`manifest`]: the shim as a static pod, for the control-plane model;
+//! - [`support`]: the error chain on one line and the backoff both crates use;
 //! - `server` (feature `server`): the HTTPS service itself.
 
 pub mod client;
@@ -20,3 +21,4 @@ pub mod pki;
 pub mod protocol;
 #[cfg(feature = "server")]
 pub mod server;
+pub mod support;

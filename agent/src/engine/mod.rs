@@ -4,7 +4,6 @@
 pub mod applied;
 pub mod apply;
 pub mod blocks;
-pub mod issue;
 pub mod plan;
 pub mod protect;
 pub mod repair;

@@ -1243,9 +1243,9 @@ impl Planner<'_> {
         }
         let explicit = BTreeSet::new();
         for (path, wanted) in by_path {
-            let path = AbsPath::try_from(path).map_err(|detail| PlanError::Path {
+            let path = AbsPath::try_from(path).map_err(|e| PlanError::Path {
                 path: "a recorded block".to_owned(),
-                detail,
+                detail: e.to_string(),
             })?;
             let real = self.host.path(&path);
             let (existing, perms) = match self.inspect(&path)? {
