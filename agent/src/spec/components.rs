@@ -203,6 +203,11 @@ pub struct ControllerShimSpec {
     /// The EC2 tag naming an instance's node group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_group_tag: Option<String>,
+    /// The node groups the shim serves. Left out (the usual way): the shim reads them
+    /// while it runs from `s3://<stateBucket>/<cluster>/controller-shim/node-groups.yaml`
+    /// (a `NodeGroups` document), so adding a group does not change this spec and roll
+    /// the control plane. Listed here, they are fixed with the control plane.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub node_groups: Vec<ShimNodeGroup>,
     /// Validity of the kubelet certificates it issues.
     #[serde(default = "default_shim_validity")]
@@ -217,8 +222,9 @@ pub struct ControllerShimSpec {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ShimNodeGroup {
     pub name: String,
-    /// `s3://bucket/key` or `file:///path` of the group's node spec.
-    pub node_spec: String,
+    /// `s3://bucket/path/` or `file:///path/`: the prefix the group's node specs are
+    /// kept under, each at `<prefix>nodespec/<sha256>.yaml`, never replaced in place.
+    pub node_specs: String,
     /// IAM role names whose instances may bootstrap into the group.
     pub roles: Vec<String>,
     /// `privateDnsName` (default) or `instanceId`.
