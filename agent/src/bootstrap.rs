@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
 
-use crate::assets::{FetchSettings, Fetcher, bake};
+use crate::assets::{FetchSettings, Fetcher};
 use crate::cloud::{Metadata, MetadataError, NetworkSettings, aws, http::NetworkError};
 use crate::controlplane::{self, ControlPlaneError};
 use crate::engine::applied::{AppliedError, AppliedSpec};
@@ -696,7 +696,7 @@ async fn converge_inner(
         .map(|f| f.path.as_str())
         .chain(prepared.desired.asset_files.iter().map(|f| f.path.as_str()))
         .collect();
-    if let Some(check) = bake::verify_baked(host, &mut state, &wanted, parallel.max(4)) {
+    if let Some(check) = engine::baked::verify_baked(host, &mut state, &wanted, parallel.max(4)) {
         timeline.record(
             "verify baked files",
             began,
