@@ -740,10 +740,13 @@ async fn converge_inner(
     let report = engine::apply_with(&plan, host, &mut state, fetcher.clone()).await;
     report.record(timeline);
     let stats = fetcher.stats();
-    if stats.downloads > 0 || stats.extracted > 0 {
+    if stats.downloads > 0 || stats.extracted > 0 || stats.bytes > 0 {
+        // What each count means: `assets::FetchStats`.
         tracing::info!(
             downloads = stats.downloads,
             bytes = stats.bytes,
+            resumed_bytes = stats.resumed_bytes,
+            discarded_bytes = stats.discarded_bytes,
             extracted = stats.extracted,
             "assets fetched"
         );

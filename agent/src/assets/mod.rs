@@ -1,11 +1,17 @@
 //! Assets: verified downloads into a content-addressed cache, safe extraction, and
 //! installation out of the cache.
 //!
-//! A fetch tries every URL in order (mirrors first), streams into a temp file while
+//! A fetch tries every URL in order (mirrors first), streams into a part file while
 //! hashing, resumes a cut transfer with `Range`, and after a round in which every URL
 //! failed waits (jittered backoff) and tries again, until the retry deadline. Bytes with
 //! the wrong sha256 are thrown away and the next URL is tried. The error after the last
 //! round lists every URL with its own failure.
+//!
+//! A part outlives the run that wrote it: a run killed mid-download (or out of time, or
+//! failed on every URL) leaves it, and the next run that needs the asset takes it over
+//! and downloads only the rest (see `download`). An archive is downloaded and extracted
+//! in two steps of the plan, so that a refused archive is reported as a failed
+//! extraction, not a failed download.
 
 pub mod bake;
 pub mod cache;
@@ -25,7 +31,7 @@ use aws_config::SdkConfig;
 use tokio::sync::{OnceCell, Semaphore};
 
 pub use cache::{Cache, ExtractManifest, MemberRecord};
-use download::{AttemptError, Part, Source, TransferLimits};
+use download::{AttemptError, Claim, Part, Source, TransferLimits};
 pub use extract::Limits;
 use progress::Progress;
 
@@ -125,8 +131,17 @@ pub fn describe_io(error: &io::Error) -> String {
 /// What is downloaded this run, for the summary and the tests.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FetchStats {
+    /// Assets downloaded into the cache.
     pub downloads: usize,
+    /// Bytes received over the network, every attempt and URL counted: bytes thrown
+    /// away and received again count each time, resumed bytes do not.
     pub bytes: u64,
+    /// Bytes taken over from parts that earlier runs left, not transferred again.
+    pub resumed_bytes: u64,
+    /// Bytes thrown away to start a download over (a server that ignored the range,
+    /// a changed file, wrong bytes), received by this run or left by an earlier one.
+    pub discarded_bytes: u64,
+    /// Archives extracted into the cache.
     pub extracted: usize,
 }
 
@@ -210,6 +225,20 @@ impl Fetcher {
         let lock = self.lock_for(asset.sha256.as_str());
         let _guard = lock.lock().await;
         self.ensure_locked(asset).await
+    }
+
+    /// Puts the asset's bytes in the cache (the plan's `download` step). For an
+    /// archive that is the archive only: extracting it is the `extract` step
+    /// ([`Self::ensure`]), so that a refused archive is reported as what failed.
+    pub async fn ensure_downloaded(&self, asset: &DesiredAsset) -> Result<(), FetchError> {
+        let lock = self.lock_for(asset.sha256.as_str());
+        let _guard = lock.lock().await;
+        let sha = asset.sha256.as_str();
+        let extracted = !asset.archive.is_plain() && self.cache.manifest(sha).is_some();
+        if extracted || self.cache.has_blob(sha) {
+            return Ok(());
+        }
+        self.download(asset).await
     }
 
     /// Like [`Self::ensure`], but a cached file is hashed first and discarded if wrong
@@ -329,7 +358,10 @@ impl Fetcher {
             .ok()
     }
 
-    /// Downloads the asset into the cache, trying every URL in rounds.
+    /// Downloads the asset into the cache, trying every URL in rounds. A part a dead
+    /// run left is resumed; a part this run cannot finish is kept for the next run if
+    /// it holds bytes (the network failed, the deadline came), removed if the failure
+    /// is ours (a full disk must get its space back).
     async fn download(&self, asset: &DesiredAsset) -> Result<(), FetchError> {
         let _permit = self
             .permits
@@ -343,28 +375,97 @@ impl Fetcher {
             "creating the cache",
             self.cache.dir().to_owned(),
         ))?;
-        self.cache.remove_stale_parts();
-        let part_path = self.cache.part(asset.sha256.as_str());
-        let mut part = Part::create(part_path.clone())
-            .await
-            .map_err(Self::local("creating the download file", part_path.clone()))?;
-        let result = self.rounds(asset, &mut part).await;
+        self.cache.remove_leftovers();
+        let Some(mut part) = self.claim_part(asset).await? else {
+            // Another process finished it while we waited.
+            return Ok(());
+        };
+        let began = Instant::now();
+        let mut transfer = self.progress.start(&asset.name, part.len());
+        if !part.is_empty() {
+            tracing::info!(
+                asset = %asset.name,
+                bytes = part.len(),
+                "taking over the part an earlier run left ({:.1} MiB); the rest is downloaded and the whole is checked against its sha256",
+                progress::mib(part.len())
+            );
+        }
+        let result = self.rounds(asset, &mut part, &mut transfer).await;
+        let counts = part.counts();
+        {
+            let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+            stats.bytes += counts.transferred;
+            stats.discarded_bytes += counts.discarded;
+            if result.is_ok() {
+                stats.downloads += 1;
+                stats.resumed_bytes += counts.resumed;
+            }
+        }
         match result {
             Ok(()) => {
-                let committed = self.cache.commit(&part_path, asset.sha256.as_str());
-                drop(part);
-                committed.map_err(Self::local("storing the download", part_path.clone()))?;
+                let part_path = part.path().to_owned();
+                self.cache
+                    .commit(&part_path, asset.sha256.as_str())
+                    .map_err(Self::local("storing the download", part_path.clone()))?;
+                let size = part.len();
+                part.committed().await;
+                transfer.finish("downloaded", size, counts, began.elapsed());
                 Ok(())
             }
             Err(e) => {
-                drop(part);
-                let _ = tokio::fs::remove_file(&part_path).await;
+                let ours = matches!(e, FetchError::Local { .. });
+                transfer.abandon();
+                part.abandon(!ours).await;
                 Err(e)
             }
         }
     }
 
-    async fn rounds(&self, asset: &DesiredAsset, part: &mut Part) -> Result<(), FetchError> {
+    /// Claims the asset's part file; while another live process holds it (it is
+    /// downloading the same asset), waits for it, up to the retry deadline. `None` if
+    /// the asset is in the cache by then.
+    async fn claim_part(&self, asset: &DesiredAsset) -> Result<Option<Part>, FetchError> {
+        let sha = asset.sha256.as_str();
+        let path = self.cache.part(sha);
+        let began = Instant::now();
+        let mut said = false;
+        loop {
+            let claim = Part::claim(path.clone(), self.cache.part_origin(sha))
+                .await
+                .map_err(Self::local("opening the download file", path.clone()))?;
+            match claim {
+                Claim::Part(part) if self.cache.has_blob(sha) => {
+                    part.abandon(false).await;
+                    return Ok(None);
+                }
+                Claim::Part(part) => return Ok(Some(*part)),
+                Claim::Busy if began.elapsed() >= self.settings.retry_for => {
+                    return Err(FetchError::Asset {
+                        asset: asset.name.clone(),
+                        detail: format!(
+                            "another process has been downloading it into {} for {}s",
+                            path.display(),
+                            began.elapsed().as_secs()
+                        ),
+                    });
+                }
+                Claim::Busy => {
+                    if !said {
+                        said = true;
+                        tracing::info!(asset = %asset.name, path = %path.display(), "another process is downloading this asset; waiting for it");
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+    }
+
+    async fn rounds(
+        &self,
+        asset: &DesiredAsset,
+        part: &mut Part,
+        transfer: &mut progress::Transfer,
+    ) -> Result<(), FetchError> {
         let policy = RetryPolicy {
             initial_delay: Duration::from_millis(500),
             ..RetryPolicy::with_deadline(self.settings.retry_for)
@@ -392,7 +493,7 @@ impl Fetcher {
                         continue;
                     }
                 };
-                match self.try_url(asset, url, source, part).await {
+                match self.try_url(asset, url, source, part, transfer).await {
                     Ok(()) => return Ok(()),
                     Err(UrlFailure::Local(e)) => return Err(e),
                     Err(UrlFailure::Dead(why)) => {
@@ -441,14 +542,11 @@ impl Fetcher {
         url: &str,
         source: &Source,
         part: &mut Part,
+        transfer: &mut progress::Transfer,
     ) -> Result<(), UrlFailure> {
         let aws = match source {
             Source::S3 { .. } => self.aws().await,
             _ => None,
-        };
-        let limits = TransferLimits {
-            idle: self.settings.idle_timeout,
-            max_bytes: self.settings.max_bytes,
         };
         let local = |e: io::Error| {
             UrlFailure::Local(FetchError::Local {
@@ -460,46 +558,40 @@ impl Fetcher {
         let mut resumes = 0;
         loop {
             let began_at = part.len();
-            let mut transfer = self.progress.start(&asset.name, url);
-            let outcome = tokio::time::timeout(
-                self.settings.max_transfer,
-                download::transfer(source, &self.http, aws, part, limits, &mut transfer),
-            )
-            .await;
-            {
-                let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-                stats.bytes += part.len().saturating_sub(began_at);
-            }
+            transfer.attempt(url, began_at);
+            let limits = TransferLimits {
+                idle: self.settings.idle_timeout,
+                max_bytes: self.settings.max_bytes,
+                deadline: tokio::time::Instant::now() + self.settings.max_transfer,
+            };
+            let outcome =
+                download::transfer(source, url, &self.http, aws, part, limits, transfer).await;
             let error = match outcome {
-                Err(_) => {
-                    transfer.finish("download too slow");
-                    return Err(UrlFailure::Retry(format!(
-                        "took longer than the {}s allowed for one transfer",
-                        self.settings.max_transfer.as_secs()
-                    )));
-                }
-                Ok(Ok(())) => {
+                Ok(()) => {
                     let actual = part.finish().await.map_err(local)?;
                     if actual == asset.sha256.as_str() {
-                        transfer.finish("downloaded");
-                        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-                        stats.downloads += 1;
                         return Ok(());
                     }
-                    transfer.finish("downloaded the wrong bytes");
                     part.reset().await.map_err(local)?;
                     let why = format!("sha256 mismatch: got {actual}; discarded the bytes");
                     if began_at > 0 && resumes < self.settings.max_resumes {
-                        // The first part came from elsewhere: give this URL a clean try.
+                        // The first part came from elsewhere (an earlier attempt, an
+                        // earlier run, another URL): give this URL a clean try.
+                        tracing::warn!(asset = %asset.name, url, error = %why, "the resumed download is not the asset; downloading it whole");
                         resumes += 1;
                         continue;
                     }
                     return Err(UrlFailure::Dead(why));
                 }
-                Ok(Err(error)) => error,
+                Err(error) => error,
             };
-            transfer.finish("download interrupted");
             match error {
+                AttemptError::Overtime => {
+                    return Err(UrlFailure::Retry(format!(
+                        "took longer than the {}s allowed for one transfer",
+                        self.settings.max_transfer.as_secs()
+                    )));
+                }
                 AttemptError::Local(e) => return Err(local(e)),
                 AttemptError::Permanent(why) => return Err(UrlFailure::Dead(why)),
                 AttemptError::Transient(why) => return Err(UrlFailure::Retry(why)),

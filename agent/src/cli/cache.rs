@@ -121,16 +121,8 @@ pub async fn run(root: &Path, args: Args) -> u8 {
                 }
             }
             if dry_run {
-                for entry in cache.entries() {
-                    let unused = match &entry {
-                        CacheEntry::Blob { sha256, .. } | CacheEntry::Extracted { sha256 } => {
-                            !keep.contains(sha256)
-                        }
-                        _ => true,
-                    };
-                    if unused {
-                        println!("would remove {entry:?}");
-                    }
+                for entry in cache.prunable(&keep) {
+                    println!("would remove {entry:?}");
                 }
                 return exit::OK;
             }

@@ -93,8 +93,10 @@ actions! {
     RemoveFile(removal::RemoveFile),
     /// Rewrites a shared file (e.g. /etc/hosts) with nodewright's blocks set or removed.
     WriteBlocks(block::WriteBlocks),
-    /// Download an asset into the cache (and extract it, for an archive).
+    /// Download an asset into the cache.
     FetchAsset(asset_file::FetchAsset),
+    /// Extract an archive asset in the cache (after its download, if any).
+    ExtractAsset(asset_file::ExtractAsset),
     /// Install a file out of the cache, verified by its digest on the way.
     InstallAsset(asset_file::InstallAsset),
     DaemonReload(units::DaemonReload),

@@ -142,39 +142,53 @@ impl CacheView {
             .and_then(|m| m.resolve(member).ok().map(|(_, digest)| digest.to_owned()))
     }
 
-    /// The step that puts `asset` in the cache, if it is not there yet (one per digest).
+    /// The step after which `asset` is usable from the cache, if it is not yet (one
+    /// per digest): its download, and for an archive its extraction after that.
     fn fetch_step(&mut self, p: &mut Planner, asset: &DesiredAsset) -> Option<usize> {
         let sha = asset.sha256.to_string();
         if let Some(index) = self.fetches.get(&sha) {
             return Some(*index);
         }
-        let reason = if asset.archive.is_plain() {
-            if self.cache.has_blob(&sha) {
-                return None;
-            }
-            "not in the cache: download needed"
-        } else if self.manifests.get(&sha).is_some_and(Option::is_some)
-            || self.cache.manifest(&sha).is_some()
-        {
+        let extracted = !asset.archive.is_plain()
+            && (self.manifests.get(&sha).is_some_and(Option::is_some)
+                || self.cache.manifest(&sha).is_some());
+        if extracted {
             return None;
-        } else if self.cache.has_blob(&sha) {
-            "in the cache but not extracted yet"
+        }
+        let download = (!self.cache.has_blob(&sha)).then(|| {
+            let fetch = FetchAsset {
+                asset: asset.name.clone(),
+                sha256: sha.clone(),
+                urls: asset.urls.iter().map(|u| u.to_string()).collect(),
+                desired: Box::new(asset.clone()),
+            };
+            p.push(
+                fetch,
+                "not in the cache: download needed".to_owned(),
+                vec![],
+            )
+        });
+        let last = if asset.archive.is_plain() {
+            download?
         } else {
-            "not in the cache: download needed"
+            let reason = if download.is_some() {
+                "an archive: extracted once downloaded"
+            } else {
+                "in the cache but not extracted yet"
+            };
+            let extract = ExtractAsset {
+                asset: asset.name.clone(),
+                sha256: sha.clone(),
+                desired: Box::new(asset.clone()),
+            };
+            p.push(extract, reason.to_owned(), download.into_iter().collect())
         };
-        let fetch = FetchAsset {
-            asset: asset.name.clone(),
-            sha256: sha.clone(),
-            urls: asset.urls.iter().map(|u| u.to_string()).collect(),
-            desired: Box::new(asset.clone()),
-        };
-        let index = p.push(fetch, reason.to_owned(), vec![]);
-        self.fetches.insert(sha, index);
-        Some(index)
+        self.fetches.insert(sha, last);
+        Some(last)
     }
 }
 
-/// Download an asset into the cache (and extract it, for an archive).
+/// Download an asset into the cache.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FetchAsset {
     pub asset: String,
@@ -200,15 +214,46 @@ impl Change for FetchAsset {
     async fn run(&mut self, cx: &Context) -> Outcome {
         Outcome::of(
             cx.fetcher
-                .ensure(&self.desired)
+                .ensure_downloaded(&self.desired)
                 .await
-                .map(|_| ())
                 .map_err(|e| e.to_string()),
         )
     }
 
     fn record(&self, _finished: &Finished<'_>, _state: &mut State) {
         // The cache is its own record.
+    }
+}
+
+/// Extract an archive asset in the cache (after its download, if any).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExtractAsset {
+    pub asset: String,
+    pub sha256: String,
+    #[serde(skip)]
+    pub desired: Box<DesiredAsset>,
+}
+
+impl Change for ExtractAsset {
+    fn verb(&self) -> &'static str {
+        "extract"
+    }
+
+    fn target(&self) -> String {
+        self.asset.clone()
+    }
+
+    async fn run(&mut self, cx: &Context) -> Outcome {
+        Outcome::of(
+            cx.fetcher
+                .ensure(&self.desired)
+                .await
+                .map_err(|e| e.to_string()),
+        )
+    }
+
+    fn record(&self, _finished: &Finished<'_>, _state: &mut State) {
+        // The cache (its extraction manifest) is its own record.
     }
 }
 
