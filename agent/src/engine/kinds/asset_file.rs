@@ -502,6 +502,19 @@ mod tests {
             .unwrap();
         });
         let plan = node.plan().await;
+        // Downloaded, then extracted in its own step, then the member installed.
+        let lines: Vec<String> = plan.steps.iter().map(|s| s.describe()).collect();
+        let at_line = |line: &str| {
+            lines
+                .iter()
+                .position(|l| l == line)
+                .unwrap_or_else(|| panic!("{line:?} not in {lines:?}"))
+        };
+        let download = at_line("download tools.tar.gz: not in the cache: download needed");
+        let extract = at_line("extract tools.tar.gz: an archive: extracted once downloaded");
+        let install = at_line("install /usr/local/bin/tool: missing");
+        assert_eq!(plan.steps[extract].after, vec![download]);
+        assert!(plan.steps[install].after.contains(&extract));
         let source = AssetSource::new(archive.sha256.as_str(), Some("bin/tool"));
         let Some(Action::StartUnit(start)) = plan.steps.last().map(|s| &s.action) else {
             panic!("{}", plan.render())
