@@ -398,20 +398,8 @@ async fn read_answer<T: serde::de::DeserializeOwned>(
     }
 }
 
-/// An error and its causes on one line.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
+/// An error and its causes on one line (one formatter for both crates).
+pub use crate::support::error_chain;
 
 #[cfg(test)]
 mod tests {

@@ -8,6 +8,7 @@
 //! - [`pki`]: keys, CSRs and issuance from a CA (also used by control-plane nodes);
 //! - [`config`]: the shim's configuration file, which the control-plane model renders;
 //! - [`manifest`]: the shim as a static pod, for the control-plane model;
+//! - [`support`]: the error chain on one line and the backoff both crates use;
 //! - `server` (feature `server`): the HTTPS service itself.
 
 pub mod client;
@@ -18,3 +19,4 @@ pub mod pki;
 pub mod protocol;
 #[cfg(feature = "server")]
 pub mod server;
+pub mod support;

@@ -322,17 +322,7 @@ nodeGroups:
     }
 
     pub fn put_object(&self, bucket: &str, key: &str, body: &[u8]) {
-        let s3 = crate::moto::s3_client(&self.sdk());
-        block_on(async {
-            let _ = s3.create_bucket().bucket(bucket).send().await;
-            s3.put_object()
-                .bucket(bucket)
-                .key(key)
-                .body(body.to_vec().into())
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("putting s3://{bucket}/{key}: {e:?}"));
-        });
+        crate::moto::put_object(&crate::moto::s3_client(&self.sdk()), bucket, key, body);
     }
 
     /// The bootstrap record of an instance, if the shim wrote one.

@@ -468,12 +468,12 @@ impl Body {
             Stream::Http(response) => response
                 .chunk()
                 .await
-                .map_err(|e| crate::source::error_chain(&e))
+                .map_err(|e| crate::error::chain(&e))
                 .transpose(),
             Stream::S3(stream) => stream
                 .next()
                 .await
-                .map(|r| r.map_err(|e| crate::source::error_chain(&e))),
+                .map(|r| r.map_err(|e| crate::error::chain(&e))),
             Stream::File { file, buffer, left } => {
                 let want = buffer
                     .len()
@@ -530,7 +530,7 @@ async fn open_http(
                 limits.idle.as_secs_f64()
             ))));
         }
-        Ok(Err(e)) => return Err(AttemptError::Transient(crate::source::error_chain(&e))),
+        Ok(Err(e)) => return Err(AttemptError::Transient(crate::error::chain(&e))),
         Ok(Ok(response)) => response,
     };
     let status = response.status();
@@ -752,7 +752,7 @@ where
                 _ => AttemptError::Permanent(text),
             }
         }
-        other => AttemptError::Transient(crate::source::error_chain(other)),
+        other => AttemptError::Transient(crate::error::chain(other)),
     }
 }
 

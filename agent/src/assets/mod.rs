@@ -17,9 +17,11 @@ pub mod bake;
 pub mod cache;
 pub mod download;
 pub mod extract;
-pub mod hash;
 pub mod install;
 pub mod progress;
+
+/// File hashing lives with the host (it reads files); assets use it for every byte.
+pub use crate::host::hash;
 
 use std::collections::BTreeMap;
 use std::io;

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::DeadlineArg;
-use crate::bootstrap::{Options, SpecSource};
+use crate::boot::{Options, SpecSource};
 use crate::spec::Sha256Hex;
 
 #[derive(Debug, clap::Args)]
@@ -19,7 +19,7 @@ pub struct Args {
     deadline: DeadlineArg,
 }
 
-pub fn parse_sha256(value: &str) -> Result<Sha256Hex, String> {
+pub fn parse_sha256(value: &str) -> Result<Sha256Hex, crate::spec::InvalidValue> {
     Sha256Hex::try_from(value)
 }
 
@@ -30,6 +30,7 @@ pub async fn run(root: &Path, args: Args) -> u8 {
             url: args.spec,
             sha256: args.sha256,
         },
+        facts: None,
         deadline: args.deadline.duration(),
         command: "apply".to_owned(),
         repair: false,

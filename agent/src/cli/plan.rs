@@ -2,8 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+use super::exit;
 use super::{DeadlineArg, fail};
-use crate::bootstrap::{self, Options, SpecSource, exit};
+use crate::boot::{self, Options, SpecSource};
 use crate::spec::Sha256Hex;
 
 #[derive(Debug, clap::Args)]
@@ -32,18 +33,20 @@ pub async fn run(root: &Path, args: Args) -> u8 {
         },
         None => SpecSource::UserData {
             file: args.user_data,
+            chain: super::providers(),
         },
     };
     let options = Options {
         root: root.to_owned(),
         source,
+        facts: None,
         deadline: args.deadline.duration(),
         command: "plan".to_owned(),
         repair: false,
         lock_wait: args.deadline.duration(),
         credentials: false,
     };
-    match bootstrap::plan_only(&options).await {
+    match boot::plan_only(&options).await {
         Ok((plan, prepared)) => {
             let control_plane = &prepared.control_plane_report;
             if args.json {

@@ -8,7 +8,6 @@ mod action;
 pub mod applied;
 pub mod apply;
 pub mod baked;
-pub mod issue;
 pub mod keys;
 pub mod kinds;
 pub mod plan;

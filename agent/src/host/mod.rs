@@ -4,6 +4,7 @@
 pub mod diag;
 pub mod disks;
 pub mod fs;
+pub mod hash;
 pub mod kernel;
 pub mod lock;
 pub mod os;

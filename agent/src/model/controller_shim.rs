@@ -12,10 +12,10 @@ use nodewright_shim::protocol::HEALTH_PATH;
 use super::ModelError;
 use super::builder::{StateBuilder, fixed_path};
 use super::desired::{DesiredService, Ownership};
-use super::facts::Facts;
 use super::pki_paths as pki;
 use super::pod::{HostMount, Probe, StaticPod, requests};
 use super::render::MANAGED;
+use crate::facts::Facts;
 use crate::spec::{ControllerShimSpec, NodeSpec, RunMode, ShimNodeName, UnitName};
 
 const COMPONENT: &str = "controller-shim";
@@ -32,8 +32,10 @@ pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<
         return Ok(());
     };
     let config = shim_config(spec, shim, facts);
-    let text = yaml_serde::to_string(&config)
-        .map_err(|e| ModelError::Render(format!("controller-shim config: {e}")))?;
+    let text = yaml_serde::to_string(&config).map_err(|e| ModelError::Encode {
+        what: "controller-shim config",
+        detail: e.to_string(),
+    })?;
     out.file(
         COMPONENT,
         fixed_path(CONFIG),
@@ -51,7 +53,7 @@ pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<
     match shim.mode {
         RunMode::StaticPod => {
             let image = shim.image.as_ref().ok_or_else(|| {
-                ModelError::Render("controller-shim in staticPod mode needs an image".to_owned())
+                ModelError::Spec("controller-shim in staticPod mode needs an image".to_owned())
             })?;
             // The shim's own settings name the files its pod must mount.
             let mut settings = StaticPodSettings::new(image.as_str());
@@ -87,7 +89,7 @@ pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<
             .add(COMPONENT, out)
         }
         RunMode::Systemd => {
-            let unit = UnitName::try_from(UNIT_NAME).map_err(ModelError::Render)?;
+            let unit = UnitName::try_from(UNIT_NAME)?;
             let text = format!(
                 "# Managed by nodewright: controller-shim serves the bootstrap of this cluster's workers.\n\
                  [Unit]\n\

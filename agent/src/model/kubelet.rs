@@ -9,10 +9,10 @@ use super::ModelError;
 use super::builder::{StateBuilder, fixed_path};
 use super::cluster::CA_CERT;
 use super::desired::{DesiredService, Ownership};
-use super::facts::Facts;
 use super::kubeconfig::Kubeconfig;
 use super::merge::merge_json;
 use super::render::{MANAGED, to_yaml};
+use crate::facts::Facts;
 use crate::spec::{AbsPath, KubeletSpec, NodeIpFamily, NodeNameSource, NodeSpec, UnitName};
 
 const COMPONENT: &str = "kubelet";
@@ -53,7 +53,7 @@ pub fn node_ips(kubelet: &KubeletSpec, facts: &Facts) -> Result<Vec<IpAddr>, Mod
     let v4 = IpAddr::V4(facts.instance.private_ipv4);
     let v6 = || {
         facts.instance.ipv6.map(IpAddr::V6).ok_or_else(|| {
-            ModelError::Render(format!(
+            ModelError::Node(format!(
                 "kubelet.nodeIp asks for IPv6 but instance {} has no IPv6 address",
                 facts.instance.instance_id
             ))
@@ -110,12 +110,16 @@ pub fn configuration(
         "staticPodPath": MANIFESTS,
     });
     if !kubelet.taints.is_empty() {
-        let taints = serde_json::to_value(&kubelet.taints)
-            .map_err(|e| ModelError::Render(format!("kubelet.taints: {e}")))?;
+        let taints = serde_json::to_value(&kubelet.taints).map_err(|e| ModelError::Encode {
+            what: "kubelet.taints",
+            detail: e.to_string(),
+        })?;
         merge_json(&mut config, &json!({ "registerWithTaints": taints }));
     }
-    let typed = serde_json::to_value(&kubelet.config)
-        .map_err(|e| ModelError::Render(format!("kubelet.config: {e}")))?;
+    let typed = serde_json::to_value(&kubelet.config).map_err(|e| ModelError::Encode {
+        what: "kubelet.config",
+        detail: e.to_string(),
+    })?;
     merge_json(&mut config, &typed);
     merge_json(&mut config, &Value::Object(kubelet.extra_config.clone()));
     // Our parallel-pull default is only valid with parallel pulls: the kubelet refuses
@@ -156,7 +160,7 @@ pub fn flags(kubelet: &KubeletSpec, facts: &Facts) -> Result<Vec<String>, ModelE
     if let Some(ecr) = &kubelet.ecr_credential_provider {
         let binary = ecr.binary.path_or(DEFAULT_ECR_PROVIDER);
         let dir = binary.parent().ok_or_else(|| {
-            ModelError::Render("kubelet.ecrCredentialProvider.binary.path is /".to_owned())
+            ModelError::Spec("kubelet.ecrCredentialProvider.binary.path is /".to_owned())
         })?;
         flags.push(format!(
             "--image-credential-provider-config={CREDENTIAL_PROVIDER_CONFIG}"
@@ -171,9 +175,7 @@ pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<
         return Ok(());
     };
     let Some(api) = &spec.cluster.api else {
-        return Err(ModelError::Render(
-            "the kubelet needs cluster.api".to_owned(),
-        ));
+        return Err(ModelError::Spec("the kubelet needs cluster.api".to_owned()));
     };
     let binary = kubelet.binary.path_or(DEFAULT_BIN);
     if let Some(asset) = &kubelet.binary.asset {
@@ -249,7 +251,7 @@ pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<
         inputs.push(fixed_path(CREDENTIAL_PROVIDER_CONFIG));
     }
 
-    let unit = UnitName::try_from(UNIT).map_err(ModelError::Render)?;
+    let unit = UnitName::try_from(UNIT)?;
     let unit_file = out.unit_file(COMPONENT, &unit, &unit_text(&binary))?;
     let drop_in = out.drop_in(
         COMPONENT,

@@ -41,9 +41,9 @@ pub(crate) fn plan(p: &mut Planner) -> Result<(), PlanError> {
         }
     }
     for (path, wanted) in by_path {
-        let path = AbsPath::try_from(path).map_err(|detail| PlanError::Path {
+        let path = AbsPath::try_from(path).map_err(|e| PlanError::Path {
             path: "a recorded block".to_owned(),
-            detail,
+            detail: e.to_string(),
         })?;
         plan_file(p, &path, &wanted)?;
     }
