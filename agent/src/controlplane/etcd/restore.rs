@@ -131,13 +131,19 @@ pub struct SystemdUnit(pub String);
 
 impl MemberService for SystemdUnit {
     async fn stop(&self) -> Result<(), String> {
-        crate::host::systemd::stop(&self.0)
+        use crate::host::systemd::{Systemctl, Systemd};
+        Systemctl
+            .stop(&self.0)
             .await
+            .map(drop)
             .map_err(|e| e.to_string())
     }
     async fn start(&self) -> Result<(), String> {
-        crate::host::systemd::start(&self.0, true)
+        use crate::host::systemd::{Systemctl, Systemd};
+        Systemctl
+            .start(&self.0, true)
             .await
+            .map(drop)
             .map_err(|e| e.to_string())
     }
 }
