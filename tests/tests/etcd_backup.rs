@@ -294,7 +294,10 @@ fn three_members_make_one_backup_per_interval_whoever_leads() {
     let mut names = Vec::new();
     let mut stopped = None;
     for slot in 0..3u32 {
-        etcd.put_keys(0, &format!("/registry/slot{slot}/"), 500, 64);
+        // Through a member that runs: the stopped one may be member 0 (any member can
+        // have been the leader).
+        let writer = (0..3).find(|&i| Some(i) != stopped).unwrap();
+        etcd.put_keys(writer, &format!("/registry/slot{slot}/"), 500, 64);
         let leader = etcd.leader();
         let now = base + INTERVAL * slot + Duration::from_secs(2);
         // Every member's timer fires; only the leader backs up.
