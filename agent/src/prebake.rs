@@ -228,7 +228,7 @@ fn baked_files(baked: &DesiredState, state: &State) -> Vec<BakedFile> {
                 path: (*path).to_owned(),
                 sha256: record.digest.clone(),
                 mode: record.mode,
-                source: record.source.clone(),
+                source: record.source.as_ref().map(ToString::to_string),
             })
         })
         .collect()

@@ -188,7 +188,7 @@ fn a_resume_the_server_ignores_starts_over_and_counts_every_byte() {
     assert_eq!(installed(&node), data);
     assert!(
         run.stderr
-            .contains(&format!("downloaded: 16.0 MiB; 16.0 MiB transferred in "))
+            .contains("downloaded: 16.0 MiB; 16.0 MiB transferred in ")
             && run
                 .stderr
                 .contains(&format!("{} thrown away to start over", mib(left))),

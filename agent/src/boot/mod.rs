@@ -22,7 +22,7 @@ pub use kept::KeptSource;
 pub use phase::Phases;
 pub use record::Converged;
 
-use crate::assets::{FetchSettings, Fetcher, bake};
+use crate::assets::{FetchSettings, Fetcher};
 use crate::cloud::{Metadata, NetworkSettings, aws};
 use crate::controlplane;
 use crate::engine::applied::AppliedSpec;
@@ -413,7 +413,7 @@ async fn plan(
         .chain(prepared.desired.asset_files.iter().map(|f| f.path.as_str()))
         .collect();
     let parallel = usize::from(prepared.spec.spec.downloads.parallel);
-    if let Some(check) = bake::verify_baked(host, state, &wanted, parallel.max(4)) {
+    if let Some(check) = engine::baked::verify_baked(host, state, &wanted, parallel.max(4)) {
         phases.end(
             "verify baked files",
             began,

@@ -10,6 +10,7 @@
 pub mod attach;
 pub mod claim;
 pub mod device;
+pub mod etcd;
 pub mod hosts;
 pub mod names;
 pub mod record;

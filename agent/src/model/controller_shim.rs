@@ -4,8 +4,9 @@
 
 use nodewright_shim::config::{
     AwsSettings, CONFIG_API_VERSION, CONFIG_KIND, CertificateSettings, KeyPairFiles, Limits,
-    NodeGroupSettings, NodeNaming, ShimConfig, StateSettings,
+    NodeGroupsSource, ShimConfig, StateSettings,
 };
+use nodewright_shim::groups::{NodeGroup, NodeNaming, Rebootstrap};
 use nodewright_shim::manifest::StaticPodSettings;
 use nodewright_shim::protocol::HEALTH_PATH;
 
@@ -152,6 +153,10 @@ fn shim_config(spec: &NodeSpec, shim: &ControllerShimSpec, facts: &Facts) -> Shi
         kind: CONFIG_KIND.to_owned(),
         cluster_name: cluster.clone(),
         listen: format!("0.0.0.0:{}", shim.port),
+        admin_listen: format!(
+            "127.0.0.1:{}",
+            nodewright_shim::protocol::DEFAULT_ADMIN_PORT
+        ),
         tls: KeyPairFiles {
             cert_file: pki::SHIM_SERVING_CERT.into(),
             key_file: pki::SHIM_SERVING_KEY.into(),
@@ -173,20 +178,33 @@ fn shim_config(spec: &NodeSpec, shim: &ControllerShimSpec, facts: &Facts) -> Shi
                 .clone()
                 .unwrap_or_else(|| format!("{cluster}/controller-shim/nodes/")),
         },
-        node_groups: shim
-            .node_groups
-            .iter()
-            .map(|g| NodeGroupSettings {
-                name: g.name.clone(),
-                node_spec: g.node_spec.clone(),
-                roles: g.roles.clone(),
-                node_name: match g.node_name {
-                    Some(ShimNodeName::InstanceId) => NodeNaming::InstanceId,
-                    _ => NodeNaming::PrivateDnsName,
-                },
-                allow_rebootstrap: g.allow_rebootstrap,
-            })
-            .collect(),
+        // Listed in the spec: fixed here. Left out: read from the store at run time.
+        node_groups: if shim.node_groups.is_empty() {
+            NodeGroupsSource::Store(format!(
+                "s3://{}/{cluster}/controller-shim/node-groups.yaml",
+                shim.state_bucket
+            ))
+        } else {
+            NodeGroupsSource::Inline(
+                shim.node_groups
+                    .iter()
+                    .map(|g| NodeGroup {
+                        name: g.name.clone(),
+                        node_specs: g.node_specs.clone(),
+                        roles: g.roles.clone(),
+                        node_name: match g.node_name {
+                            Some(ShimNodeName::InstanceId) => NodeNaming::InstanceId,
+                            _ => NodeNaming::PrivateDnsName,
+                        },
+                        rebootstrap: if g.allow_rebootstrap {
+                            Rebootstrap::Allowed
+                        } else {
+                            Rebootstrap::Never
+                        },
+                    })
+                    .collect(),
+            )
+        },
         node_group_tag: shim
             .node_group_tag
             .clone()

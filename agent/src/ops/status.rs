@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::controlplane::ControlPlaneRecord;
 use crate::engine::applied::{AppliedError, AppliedSpec};
+use crate::engine::keys::AppliedKey;
 use crate::engine::verify::{self, Check};
 use crate::engine::{RunResult, State, TimelineEntry};
 use crate::host::{Host, systemd};
@@ -208,12 +209,10 @@ fn wanted_services(host: &Host, state: &State) -> (Vec<DesiredService>, String) 
 fn recorded_services(state: &State) -> Vec<DesiredService> {
     let mut units: Vec<(String, bool, bool)> = Vec::new();
     for key in state.applied.keys() {
-        let (unit, started) = if let Some(unit) = key.strip_prefix("service:") {
-            (unit, true)
-        } else if let Some(unit) = key.strip_prefix("enable:") {
-            (unit, false)
-        } else {
-            continue;
+        let (unit, started) = match key {
+            AppliedKey::Service(unit) => (unit.as_str(), true),
+            AppliedKey::Enable(unit) => (unit.as_str(), false),
+            _ => continue,
         };
         match units.iter_mut().find(|(u, _, _)| u == unit) {
             Some(entry) => {
@@ -324,7 +323,9 @@ fn from_record(
                     .any(|verb| e.name == format!("apply: {verb} {unit}"))
         })
     });
-    let record = state.applied.get(&format!("service:{unit}"));
+    let record = state
+        .applied
+        .get(&AppliedKey::Service(service.unit.clone()));
     out.state = match record {
         Some(record) => format!("last start/restart {} at {}", record.outcome, record.at),
         None if service.running => "never started by nodewright".to_owned(),
@@ -612,7 +613,7 @@ mod tests {
 
         let mut state = State::default();
         state.applied.insert(
-            "service:kubelet.service".to_owned(),
+            AppliedKey::Service(crate::spec::UnitName::try_from("kubelet.service").unwrap()),
             AppliedRecord {
                 inputs: Default::default(),
                 at: "2026-01-01T00:00:00.000Z".to_owned(),

@@ -3,7 +3,10 @@
 //! A worker that has no kubelet client certificate yet (or one about to expire)
 //! generates its keys here, on the node, keeps them (0600) before asking, and sends only
 //! CSRs: a retry after a lost answer reuses the same keys, which the shim recognises.
-//! A worker that already holds good credentials (every re-boot) asks for the spec only.
+//! A worker that already holds good credentials (every re-boot) asks for the spec only,
+//! presenting its client certificate in the TLS handshake: once a node has bootstrapped,
+//! the shim answers only the holder of its certificate. Every request names the spec
+//! digest the boot config pins; the shim serves exactly that spec.
 //! `plan` always asks for the spec only and writes nothing. What the shim issues is
 //! written by the engine, like any desired file, once the spec is verified.
 //!
@@ -17,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aws_config::SdkConfig;
-use nodewright_shim::client::{ClientError, ClientSettings, ShimClient, StsSigner};
+use nodewright_shim::client::{ClientError, ClientSettings, ShimClient, StsSigner, kube_proxy_csr};
 use nodewright_shim::pki::{CertificateInfo, KeyAlgorithm, PrivateKey, Subject, verify_issued_by};
 use nodewright_shim::protocol::{BootstrapRequest, CredentialRequest, PROTOCOL_VERSION};
 
@@ -99,6 +102,9 @@ pub struct NewCredentials {
     /// pairs the kubelet's kubeconfig and config name, as on control-plane nodes.
     pub client_cert: String,
     pub serving_cert: String,
+    /// kube-proxy's client certificate (`CN=system:kube-proxy`), checked against the key
+    /// [`Fetch::kube_proxy_key`] gave, when one was given.
+    pub kube_proxy_cert: Option<String>,
 }
 
 impl NewCredentials {
@@ -176,6 +182,7 @@ pub async fn fetch_verified(
         proxies: context.network.reqwest_proxies()?,
         deadline: context.deadline,
         bootstrap: context.credentials,
+        kube_proxy_key: None,
     })
     .await?;
     let name = format!("the node spec from {}", boot.node_spec.describe());
@@ -222,6 +229,9 @@ pub struct Fetch<'a> {
     pub deadline: Duration,
     /// Whether to ask for credentials when the node holds no good ones.
     pub bootstrap: bool,
+    /// kube-proxy's own key (made on the node): when credentials are asked for, the shim
+    /// also signs a `system:kube-proxy` client certificate for it.
+    pub kube_proxy_key: Option<&'a PrivateKey>,
 }
 
 /// Asks the shim for the node spec, and for credentials when `bootstrap` and the node
@@ -236,9 +246,11 @@ pub async fn fetch(what: Fetch<'_>) -> Result<ShimAnswer, ShimSourceError> {
         proxies,
         deadline,
         bootstrap,
+        kube_proxy_key,
     } = what;
     let mut settings = ClientSettings::new(source.servers.clone(), source.ca.clone(), deadline);
     settings.proxies = proxies;
+    settings.identity_pem = current_identity(root);
     let client = ShimClient::new(settings)?;
     let signer = StsSigner::from_sdk_config(sdk)?;
     let keys = if bootstrap && !holds_good_credentials(root) {
@@ -258,9 +270,16 @@ pub async fn fetch(what: Fetch<'_>) -> Result<ShimAnswer, ShimSourceError> {
                 key.certificate_request(&subject, &[], &[])
                     .map_err(|e| ShimSourceError::Answer(format!("a CSR we could not build: {e}")))
             };
+            let kube_proxy_csr = match kube_proxy_key {
+                Some(key) => Some(kube_proxy_csr(key).map_err(|e| {
+                    ShimSourceError::Answer(format!("a CSR we could not build: {e}"))
+                })?),
+                None => None,
+            };
             Some(CredentialRequest {
                 client_csr: csr(client_key)?,
                 serving_csr: csr(serving_key)?,
+                kube_proxy_csr,
             })
         }
         None => None,
@@ -268,6 +287,8 @@ pub async fn fetch(what: Fetch<'_>) -> Result<ShimAnswer, ShimSourceError> {
     let request = BootstrapRequest {
         api_version: PROTOCOL_VERSION.to_owned(),
         node_group: boot.node_group.to_string(),
+        node_spec_sha256: boot.node_spec.sha256.as_str().to_owned(),
+        nonce: String::new(), // the client sets a fresh one for every attempt
         credentials,
     };
     let answer = client.bootstrap(&signer, &request).await?;
@@ -286,6 +307,18 @@ pub async fn fetch(what: Fetch<'_>) -> Result<ShimAnswer, ShimSourceError> {
                 &serving_key,
                 &answer.ca_bundle,
             )?,
+            kube_proxy_cert: match (kube_proxy_key, &issued.kube_proxy_certificate) {
+                (Some(key), Some(cert)) => {
+                    checked_pair("kube-proxy", cert, key, &answer.ca_bundle)?;
+                    Some(cert.clone())
+                }
+                (Some(_), None) => {
+                    return Err(ShimSourceError::Answer(
+                        "no kube-proxy certificate although we asked for one".to_owned(),
+                    ));
+                }
+                (None, _) => None,
+            },
             client_cert: issued.client_certificate.clone(),
             serving_cert: issued.serving_certificate.clone(),
             ca_bundle: answer.ca_bundle.clone(),
@@ -341,6 +374,16 @@ pub fn same_certificates(a: &str, b: &str) -> bool {
     };
     let (a, b) = (ders(a), ders(b));
     !a.is_empty() && a == b
+}
+
+/// The kubelet's client certificate and key, while the certificate is valid: what the
+/// node presents to prove it is the node the shim recorded.
+fn current_identity(root: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(under(root, CLIENT_PEM)).ok()?;
+    let info = CertificateInfo::from_pem(CLIENT_PEM, &text).ok()?;
+    let now = time::OffsetDateTime::now_utc();
+    (info.not_before <= now && now < info.not_after && text.contains("PRIVATE KEY-----"))
+        .then_some(text)
 }
 
 fn holds_good_credentials(root: &Path) -> bool {

@@ -134,6 +134,9 @@ impl Components<'_> {
                     }
                 }
                 check_extra_args(&here, &cluster.extra_args, problems);
+                if let Some(backup) = &cluster.backup {
+                    backup.check(&format!("{here}.backup"), problems);
+                }
             }
             match &self.volume_clusters {
                 None => problems.add(
@@ -228,12 +231,6 @@ impl Components<'_> {
                     "staticPod mode needs the controller-shim image".to_owned(),
                 );
             }
-            if shim.node_groups.is_empty() {
-                problems.add(
-                    &format!("{at}.nodeGroups"),
-                    "list at least one node group".to_owned(),
-                );
-            }
             for (i, group) in shim.node_groups.iter().enumerate() {
                 if group.roles.is_empty() {
                     problems.add(
@@ -241,11 +238,16 @@ impl Components<'_> {
                         "list the IAM roles of the group's instances".to_owned(),
                     );
                 }
-                if !(group.node_spec.starts_with("s3://") || group.node_spec.starts_with("file://"))
+                if !(group.node_specs.starts_with("s3://")
+                    || group.node_specs.starts_with("file://"))
+                    || !group.node_specs.ends_with('/')
                 {
                     problems.add(
-                        &format!("{at}.nodeGroups[{i}].nodeSpec"),
-                        format!("{:?} must be an s3:// or file:// URL", group.node_spec),
+                        &format!("{at}.nodeGroups[{i}].nodeSpecs"),
+                        format!(
+                            "{:?} must be an s3:// or file:// prefix ending in '/' (specs are kept at <prefix>nodespec/<sha256>.yaml)",
+                            group.node_specs
+                        ),
                     );
                 }
             }

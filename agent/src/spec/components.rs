@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::etcd_backup::EtcdBackupSpec;
 use super::types::{AbsPath, AssetName};
 use super::values::{ImageRef, Quantity};
 
@@ -39,6 +40,10 @@ pub struct EtcdSpec {
     pub asset: Option<AssetName>,
     #[serde(default = "default_etcd_binary")]
     pub binary: AbsPath,
+    /// The restore's `snapshot restore` tool from the same etcd release: `etcdctl`
+    /// (3.4, 3.5) or `etcdutl` (3.5 and later); default `/usr/local/bin/etcdctl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_tool: Option<AbsPath>,
     /// Per etcd cluster (the names of `etcdVolumes.clusters`). `main` and `events`
     /// default to kops's ports (clients 4001/4002, peers 2380/2381, metrics 8081/8082).
     #[serde(default = "default_etcd_clusters")]
@@ -64,6 +69,9 @@ pub struct EtcdClusterSpec {
     pub quota_backend_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra_args: ExtraArgs,
+    /// Periodic backups to the state store; none when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<EtcdBackupSpec>,
 }
 
 /// The ports of one etcd cluster, defaults applied.
@@ -195,6 +203,11 @@ pub struct ControllerShimSpec {
     /// The EC2 tag naming an instance's node group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_group_tag: Option<String>,
+    /// The node groups the shim serves. Left out (the usual way): the shim reads them
+    /// while it runs from `s3://<stateBucket>/<cluster>/controller-shim/node-groups.yaml`
+    /// (a `NodeGroups` document), so adding a group does not change this spec and roll
+    /// the control plane. Listed here, they are fixed with the control plane.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub node_groups: Vec<ShimNodeGroup>,
     /// Validity of the kubelet certificates it issues.
     #[serde(default = "default_shim_validity")]
@@ -209,8 +222,9 @@ pub struct ControllerShimSpec {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ShimNodeGroup {
     pub name: String,
-    /// `s3://bucket/key` or `file:///path` of the group's node spec.
-    pub node_spec: String,
+    /// `s3://bucket/path/` or `file:///path/`: the prefix the group's node specs are
+    /// kept under, each at `<prefix>nodespec/<sha256>.yaml`, never replaced in place.
+    pub node_specs: String,
     /// IAM role names whose instances may bootstrap into the group.
     pub roles: Vec<String>,
     /// `privateDnsName` (default) or `instanceId`.
@@ -233,6 +247,15 @@ fn yes() -> bool {
 fn default_etcd_image() -> ImageRef {
     ImageRef::try_from("registry.k8s.io/etcd:3.5.21-0").expect("a valid constant")
 }
+impl EtcdSpec {
+    /// The `snapshot restore` tool, default applied.
+    pub fn restore_tool(&self) -> AbsPath {
+        self.restore_tool.clone().unwrap_or_else(|| {
+            AbsPath::try_from("/usr/local/bin/etcdctl").expect("a valid constant")
+        })
+    }
+}
+
 fn default_etcd_binary() -> AbsPath {
     AbsPath::try_from("/usr/local/bin/etcd").expect("a valid constant")
 }

@@ -11,6 +11,7 @@ mod consistency;
 mod containerd;
 mod control_plane;
 mod entries;
+mod etcd_backup;
 mod host;
 mod kube_proxy;
 mod kubelet;
@@ -50,6 +51,7 @@ pub use entries::{
     DirectoryEntry, DropInEntry, FileEntry, SymlinkEntry, SysctlValue, SystemdSpec, UnitEntry,
     UnitState,
 };
+pub use etcd_backup::{BACKUP_INTERVALS_MINUTES, EtcdBackupSpec};
 pub use host::{HostSpec, TimeDaemon, TimeSync};
 pub use kube_proxy::{KubeProxySpec, ProxyMode};
 pub use kubelet::{
