@@ -274,7 +274,11 @@ fn worker_boots_converges_and_a_reboot_changes_nothing() {
     );
     // No client certificate yet: the kubelet asks the API server for one (TLS
     // bootstrapping); through controller-shim it would come with the spec.
-    assert!(!node.path("/var/lib/kubelet/pki/kubelet-client.key").exists());
+    assert!(
+        !node
+            .path("/var/lib/kubelet/pki/kubelet-client.key")
+            .exists()
+    );
     assert!(!node.path("/var/lib/kubelet/kubeconfig").exists());
 
     // `nodewright status` on the node: converged, with the timeline of the boot.
