@@ -183,8 +183,11 @@ pub fn identity_independent(one: &DesiredState, other: &DesiredState) -> Desired
     out.files = one
         .files
         .iter()
-        // A static pod manifest is written with its inputs' digest, at boot.
-        .filter(|f| other.files.contains(f) && one.static_pod(f.path.as_str()).is_none())
+        // A static pod manifest is written with its inputs' digest, at boot. A secret
+        // (a bootstrap token, a key) never goes into an image that others may launch.
+        .filter(|f| {
+            other.files.contains(f) && one.static_pod(f.path.as_str()).is_none() && !f.secret
+        })
         .cloned()
         .map(|mut f| {
             f.kind = FileKind::Plain;

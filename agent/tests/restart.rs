@@ -11,7 +11,8 @@ use nodewright::host::Host;
 use nodewright::model::{Facts, desired_state};
 use nodewright::spec::NodeSpec;
 
-const EXAMPLE: &str = "examples/worker/nodespec.yaml";
+/// A worker with kube-proxy (booted through controller-shim).
+const EXAMPLE: &str = "examples/controller-shim/worker-nodespec.yaml";
 
 fn spec_text() -> String {
     std::fs::read_to_string(common::workspace().join(EXAMPLE)).unwrap()

@@ -141,7 +141,10 @@ impl ShimWorld {
         write(dir.path(), "serving.key", &serving_key.to_pem());
         // The worker example, with this cluster's CA (the shim refuses a spec naming
         // another).
-        let spec = with_cluster_ca(&crate::example("worker/nodespec.yaml"), ca.cert_pem());
+        let spec = with_cluster_ca(
+            &crate::example("controller-shim/worker-nodespec.yaml"),
+            ca.cert_pem(),
+        );
         let mut world = Self {
             moto,
             front,

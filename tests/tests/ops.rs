@@ -801,7 +801,7 @@ fn support_bundle_contains_no_secret() {
         "worker",
         r#"
 files:
-  - path: /etc/kubernetes/bootstrap-token
+  - path: /etc/app/secret-token
     mode: "0600"
     secret: true
     content: "NWSECRET-secret-file-line\n"

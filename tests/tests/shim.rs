@@ -950,7 +950,7 @@ fn a_spec_naming_another_cluster_ca_is_refused_with_the_certificates() {
     let world = ShimWorld::start();
     let node = world.launch(Some(CLUSTER), Some(NODE_GROUP), NODE_ROLE);
     // The example's own CA, not the one the shim signs with, published under its digest.
-    let spec = nodewright_e2e::example("worker/nodespec.yaml");
+    let spec = nodewright_e2e::example("controller-shim/worker-nodespec.yaml");
     world.publish_spec(&spec);
     let (_imds, agent) = agent_for(&world, &node, &spec);
     let run = agent.run(&["boot", "--deadline", "30"]);

@@ -423,6 +423,8 @@ fn the_examples_parse() {
     assert!(boot.node_spec.controller_shim.is_some());
     assert_eq!(
         boot.node_spec.sha256.as_str(),
-        nodewright::spec::digest(&nodewright_e2e::example("worker/nodespec.yaml"))
+        nodewright::spec::digest(&nodewright_e2e::example(
+            "controller-shim/worker-nodespec.yaml"
+        ))
     );
 }

@@ -27,9 +27,10 @@ use crate::cloud::{Metadata, NetworkSettings, aws};
 use crate::controlplane;
 use crate::engine::applied::AppliedSpec;
 use crate::engine::{self, Plan, State};
-use crate::facts::{Facts, InstanceFacts};
+use crate::facts::Facts;
 use crate::host::Host;
 use crate::model::{self, CredentialFile, DesiredState};
+use crate::source::facts::FactsFrom;
 use crate::source::nodewright::StoreSource;
 use crate::source::{self, Chain, Context, Fetched, Source, SourceError, VerifiedSpec};
 use crate::spec::{Role, Sha256Hex};
@@ -52,8 +53,8 @@ pub enum SpecSource {
 pub struct Options {
     pub root: PathBuf,
     pub source: SpecSource,
-    /// The instance's facts when not from IMDS (a spec checked off EC2).
-    pub facts: Option<InstanceFacts>,
+    /// Where the instance's facts come from (IMDS, briefly, or given).
+    pub facts: FactsFrom,
     /// How long each remote source (IMDS, the state store) is retried.
     pub deadline: Duration,
     /// The command, as recorded in the state.
@@ -135,8 +136,14 @@ pub async fn prepare(
     let metadata = Metadata::new(options.deadline);
     let source = inputs(options, host, &metadata, phases).await?;
     let network = source.network();
-    let mut facts = facts(options, host, &metadata, source.as_ref(), phases).await?;
-    let fetched = spec(options, host, source.as_ref(), &facts, &network, phases).await?;
+    // A spec named on the command line in a local file is read and checked first: a
+    // bad spec is refused before anything asks the network, IMDS included.
+    let early = local_spec(options, &network, phases).await?;
+    let mut facts = facts(options, host, source.as_ref(), phases).await?;
+    let fetched = match early {
+        Some(fetched) => fetched,
+        None => spec(options, host, source.as_ref(), &facts, &network, phases).await?,
+    };
     // The PKI is read and checked before the control-plane phase writes anything.
     let pki = read_pki(options, &fetched.spec, &facts, &network, phases).await?;
     let control_plane_report = control_plane(
@@ -151,6 +158,13 @@ pub async fn prepare(
     .await?;
     let Fetched { spec, credentials } = fetched;
     let credentials = certificates(host, &spec, &facts, pki.as_ref(), credentials, phases).await?;
+    source::credentials::check_way_in(
+        &spec.url,
+        &spec.spec,
+        source.issues_credentials(),
+        &credentials,
+    )
+    .map_err(SourceError::from)?;
     let desired = phases
         .run("model", async {
             model::render(&spec.spec, &facts, credentials)
@@ -193,11 +207,36 @@ async fn inputs(
     })
 }
 
+/// `apply`/`plan --spec file://…`: the spec, read and verified before the facts (it
+/// needs none of them).
+async fn local_spec(
+    options: &Options,
+    network: &NetworkSettings,
+    phases: &mut Phases,
+) -> Result<Option<Fetched>, BootError> {
+    let SpecSource::Url { url, sha256 } = &options.source else {
+        return Ok(None);
+    };
+    if !url.starts_with("file://") {
+        return Ok(None);
+    }
+    let store = StoreSource::new(url.clone(), sha256.clone());
+    let spec = phases
+        .run("node spec", async {
+            // No region: a file needs none.
+            store.fetch_spec("", network, options.deadline).await
+        })
+        .await?;
+    Ok(Some(Fetched {
+        spec,
+        credentials: Vec::new(),
+    }))
+}
+
 /// Facts: the source's own (kept), as given, or from IMDS.
 async fn facts(
     options: &Options,
     host: &Host,
-    metadata: &Metadata,
     source: &dyn Source,
     phases: &mut Phases,
 ) -> Result<Facts, BootError> {
@@ -207,7 +246,7 @@ async fn facts(
     Ok(phases
         .run(
             "facts",
-            source::facts::gather(metadata, host.root(), options.facts.as_ref()),
+            source::facts::gather(&options.facts, options.deadline, host.root()),
         )
         .await?)
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use super::exit;
 use super::{DeadlineArg, fail};
 use crate::boot::{self, Options, SpecSource};
+use crate::source::facts::FactsFrom;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -22,7 +23,7 @@ pub async fn run(root: &Path, args: Args) -> u8 {
             file: args.user_data,
             chain: super::providers(),
         },
-        facts: None,
+        facts: FactsFrom::Imds,
         deadline: args.deadline.duration(),
         command: "boot".to_owned(),
         repair: false,

@@ -4,6 +4,8 @@
 mod apply;
 mod boot;
 mod cache;
+mod check;
+mod facts;
 mod plan;
 mod prebake;
 mod repair;
@@ -92,6 +94,9 @@ enum Command {
     Plan(plan::Args),
     /// Converge the node to a spec named on the command line.
     Apply(apply::Args),
+    /// Check a node spec on any machine: strict parse and every validation; no facts,
+    /// no IMDS, nothing written.
+    Check(check::Args),
     /// For image builds: download, verify and install what does not depend on the
     /// instance, and write the bake manifest.
     Prebake(prebake::Args),
@@ -164,6 +169,7 @@ pub fn main() -> ExitCode {
             Command::Boot(args) => boot::run(&cli.root, args).await,
             Command::Plan(args) => plan::run(&cli.root, args).await,
             Command::Apply(args) => apply::run(&cli.root, args).await,
+            Command::Check(args) => check::run(args).await,
             Command::Prebake(args) => prebake::run(&cli.root, args).await,
             Command::Cache(args) => cache::run(&cli.root, args).await,
             Command::Status(args) => status::run(&cli.root, args).await,

@@ -3,8 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use super::exit;
+use super::facts::FactsArgs;
 use super::{DeadlineArg, fail};
 use crate::boot::{self, Options, SpecSource};
+use crate::source::facts::FactsFrom;
 use crate::spec::Sha256Hex;
 
 #[derive(Debug, clap::Args)]
@@ -22,10 +24,19 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    facts: FactsArgs,
+    #[command(flatten)]
     deadline: DeadlineArg,
 }
 
 pub async fn run(root: &Path, args: Args) -> u8 {
+    // Run by hand (a spec or user data named), maybe off EC2: IMDS only briefly.
+    let by_hand = args.spec.is_some() || args.user_data.is_some();
+    let facts = match args.facts.resolve() {
+        Ok(FactsFrom::ImdsBriefly(_)) if !by_hand => FactsFrom::Imds,
+        Ok(facts) => facts,
+        Err(error) => return fail(&error),
+    };
     let source = match args.spec {
         Some(url) => SpecSource::Url {
             url,
@@ -39,7 +50,7 @@ pub async fn run(root: &Path, args: Args) -> u8 {
     let options = Options {
         root: root.to_owned(),
         source,
-        facts: None,
+        facts,
         deadline: args.deadline.duration(),
         command: "plan".to_owned(),
         repair: false,

@@ -15,6 +15,7 @@ use crate::engine::State;
 use crate::engine::verify::{self, Check};
 use crate::host::Host;
 use crate::runbook::Topic;
+use crate::source::facts::FactsFrom;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -30,7 +31,7 @@ pub async fn run(root: &Path, args: Args) -> u8 {
     let options = Options {
         root: root.to_owned(),
         source: SpecSource::Kept,
-        facts: None,
+        facts: FactsFrom::Imds,
         deadline: Duration::ZERO,
         command: "repair".to_owned(),
         credentials: false,

@@ -190,6 +190,15 @@ pub fn desired_certificates(
             ips,
         ));
     }
+    if spec.kube_proxy.as_ref().is_some_and(|p| p.enabled) {
+        out.push(cert(
+            super::kube_proxy::CLIENT_CERT,
+            super::kube_proxy::CLIENT_KEY,
+            Signer::Cluster,
+            Subject::new("system:kube-proxy", &[]),
+            Usage::Client,
+        ));
+    }
     for (component, client_cert, client_key, serving_cert, serving_key) in [
         (
             "kube-controller-manager",

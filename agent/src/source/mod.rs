@@ -59,6 +59,11 @@ pub trait Source: Send + Sync {
     fn facts(&self) -> Option<Facts> {
         None
     }
+    /// Whether this source issues the node's kubelet credentials with the spec
+    /// (controller-shim); otherwise the spec must say how the kubelet gets them.
+    fn issues_credentials(&self) -> bool {
+        false
+    }
     /// Fetches the spec, checks it (digest, strict parse, match with the user data)
     /// and gets the credentials that come with it.
     fn fetch<'a>(&'a self, context: &'a Context<'a>)
@@ -233,4 +238,6 @@ source_errors!(
     crate::retry::RetryError<StoreError>,
     shim::ShimSourceError,
     pki::PkiSourceError,
+    facts::FactsError,
+    credentials::NoWayIn,
 );

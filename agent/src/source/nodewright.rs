@@ -130,6 +130,10 @@ impl Source for ShimSource {
         network_of(Some(&self.boot))
     }
 
+    fn issues_credentials(&self) -> bool {
+        true
+    }
+
     fn fetch<'a>(
         &'a self,
         context: &'a Context<'a>,

@@ -48,6 +48,9 @@ impl NodeSpec {
             return;
         };
         kubelet.check(problems);
+        if let Some(bootstrap) = &kubelet.tls_bootstrap {
+            self.check_tls_bootstrap(bootstrap, problems);
+        }
         if self.containerd.is_none() {
             problems.add(
                 "kubelet",
@@ -116,4 +119,97 @@ fn check_pem_certificate(pem: &str) -> Result<(), String> {
         return Err("holds something other than one base64 certificate body".to_owned());
     }
     Ok(())
+}
+
+/// A kubeadm bootstrap token: `[a-z0-9]{6}.[a-z0-9]{16}`.
+fn is_bootstrap_token(text: &str) -> bool {
+    let ok = |part: &str, len: usize| {
+        part.len() == len
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    text.split_once('.')
+        .is_some_and(|(id, secret)| ok(id, 6) && ok(secret, 16))
+}
+
+impl NodeSpec {
+    /// `kubelet.tlsBootstrap`: the token file is one of the spec's secret files and
+    /// holds a bootstrap token; only workers join that way.
+    fn check_tls_bootstrap(
+        &self,
+        bootstrap: &super::kubelet::TlsBootstrap,
+        problems: &mut Problems,
+    ) {
+        const FIELD: &str = "kubelet.tlsBootstrap.tokenFile";
+        if self.role != Role::Worker {
+            problems.add(
+                "kubelet.tlsBootstrap",
+                "only workers join by TLS bootstrapping; a control-plane node issues its \
+                 kubelet's certificates from controlPlane.pki"
+                    .to_owned(),
+            );
+        }
+        if self.kube_proxy.as_ref().is_some_and(|k| k.enabled) {
+            problems.add(
+                "kubeProxy.enabled",
+                "a worker that joins by TLS bootstrapping holds no kube-proxy certificate: \
+                 run kube-proxy as the cluster's DaemonSet and set kubeProxy.enabled: false \
+                 (or boot the worker through controller-shim, which issues one)"
+                    .to_owned(),
+            );
+        }
+        let Some(file) = self.files.iter().find(|f| f.path == bootstrap.token_file) else {
+            problems.add(
+                FIELD,
+                format!(
+                    "{} is none of this spec's files: add it to files with secret: true",
+                    bootstrap.token_file
+                ),
+            );
+            return;
+        };
+        if !file.secret {
+            problems.add(
+                FIELD,
+                format!(
+                    "{} holds a bootstrap token: mark that file secret: true",
+                    bootstrap.token_file
+                ),
+            );
+        }
+        if !is_bootstrap_token(file.content.trim()) {
+            problems.add(
+                FIELD,
+                format!(
+                    "{} does not hold a bootstrap token (<6 of a-z0-9>.<16 of a-z0-9>, e.g. \
+                     from `kubeadm token create`)",
+                    bootstrap.token_file
+                ),
+            );
+        }
+    }
+
+    /// Why this spec, booted from the state store (not through controller-shim), leaves
+    /// the kubelet without credentials; `None` when it has a way in: the control
+    /// plane's PKI, TLS bootstrapping, or no kubelet at all. Credentials the node
+    /// already holds are the caller's to weigh.
+    pub fn kubelet_credentials_problem(&self) -> Option<String> {
+        let kubelet = self.kubelet.as_ref()?;
+        if kubelet.tls_bootstrap.is_some() {
+            return None;
+        }
+        let pki = self.role == Role::ControlPlane
+            && self.control_plane.as_ref().is_some_and(|c| c.pki.is_some());
+        if pki {
+            return None;
+        }
+        Some(format!(
+            "the kubelet has no way to get its client certificate: nothing issues \
+             {} on a {} booted from the state store. Set kubelet.tlsBootstrap (a bootstrap \
+             token in a secret file), boot the worker through controller-shim, or (control \
+             plane) set controlPlane.pki",
+            "/var/lib/kubelet/pki/kubelet-client.crt", self.role
+        ))
+    }
 }

@@ -485,8 +485,8 @@ mod tests {
                 "kubelet.config.shutdownGracePeriod",
             ),
             (
-                "kubeProxy:\n  mode: iptables",
-                "kubeProxy:\n  mode: iptables\n  extraConfig:\n    hostnameOverride: x",
+                "  enabled: false\n  mode: iptables",
+                "  enabled: false\n  mode: iptables\n  extraConfig:\n    hostnameOverride: x",
                 "kubeProxy.extraConfig.hostnameOverride: is set by nodewright",
             ),
             (
@@ -505,7 +505,29 @@ mod tests {
                 "package name \"--force-yes\"",
             ),
         ];
-        for (from, to, wanted) in cases {
+        let tls_bootstrap: &[(&str, &str, &str)] = &[
+            (
+                "    tokenFile: /etc/kubernetes/bootstrap-token",
+                "    tokenFile: /etc/kubernetes/other-token",
+                "kubelet.tlsBootstrap.tokenFile: /etc/kubernetes/other-token is none of this spec's files",
+            ),
+            (
+                "    secret: true\n    content: \"07401b",
+                "    content: \"07401b",
+                "holds a bootstrap token: mark that file secret: true",
+            ),
+            (
+                "07401b.f395accd246ae52d",
+                "07401b-f395accd246ae52d",
+                "does not hold a bootstrap token",
+            ),
+            (
+                "  enabled: false\n  mode: iptables",
+                "  enabled: true\n  mode: iptables",
+                "kubeProxy.enabled: a worker that joins by TLS bootstrapping holds no kube-proxy certificate",
+            ),
+        ];
+        for (from, to, wanted) in cases.iter().chain(tls_bootstrap) {
             let text = example().replace(from, to);
             assert_ne!(text, example(), "{from} is not in the example");
             let err = error_of(&text);
@@ -529,7 +551,8 @@ mod tests {
         // kube-proxy without a kubelet has nothing to run it.
         let start = example().find("kubelet:\n  binary").unwrap();
         let end = example().find("kubeProxy:").unwrap();
-        let text = format!("{}{}", &example()[..start], &example()[end..]);
+        let text = format!("{}{}", &example()[..start], &example()[end..])
+            .replace("  enabled: false\n", "");
         assert!(error_of(&text).contains("kube-proxy runs as a static pod of the kubelet"));
     }
 }

@@ -91,7 +91,10 @@ async fn load(watch: &WatchOptions, host: &Host) -> Result<RoundInputs, SourceEr
     let network = source.network();
     let facts = match source.facts() {
         Some(facts) => facts,
-        None => source::facts::gather(&metadata, host.root(), None).await?,
+        None => {
+            source::facts::gather(&source::facts::FactsFrom::Imds, watch.deadline, host.root())
+                .await?
+        }
     };
     let fetched = source
         .fetch(&Context {
