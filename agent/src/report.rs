@@ -1,7 +1,7 @@
 //! What a run tells whoever watches it: the phase it is in and what it is waiting for.
 //!
 //! Code in any layer reports here: the retry helper for every remote source, the flow
-//! for its phases and the run lock. The live run record ([`crate::progress`]) listens
+//! for its phases and the run lock. The live run record (the `progress` module, a layer above) listens
 //! while a run is tracked; with no listener (`plan`, unit tests) reports go nowhere.
 //! Reporting never fails and never blocks on I/O of the reporter's own.
 
