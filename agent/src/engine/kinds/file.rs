@@ -79,13 +79,18 @@ pub struct WriteFile {
     pub perms: Perms,
 }
 
+/// What writing `file` is called in the plan: a certificate made on the node is issued.
+pub(super) fn verb_of(file: &DesiredFile) -> &'static str {
+    if file.issued.is_some() {
+        "issue"
+    } else {
+        "write"
+    }
+}
+
 impl Change for WriteFile {
     fn verb(&self) -> &'static str {
-        if self.file.issued.is_some() {
-            "issue"
-        } else {
-            "write"
-        }
+        verb_of(&self.file)
     }
 
     fn target(&self) -> String {

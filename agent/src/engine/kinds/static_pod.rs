@@ -160,11 +160,7 @@ impl WriteStaticPod {
 
 impl Change for WriteStaticPod {
     fn verb(&self) -> &'static str {
-        if self.file.issued.is_some() {
-            "issue"
-        } else {
-            "write"
-        }
+        super::file::verb_of(&self.file)
     }
 
     fn target(&self) -> String {
