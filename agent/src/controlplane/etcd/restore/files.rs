@@ -15,6 +15,9 @@ use super::super::store::{BackupStore, StoreError};
 use super::{RestoreError, RestoreSettings};
 use crate::host::hash::Hasher;
 
+/// Streams the backup's data into `file` unpacked, checking the sha256 of the bytes in
+/// the store against `recorded` (first: a changed backup is refused as such, whatever
+/// else is wrong with it) and the digest etcd put in the snapshot; the sha256.
 pub(super) async fn download(
     store: &BackupStore,
     name: &BackupName,

@@ -347,10 +347,6 @@ pub fn restored_cluster_id(token: &str, members: &[(String, String)]) -> u64 {
     first8(&joined)
 }
 
-/// Streams the backup's data into `file` unpacked, checking the sha256 of the bytes in
-/// the store against `recorded` (first: a changed backup is refused as such, whatever
-/// else is wrong with it) and the digest etcd put in the snapshot; the sha256.
-
 #[cfg(test)]
 mod tests {
     use super::*;
