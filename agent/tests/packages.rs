@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use nodewright::host::packages::{Tools, install, missing};
 use nodewright::model::PackageManager;
-use nodewright::retry::RetryPolicy;
+use nodewright::retry::{RetryError, RetryPolicy};
 
 struct FakeApt {
     dir: tempfile::TempDir,
@@ -145,6 +145,8 @@ async fn a_lock_held_past_the_deadline_fails_with_the_holder() {
     )
     .await
     .unwrap_err();
+    assert!(matches!(err, RetryError::Deadline { .. }), "{err}");
+    let err = err.to_string();
     assert!(err.contains("gave up after"), "{err}");
     assert!(
         err.contains("unattended-upgr") || err.contains("lock-frontend"),
@@ -182,7 +184,13 @@ async fn an_unknown_package_fails_at_once_naming_it() {
     )
     .await
     .unwrap_err();
-    assert!(err.contains("Unable to locate package conntrakc"), "{err}");
+    // A spec error: permanent, not retried until the deadline.
+    assert!(matches!(err, RetryError::Permanent(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("Unable to locate package conntrakc"),
+        "{err}"
+    );
     // One install, one update, one install again: no retrying a spec error.
     assert_eq!(apt.log().len(), 3, "{:?}", apt.log());
 }

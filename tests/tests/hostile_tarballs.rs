@@ -192,6 +192,7 @@ fn a_well_formed_archive_with_links_inside_extracts() {
         manifest
             .resolve("bin/none")
             .unwrap_err()
+            .to_string()
             .contains("no member bin/none")
     );
 }

@@ -60,19 +60,37 @@ pub enum MemberRecord {
     },
 }
 
+/// Why a member of an extracted archive does not name one of its regular files.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MemberError {
+    #[error("member {member} links outside the archive")]
+    LinksOutside { member: String },
+    #[error("member {member} is a directory, not a file")]
+    Directory { member: String },
+    #[error("the archive has no member {member} (it has: {files})")]
+    Missing { member: String, files: String },
+    #[error("member {member}: too many links")]
+    TooManyLinks { member: String },
+}
+
 impl ExtractManifest {
     /// The regular file a member names, following symlinks inside the archive.
-    pub fn resolve<'a>(&'a self, member: &'a str) -> Result<(String, &'a str), String> {
+    pub fn resolve<'a>(&'a self, member: &'a str) -> Result<(String, &'a str), MemberError> {
         let mut name = member.to_owned();
         for _ in 0..16 {
             match self.members.get(&name) {
                 Some(MemberRecord::File { sha256, .. }) => return Ok((name, sha256)),
                 Some(MemberRecord::Symlink { target }) => {
-                    name = super::extract::resolve_link(&name, target)
-                        .ok_or_else(|| format!("member {member} links outside the archive"))?;
+                    name = super::extract::resolve_link(&name, target).ok_or_else(|| {
+                        MemberError::LinksOutside {
+                            member: member.to_owned(),
+                        }
+                    })?;
                 }
                 Some(MemberRecord::Directory) => {
-                    return Err(format!("member {member} is a directory, not a file"));
+                    return Err(MemberError::Directory {
+                        member: member.to_owned(),
+                    });
                 }
                 None => {
                     let files: Vec<&str> = self
@@ -82,19 +100,21 @@ impl ExtractManifest {
                         .map(|(n, _)| n.as_str())
                         .take(12)
                         .collect();
-                    return Err(format!(
-                        "the archive has no member {member} (it has: {}{})",
-                        files.join(", "),
-                        if self.members.len() > files.len() {
-                            ", …"
-                        } else {
-                            ""
-                        }
-                    ));
+                    let more = if self.members.len() > files.len() {
+                        ", …"
+                    } else {
+                        ""
+                    };
+                    return Err(MemberError::Missing {
+                        member: member.to_owned(),
+                        files: format!("{}{more}", files.join(", ")),
+                    });
                 }
             }
         }
-        Err(format!("member {member}: too many links"))
+        Err(MemberError::TooManyLinks {
+            member: member.to_owned(),
+        })
     }
 }
 

@@ -281,13 +281,10 @@ impl Fetcher {
                     asset: asset.name.clone(),
                     detail: "the archive is not extracted in the cache".to_owned(),
                 })?;
-                let (name, digest) =
-                    manifest
-                        .resolve(member)
-                        .map_err(|detail| FetchError::Asset {
-                            asset: asset.name.clone(),
-                            detail,
-                        })?;
+                let (name, digest) = manifest.resolve(member).map_err(|e| FetchError::Asset {
+                    asset: asset.name.clone(),
+                    detail: e.to_string(),
+                })?;
                 Ok((self.cache.tree(sha).join(name), digest.to_owned()))
             }
         }

@@ -23,7 +23,7 @@ pub struct EtcdTag {
 }
 
 /// Parses `a/a,b,c`.
-pub fn parse_etcd_tag(value: &str) -> Result<EtcdTag, String> {
+pub(in crate::controlplane) fn parse_etcd_tag(value: &str) -> Result<EtcdTag, String> {
     let (member, all) = value
         .split_once('/')
         .ok_or_else(|| format!("{value:?} is not <member>/<all members>"))?;

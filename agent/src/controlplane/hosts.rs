@@ -23,7 +23,7 @@ pub fn render_block(entries: &BTreeMap<String, BTreeSet<IpAddr>>) -> String {
 }
 
 /// `existing` with its block replaced by `block` (or `block` appended).
-pub fn splice(existing: &str, block: &str) -> Result<String, String> {
+pub(in crate::controlplane) fn splice(existing: &str, block: &str) -> Result<String, String> {
     let begin = existing.find(BEGIN);
     let end = existing.find(END);
     match (begin, end) {

@@ -27,7 +27,7 @@ pub struct Publish<'a> {
 
 /// Changes to make, given `existing` records of every managed name (this node's names
 /// and its etcd peers' names) and the instances that run (pending or running).
-pub fn changes(
+pub(in crate::controlplane) fn changes(
     publish: &Publish,
     managed: &[String],
     existing: &[RecordSet],

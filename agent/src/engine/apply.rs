@@ -46,10 +46,10 @@ impl Outcome {
     }
 
     /// How a piece of work that either happened or failed ended.
-    pub fn of(result: Result<(), String>) -> Self {
+    pub fn of<E: std::fmt::Display>(result: Result<(), E>) -> Self {
         match result {
             Ok(()) => Self::Done,
-            Err(error) => Self::Failed(error),
+            Err(error) => Self::Failed(error.to_string()),
         }
     }
 
@@ -282,7 +282,7 @@ fn log_outcome(action: &Action, outcome: &Outcome) {
 }
 
 /// Runs blocking file work off the async threads.
-pub(crate) async fn blocking(
+pub(in crate::engine) async fn blocking(
     work: impl FnOnce() -> std::io::Result<()> + Send + 'static,
 ) -> Result<(), String> {
     match tokio::task::spawn_blocking(work).await {

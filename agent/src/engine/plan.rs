@@ -87,6 +87,12 @@ impl Plan {
 pub enum PlanError {
     #[error("{path}: {detail}")]
     Path { path: String, detail: String },
+    #[error("{path}: {source}")]
+    Owner {
+        path: String,
+        #[source]
+        source: crate::host::users::UnknownPrincipal,
+    },
     #[error("reading {path}: {source}")]
     Io {
         path: PathBuf,
@@ -97,7 +103,7 @@ pub enum PlanError {
     #[error("asking systemd: {0}")]
     Systemd(#[from] systemd::SystemctlError),
     #[error("asking the package manager: {0}")]
-    Packages(String),
+    Packages(#[from] crate::host::packages::PackageQueryError),
 }
 
 /// Computes the plan. Reads only.

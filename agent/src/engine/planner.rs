@@ -92,9 +92,9 @@ impl<'a> Planner<'a> {
 
     /// The numeric owner and mode `ownership` names on this host.
     pub fn perms(&self, path: &AbsPath, ownership: &Ownership) -> Result<Perms, PlanError> {
-        let fail = |detail: String| PlanError::Path {
+        let fail = |source| PlanError::Owner {
             path: path.to_string(),
-            detail,
+            source,
         };
         Ok(Perms {
             mode: ownership.mode.bits(),

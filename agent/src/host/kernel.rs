@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::tool::{self, ToolError};
+
 /// The /proc/sys file of a dotted sysctl key.
 pub fn sysctl_path(root: &Path, key: &str) -> PathBuf {
     root.join("proc/sys").join(key.replace('.', "/"))
@@ -60,20 +62,8 @@ pub fn module_loaded(name: &str) -> bool {
     Path::new("/sys/module").join(sysfs).exists()
 }
 
-pub async fn load_module(name: &str) -> Result<(), String> {
-    let output = tokio::process::Command::new("modprobe")
-        .arg(name)
-        .output()
-        .await
-        .map_err(|e| format!("modprobe {name}: {e}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "modprobe {name}: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
+pub async fn load_module(name: &str) -> Result<(), ToolError> {
+    tool::run("modprobe", &[name]).await
 }
 
 #[cfg(test)]

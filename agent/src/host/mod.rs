@@ -12,6 +12,7 @@ pub mod packages;
 pub mod process;
 pub mod swap;
 pub mod systemd;
+pub mod tool;
 pub mod users;
 
 use std::path::{Path, PathBuf};
@@ -113,11 +114,11 @@ impl Host {
         self.root.join(path.relative())
     }
 
-    pub fn uid(&self, owner: &Principal) -> Result<u32, String> {
+    pub fn uid(&self, owner: &Principal) -> Result<u32, users::UnknownPrincipal> {
         users::resolve(&self.root.join("etc/passwd"), owner.as_str())
     }
 
-    pub fn gid(&self, group: &Principal) -> Result<u32, String> {
+    pub fn gid(&self, group: &Principal) -> Result<u32, users::UnknownPrincipal> {
         users::resolve(&self.root.join("etc/group"), group.as_str())
     }
 

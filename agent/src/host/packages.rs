@@ -13,7 +13,7 @@ use tokio::process::Command;
 
 use crate::error::{Classified, ErrorKind};
 use crate::facts::PackageManager;
-use crate::retry::{RetryPolicy, Verdict, retry};
+use crate::retry::{RetryError, RetryPolicy, Verdict, retry};
 
 /// How long an install may keep waiting and retrying.
 pub const DEADLINE: Duration = Duration::from_secs(600);
@@ -143,12 +143,21 @@ async fn run(program: &PathBuf, args: &[String], apt: bool) -> Result<String, Pa
 /// Reads one line of the query's output: the name of an installed package, if it is one.
 type InstalledLine = fn(&str) -> Option<&str>;
 
+/// The package database's query tool could not be run.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", program.display())]
+pub struct PackageQueryError {
+    pub program: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// Which of `names` are not installed. Reads only.
 pub async fn missing(
     tools: &Tools,
     manager: PackageManager,
     names: &[String],
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, PackageQueryError> {
     if names.is_empty() {
         return Ok(Vec::new());
     }
@@ -184,7 +193,10 @@ pub async fn missing(
         .stdin(std::process::Stdio::null())
         .output()
         .await
-        .map_err(|e| format!("{}: {e}", program.display()))?;
+        .map_err(|source| PackageQueryError {
+            program: program.clone(),
+            source,
+        })?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let installed: Vec<&str> = stdout
         .lines()
@@ -203,7 +215,7 @@ pub async fn install(
     manager: PackageManager,
     names: &[String],
     policy: RetryPolicy,
-) -> Result<(), String> {
+) -> Result<(), RetryError<PackageError>> {
     retry(
         "installing OS packages",
         policy,
@@ -216,7 +228,6 @@ pub async fn install(
         },
     )
     .await
-    .map_err(|e| e.to_string())
 }
 
 async fn apt_install(tools: &Tools, names: &[String]) -> Result<(), PackageError> {

@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use super::tool::{self, ToolError};
+
 /// The active swap areas, from `/proc/swaps` under the root.
 pub fn active(root: &Path) -> std::io::Result<Vec<String>> {
     let text = std::fs::read_to_string(root.join("proc/swaps"))?;
@@ -18,20 +20,8 @@ pub fn parse_proc_swaps(text: &str) -> Vec<String> {
 }
 
 /// Turns every active swap area off.
-pub async fn off() -> Result<(), String> {
-    let output = tokio::process::Command::new("swapoff")
-        .arg("-a")
-        .output()
-        .await
-        .map_err(|e| format!("swapoff -a: {e}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "swapoff -a: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
+pub async fn off() -> Result<(), ToolError> {
+    tool::run("swapoff", &["-a"]).await
 }
 
 #[cfg(test)]

@@ -11,39 +11,15 @@
 
 use serde_json::Value;
 
-/// Merges `overlay` into `base` (YAML/JSON rules above).
-pub fn merge_json(base: &mut Value, overlay: &Value) {
-    match (base, overlay) {
-        (Value::Object(base), Value::Object(overlay)) => {
-            for (key, value) in overlay {
-                if value.is_null() {
-                    base.remove(key);
-                } else if let Some(existing) = base.get_mut(key) {
-                    merge_json(existing, value);
-                } else {
-                    base.insert(key.clone(), strip_nulls(value));
-                }
-            }
-        }
-        (base, overlay) => *base = strip_nulls(overlay),
-    }
-}
-
-/// A new subtree has nothing to remove: its nulls are dropped.
-fn strip_nulls(value: &Value) -> Value {
-    match value {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k.clone(), strip_nulls(v)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}
+/// Merges `overlay` into `base` (YAML/JSON rules above): exactly RFC 7386 JSON Merge
+/// Patch, so the maintained implementation does it.
+pub use json_patch::merge as merge_json;
 
 /// Merges the TOML `overlay` into `base`; refuses a change of kind, naming the key.
-pub fn merge_toml(base: &mut toml::Table, overlay: &toml::Table) -> Result<(), String> {
+pub(in crate::model) fn merge_toml(
+    base: &mut toml::Table,
+    overlay: &toml::Table,
+) -> Result<(), String> {
     merge_toml_at(base, overlay, "")
 }
 

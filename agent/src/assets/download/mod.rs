@@ -37,7 +37,7 @@ pub enum Source {
 }
 
 impl Source {
-    pub fn of(url: &AssetUrl) -> Result<Self, String> {
+    pub(in crate::assets) fn of(url: &AssetUrl) -> Result<Self, String> {
         let parsed = reqwest::Url::parse(url.as_str()).map_err(|e| e.to_string())?;
         match parsed.scheme() {
             "http" | "https" => Ok(Self::Http(parsed)),

@@ -467,7 +467,7 @@ impl Upload {
 }
 
 /// `s3://bucket/prefix/` into the bucket and the prefix.
-pub fn parse_url(url: &str) -> Result<(String, String), String> {
+pub(in crate::controlplane) fn parse_url(url: &str) -> Result<(String, String), String> {
     let rest = url
         .strip_prefix("s3://")
         .ok_or_else(|| format!("{url:?} is not an s3:// URL"))?;

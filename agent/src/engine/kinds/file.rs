@@ -111,7 +111,11 @@ impl Change for WriteFile {
 }
 
 /// Writes a desired file's bytes atomically (temp file beside it, fsync, rename).
-pub(crate) async fn write(cx: &Context, file: &DesiredFile, perms: Perms) -> Result<(), String> {
+pub(in crate::engine) async fn write(
+    cx: &Context,
+    file: &DesiredFile,
+    perms: Perms,
+) -> Result<(), String> {
     let real = cx.host.path(&file.path);
     let bytes = file.content.clone();
     let Perms { mode, uid, gid } = perms;

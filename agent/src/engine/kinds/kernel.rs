@@ -133,7 +133,7 @@ impl Change for LoadModules {
         let mut errors = Vec::new();
         for module in &self.modules {
             if let Err(e) = kernel::load_module(module).await {
-                errors.push(e);
+                errors.push(e.to_string());
             }
         }
         Outcome::of(if errors.is_empty() {

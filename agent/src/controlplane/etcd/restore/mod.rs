@@ -91,9 +91,27 @@ pub enum Which {
     Named(BackupName),
 }
 
+/// A `--backup` value that names no backup.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{text:?} is neither `latest`, a backup name such as 2025-01-02T03:15:00Z-000042, nor its s3:// URL{}",
+    detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default()
+)]
+pub struct BadBackupName {
+    pub text: String,
+    pub detail: Option<String>,
+}
+
+/// A mistyped backup is the operator's input.
+impl crate::error::Classified for BadBackupName {
+    fn kind(&self) -> crate::error::ErrorKind {
+        crate::error::ErrorKind::InvalidInput
+    }
+}
+
 /// `latest`, a backup name, or its URL (`s3://bucket/prefix/<name>/` or the URL of its
 /// `etcd.backup.gz`). A URL names its own store; the rest use the configured one.
-pub fn parse_backup(text: &str) -> Result<(Option<String>, Which), String> {
+pub fn parse_backup(text: &str) -> Result<(Option<String>, Which), BadBackupName> {
     if text == "latest" {
         return Ok((None, Which::Latest));
     }
@@ -111,13 +129,17 @@ pub fn parse_backup(text: &str) -> Result<(Option<String>, Which), String> {
             && let Some(name) = BackupName::parse(name)
         {
             let store = format!("{store}/");
-            super::store::parse_url(&store)?;
+            super::store::parse_url(&store).map_err(|detail| BadBackupName {
+                text: text.to_owned(),
+                detail: Some(detail),
+            })?;
             return Ok((Some(store), Which::Named(name)));
         }
     }
-    Err(format!(
-        "{text:?} is neither `latest`, a backup name such as 2025-01-02T03:15:00Z-000042, nor its s3:// URL"
-    ))
+    Err(BadBackupName {
+        text: text.to_owned(),
+        detail: None,
+    })
 }
 
 /// Starts and stops the member's etcd (its systemd unit on a node).
@@ -379,8 +401,17 @@ mod tests {
             "s3://state/x/",
             "s3://state/2025-01-02T03:15:00Z-1/",
         ] {
-            assert!(parse_backup(bad).is_err(), "{bad}");
+            let err = parse_backup(bad).unwrap_err();
+            assert_eq!(err.text, bad);
+            assert!(err.to_string().contains("is neither `latest`"), "{err}");
         }
+        // A URL that has a backup name but no store in it says what is wrong with it.
+        let no_bucket = parse_backup("s3:///2025-01-02T03:15:00Z-000042/").unwrap_err();
+        assert!(no_bucket.detail.is_some(), "{no_bucket}");
+        assert_eq!(
+            crate::error::Classified::kind(&no_bucket),
+            crate::error::ErrorKind::InvalidInput
+        );
     }
 
     #[test]
