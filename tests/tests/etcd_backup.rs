@@ -35,6 +35,9 @@ use nodewright::controlplane::etcd::restore::{
 };
 use nodewright::controlplane::etcd::retention::Retention;
 use nodewright::controlplane::etcd::store::{BackupStore, MIN_PART};
+use nodewright::engine::applied::AppliedSpec;
+use nodewright::engine::{RunRecord, RunResult, State};
+use nodewright_e2e::agent::{Agent, json_of};
 use nodewright_e2e::etcd::{ETCDCTL, EtcdCluster, ProcessMember, installed};
 use nodewright_e2e::front::{AwsFront, Canned, Seen};
 use nodewright_e2e::moto::{Moto, sdk_config_for};
@@ -475,7 +478,10 @@ fn a_store_that_fails_half_way_leaves_nothing_and_the_next_round_succeeds() {
         let error = result.expect_err("the round fails");
         // Reported: the record `status` and the watch read says so, with the topic.
         assert_eq!(status.last_round.result, "failed");
-        assert_eq!(status.last_round.topic.as_deref(), Some(error.topic()));
+        assert_eq!(
+            status.last_round.topic.as_deref(),
+            Some(record::topic_id(&error))
+        );
         assert_eq!(
             BackupStatus::load(state.path(), "main").as_ref(),
             Some(&status)
@@ -494,7 +500,11 @@ fn a_store_that_fails_half_way_leaves_nothing_and_the_next_round_succeeds() {
     });
     let (error, status) = failure(0);
     assert_eq!(status.failures_in_a_row, 1);
-    assert_eq!(error.topic(), "state-store-unreachable", "{error}");
+    assert_eq!(
+        record::topic_id(&error),
+        "state-store-unreachable",
+        "{error}"
+    );
     let text = error.to_string();
     assert!(
         text.contains(STORE) && text.contains("ServiceUnavailable"),
@@ -533,7 +543,11 @@ fn a_store_that_fails_half_way_leaves_nothing_and_the_next_round_succeeds() {
     let closed = format!("http://127.0.0.1:{}", nodewright_e2e::moto::free_port());
     let (result, status) = recorded(&store_at(&closed), 3);
     let error = result.expect_err("no store");
-    assert_eq!(error.topic(), "state-store-unreachable", "{error}");
+    assert_eq!(
+        record::topic_id(&error),
+        "state-store-unreachable",
+        "{error}"
+    );
     assert_eq!(status.failures_in_a_row, 4);
     let problem = status.problem(base + INTERVAL * 3).expect("a problem");
     for part in [
@@ -839,4 +853,277 @@ fn a_majority_lost_restores_from_an_etcd_manager_backup_and_later_writes_are_gon
         );
         assert_eq!(etcd.get(i, "/registry/after-backup/0"), None);
     }
+}
+
+/// A control-plane node as the commands see it: a root whose kept spec (the last run's,
+/// with its facts) names member `a` of etcd cluster `main` at this world's etcd, its
+/// volume at `/mnt/etcd-main-a` (a link to the member's volume), the etcd client
+/// certificate where the PKI step writes it, etcdctl where the etcd asset installs it.
+fn node_for(world: &World, interval_minutes: u32) -> Agent {
+    let member = &world.etcd.members[0];
+    let mut agent = Agent::new("http://127.0.0.1:9", &world.front.url());
+    for (key, value) in [
+        ("AWS_ACCESS_KEY_ID", "AKIAHARNESS"),
+        ("AWS_SECRET_ACCESS_KEY", "harness-secret"),
+    ] {
+        agent.set_env(key, value);
+    }
+    let pki = agent.path("/etc/kubernetes/pki/etcd");
+    std::fs::create_dir_all(&pki).unwrap();
+    for (from, to) in [
+        ("ca.crt", "ca.crt"),
+        ("client.crt", "client.crt"),
+        ("client.key", "client.key"),
+    ] {
+        std::fs::copy(world.etcd.path(from), pki.join(to)).unwrap();
+    }
+    let bin = agent.path("/usr/local/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(ETCDCTL, bin.join("etcdctl")).unwrap();
+    std::fs::create_dir_all(agent.path("/mnt")).unwrap();
+    std::os::unix::fs::symlink(&member.volume, agent.path("/mnt/etcd-main-a")).unwrap();
+
+    let case =
+        nodewright_e2e::workspace().join("agent/tests/cases/control-plane-etcd-systemd.yaml");
+    let text = std::fs::read_to_string(case).unwrap();
+    let ports = "clientPort: 4001\n        peerPort: 2380";
+    assert!(
+        text.contains(ports) && text.contains(STORE),
+        "the case changed"
+    );
+    let text = text
+        .replace(
+            ports,
+            &format!(
+                "clientPort: {}\n        peerPort: {}",
+                member.client_port, member.peer_port
+            ),
+        )
+        .replace(
+            &format!("store: {STORE}"),
+            &format!("store: {STORE}\n          intervalMinutes: {interval_minutes}"),
+        );
+    let mut facts = nodewright::model::Facts::example();
+    facts.control_plane.etcd_members.insert(
+        "main".to_owned(),
+        nodewright::model::EtcdMember {
+            member: "a".to_owned(),
+            members: vec!["a".to_owned()],
+            peer_names: [("a".to_owned(), "127.0.0.1".to_owned())].into(),
+            volume_id: "vol-0aaaa1111bbbb2222".to_owned(),
+            device: "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol0aaaa1111bbbb2222"
+                .to_owned(),
+            mount_path: "/mnt/etcd-main-a".try_into().unwrap(),
+            filesystem: "ext4".to_owned(),
+            planned: false,
+        },
+    );
+    let state_dir = agent.path("/var/lib/nodewright");
+    AppliedSpec {
+        spec_url: "s3://nodewright-state/prod.example.com/nodes/control-plane.yaml".to_owned(),
+        spec_sha256: nodewright::spec::digest(text.as_bytes()),
+        saved_at: nodewright::clock::now(),
+        agent_version: nodewright::VERSION.to_owned(),
+        facts,
+        spec: text,
+    }
+    .save_if_changed(&state_dir)
+    .unwrap();
+    // A converged boot on record, as `status` expects of a node nodewright set up.
+    let now = nodewright::clock::now();
+    State {
+        last_run: Some(RunRecord {
+            command: "boot".to_owned(),
+            started_at: now.clone(),
+            finished_at: now,
+            result: RunResult::Converged,
+            error: None,
+            spec_url: None,
+            spec_sha256: None,
+            agent_version: nodewright::VERSION.to_owned(),
+            changes: 0,
+            timeline: Vec::new(),
+        }),
+        ..State::default()
+    }
+    .save(&state_dir)
+    .unwrap();
+    agent
+}
+
+/// `status --json`'s problems.
+fn problems(agent: &Agent) -> Vec<String> {
+    let run = agent.run(&["status", "--json"]);
+    run.expect_code(0);
+    json_of(&run)["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_commands_back_up_and_restore_a_node_from_its_kept_spec() {
+    let Some(world) = World::start(1) else {
+        return;
+    };
+    let etcd = &world.etcd;
+    etcd.put_keys(0, "/registry/deployments/", 300, 100);
+    let mut node = node_for(&world, 15);
+    let backup = ["etcd", "backup", "--cluster", "main"];
+
+    // A failed round exits non-zero with its runbook topic, is recorded, and leaves
+    // nothing in the store. The store refusing the upload: exit 5, the backup's topic.
+    world.front.hook(|seen| {
+        (seen.method.as_str() == "POST" && seen.query.contains("uploads"))
+            .then(|| Canned::s3_error(403, "AccessDenied", "harness: no PutObject"))
+    });
+    let run = node.run(&backup);
+    run.expect_code(5);
+    assert!(
+        run.stderr.contains("AccessDenied")
+            && run.stderr.contains("nodewright runbook etcd-backup-failed"),
+        "{}",
+        run.stderr
+    );
+    // The store unreachable: exit 4, the store's topic; a problem in `status`.
+    world.front.clear();
+    let closed = format!("http://127.0.0.1:{}", nodewright_e2e::moto::free_port());
+    node.set_env("AWS_ENDPOINT_URL", &closed);
+    let run = node.run(&backup);
+    node.set_env("AWS_ENDPOINT_URL", &world.front.url());
+    run.expect_code(4);
+    assert!(
+        run.stderr
+            .contains("nodewright runbook state-store-unreachable"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(world.objects(), Vec::<String>::new());
+    let found = problems(&node);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("etcd cluster main has no backup")
+                && p.contains("2 round(s) failed")
+                && p.contains("state-store-unreachable")),
+        "{found:?}"
+    );
+
+    // The timer's command, as every member runs it: this one leads, so it backs up.
+    let run = node.run(&["etcd", "backup", "--cluster", "main", "--json"]);
+    run.expect_code(0);
+    let out = json_of(&run);
+    assert_eq!(out["result"], "taken", "{}", run.stdout);
+    let last = &out["status"]["lastBackup"];
+    let name = last["name"].as_str().unwrap().to_owned();
+    let record = world.record(&name);
+    let data = world.get(&format!("{name}/etcd.backup.gz"));
+    assert_eq!(record.sha256, sha256(&data));
+    assert_eq!(last["size"].as_u64(), Some(data.len() as u64));
+    assert_eq!(last["revision"].as_i64(), Some(record.revision));
+    assert_eq!(record.taken_by, "a");
+    assert_eq!(snapshot_status(&gunzip(&data)).0, record.revision);
+    // Recorded where `status` and the watch's metrics read it; no problem now.
+    let status = BackupStatus::load(&node.path("/var/lib/nodewright"), "main").unwrap();
+    assert_eq!(status.failures_in_a_row, 0);
+    assert_eq!(status.last_backup.as_ref().unwrap().name, name);
+    let found = problems(&node);
+    assert!(
+        !found.iter().any(|p| p.contains("etcd cluster main")),
+        "{found:?}"
+    );
+    let text = node.run(&["status"]);
+    assert!(
+        text.stdout
+            .contains(&format!("etcd backup:  main every 15 min to {STORE}")),
+        "{}",
+        text.stdout
+    );
+
+    // The timer stopped: the newest backup grows older than two intervals.
+    let mut stale = status.clone();
+    let last = stale.last_backup.as_mut().unwrap();
+    last.unix -= 31 * 60;
+    stale.save(&node.path("/var/lib/nodewright")).unwrap();
+    let found = problems(&node);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("etcd cluster main: the last backup")
+                && p.contains("more than twice the 15-minute interval")),
+        "{found:?}"
+    );
+
+    // Written after the backup: a restore loses them.
+    etcd.put_keys(0, "/registry/after-backup/", 5, 10);
+    let before = volume_state(&world, 0);
+    let restore = ["etcd", "restore", "--cluster", "main", "--backup", "latest"];
+    // Quorum and data: refused without --force, nothing touched.
+    let run = node.run(&restore);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("has quorum")
+            && run.stderr.contains("--force")
+            && run.stderr.contains("nodewright runbook etcd-restore"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(volume_state(&world, 0), before);
+    // With --force, but etcd cannot be stopped from this root (no systemd) and still
+    // answers: refused before the data directory is touched.
+    let mut forced = restore.to_vec();
+    forced.push("--force");
+    let run = node.run(&forced);
+    run.expect_code(5);
+    assert!(run.stderr.contains("still answers"), "{}", run.stderr);
+    assert!(etcd.is_running(0));
+    assert!(
+        !volume_state(&world, 0)
+            .iter()
+            .any(|p| p.starts_with("data.before-restore"))
+    );
+
+    // Quorum lost (the member is down, as after losing the node): the restore runs.
+    etcd.stop_member(0);
+    let run = node.run(&[
+        "etcd",
+        "restore",
+        "--cluster",
+        "main",
+        "--backup",
+        "latest",
+        "--json",
+    ]);
+    run.expect_code(0);
+    let out = json_of(&run);
+    assert_eq!(out["sha256"], record.sha256.as_str());
+    assert_eq!(out["quorum"], "no member has quorum");
+    let aside = std::path::PathBuf::from(out["movedAside"].as_str().unwrap());
+    assert!(
+        aside.join("member").is_dir(),
+        "the old data kept: {}",
+        aside.display()
+    );
+    assert!(
+        out["notes"]
+            .to_string()
+            .contains("etcd-main.service was not started here"),
+        "{}",
+        run.stdout
+    );
+    // The test plays systemd: start the member on the restored data.
+    etcd.start_member(0);
+    etcd.wait_healthy();
+    assert_eq!(
+        etcd.get(0, "/registry/deployments/299").map(|v| v.len()),
+        Some(100)
+    );
+    assert_eq!(etcd.get(0, "/registry/after-backup/0"), None);
+    let count = block_on(etcd.client(0).count_keys()).unwrap();
+    assert_eq!(
+        format!("{:x}", count.cluster_id),
+        out["clusterId"].as_str().unwrap()
+    );
 }

@@ -122,6 +122,24 @@ fn three_masters_publish_and_a_terminated_ones_records_go_on_the_next_watch_roun
             .unwrap()
     });
     assert_eq!(healthz.status(), 200);
+    // Its metrics beside it (the etcd backups' figures appear when the spec backs up:
+    // this one does not; tests/tests/etcd_backup.rs and watch::metrics cover them).
+    let metrics = block_on(async {
+        let answer = reqwest::Client::new()
+            .get(format!("http://{health}/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        answer.text().await.unwrap()
+    });
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("nodewright_watch_rounds_total ")),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("etcd_cluster="), "{metrics}");
 
     // Terminate master 2; the next round (SIGHUP) removes its records.
     let gone = cp.nodes[1].instance_id.clone();

@@ -5,6 +5,7 @@ mod apply;
 mod boot;
 mod cache;
 mod check;
+mod etcd;
 mod facts;
 mod plan;
 mod prebake;
@@ -63,7 +64,7 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  success: the node is converged (or, for plan, the plan was printed)
   1  internal error
-  2  usage error
+  2  usage error; a restore refused while etcd has quorum (without --force)
   3  invalid input: user data, boot config or node spec refused (parse, validation, digest)
   4  a source (IMDS, the state store, controller-shim) did not answer before the deadline
   5  a change failed; the node is not converged
@@ -116,6 +117,8 @@ enum Command {
     Runbook(runbook::Args),
     /// Control-plane nodes: keep the etcd volumes mounted and the names current.
     Watch(watch::Args),
+    /// Control-plane nodes: back etcd up to the state store, restore it from a backup.
+    Etcd(etcd::Args),
     /// Print the JSON Schema of the node spec (or of the boot config).
     Schema(schema::Args),
     /// Print the version.
@@ -179,6 +182,7 @@ pub fn main() -> ExitCode {
             Command::SupportBundle(args) => support_bundle::run(&cli.root, args).await,
             Command::Runbook(args) => runbook::run(args),
             Command::Watch(args) => watch::run(&cli.root, args).await,
+            Command::Etcd(args) => etcd::run(&cli.root, args).await,
             Command::Schema(args) => schema::run(args),
             Command::Version => {
                 println!("nodewright {}", crate::VERSION);

@@ -1,11 +1,13 @@
-//! The watch's health endpoint: plain HTTP on loopback, `GET /healthz`.
+//! The watch's health endpoint: plain HTTP on loopback, `GET /healthz` and
+//! `GET /metrics` (see `metrics`).
 //!
-//! 200 while the last round succeeded and is recent (within three intervals), 503
-//! otherwise; the body is the last round's record as JSON. A few lines over tokio
+//! `/healthz`: 200 while the last round succeeded and is recent (within three
+//! intervals), 503 otherwise; the body is the last round's record as JSON. A few lines over tokio
 //! rather than an HTTP server crate: one path, one method, no keep-alive.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,6 +19,9 @@ use crate::controlplane::ControlPlaneRecord;
 pub struct Health {
     pub last: Option<(Instant, ControlPlaneRecord)>,
     pub rounds: u64,
+    /// The etcd clusters the spec backs up, whose backup records `/metrics` reads.
+    pub backups: Vec<String>,
+    pub state_dir: std::path::PathBuf,
 }
 
 pub type Shared = Arc<Mutex<Health>>;
@@ -74,10 +79,20 @@ pub async fn serve(listener: TcpListener, health: Shared, interval: Duration) {
                     },
                     body,
                 )
+            } else if line.starts_with("GET /metrics ") || line == "GET /metrics" {
+                let body =
+                    super::metrics::render(&health.lock().expect("health lock"), SystemTime::now());
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.shutdown().await;
+                return;
             } else {
                 (
                     "404 Not Found",
-                    "{\"error\":\"only GET /healthz is served\"}".to_owned(),
+                    "{\"error\":\"only GET /healthz and GET /metrics are served\"}".to_owned(),
                 )
             };
             let response = format!(

@@ -7,6 +7,7 @@
 //! volume, and only while the process's runtime is alive.
 
 pub mod health;
+pub mod metrics;
 pub mod notify;
 
 use std::sync::{Arc, Mutex};
@@ -165,13 +166,32 @@ async fn round(deadline: Duration, host: Host, inputs: RoundInputs) -> ControlPl
     record
 }
 
+/// The etcd clusters the spec backs up (their records are the metrics').
+fn backed_up(control_plane: &ControlPlaneSpec) -> Vec<String> {
+    control_plane
+        .etcd
+        .as_ref()
+        .map(|etcd| {
+            etcd.clusters
+                .iter()
+                .filter(|(_, c)| c.backup.is_some())
+                .map(|(name, _)| name.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub async fn run(watch: WatchOptions) -> Result<(), WatchError> {
     let host = Host::new(&watch.root);
     let mut inputs = load(&watch, &host).await?;
     let interval = watch.interval.unwrap_or(Duration::from_secs(u64::from(
         inputs.control_plane.watch.interval_seconds,
     )));
-    let shared: health::Shared = Arc::new(Mutex::new(health::Health::default()));
+    let shared: health::Shared = Arc::new(Mutex::new(health::Health {
+        backups: backed_up(&inputs.control_plane),
+        state_dir: host.state_dir(),
+        ..Default::default()
+    }));
     if let Some(address) = &watch.health {
         let listener = health::bind(address)
             .await
@@ -251,7 +271,10 @@ pub async fn run(watch: WatchOptions) -> Result<(), WatchError> {
         if reload {
             reload = false;
             match load(&watch, &host).await {
-                Ok(fresh) => inputs = fresh,
+                Ok(fresh) => {
+                    shared.lock().expect("health lock").backups = backed_up(&fresh.control_plane);
+                    inputs = fresh;
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "re-reading the inputs failed; keeping the last ones")
                 }

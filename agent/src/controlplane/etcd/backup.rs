@@ -24,8 +24,10 @@ use super::layout::{
 };
 use super::retention::{KEEP_ALL, Retention};
 use super::snapshot::{GatewayChunks, SnapshotCheck, SnapshotError};
-use super::store::{BackupStore, MIN_PART, StoreError, Upload};
+use super::store::{BackupStore, MIN_PART, StoreError, StoreErrorKind, Upload};
+use crate::error::{Classified, ErrorKind};
 use crate::host::hash::Hasher;
+use crate::runbook::Topic;
 
 /// gzip's default level, as etcd-manager's Go gzip writer uses: etcd databases are
 /// mostly empty pages, which every level squeezes; higher levels cost CPU for little.
@@ -49,14 +51,22 @@ pub enum BackupError {
     Compress(String),
 }
 
-impl BackupError {
-    /// The runbook topic for this failure.
-    pub fn topic(&self) -> &'static str {
+/// Exit codes from the causes (the store or etcd unreachable: 4, else 5); the runbook
+/// topic is the store's when it was unreachable, else the backup's own section.
+impl Classified for BackupError {
+    fn kind(&self) -> ErrorKind {
         match self {
-            Self::Store(e) if e.kind == super::store::StoreErrorKind::Unreachable => {
-                "state-store-unreachable"
+            Self::Etcd(e) => e.kind(),
+            Self::Store(e) if e.kind == StoreErrorKind::Unreachable => ErrorKind::Unreachable,
+            Self::Store(_) | Self::Snapshot { .. } | Self::Compress(_) => ErrorKind::ChangeFailed,
+        }
+    }
+    fn topic(&self) -> Option<Topic> {
+        match self {
+            Self::Store(e) if e.kind == StoreErrorKind::Unreachable => {
+                Some(Topic::StateStoreUnreachable)
             }
-            _ => "etcd-backup-failed",
+            _ => Some(Topic::EtcdBackupFailed),
         }
     }
 }

@@ -8,6 +8,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::error::{Classified, ErrorKind};
+
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -30,6 +32,19 @@ pub enum EtcdError {
         call: &'static str,
         detail: String,
     },
+}
+
+/// etcd not answering is "unreachable" (no quorum, a member down); its client
+/// material missing or an answer refused is a failed step.
+impl Classified for EtcdError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Unreachable { .. } => ErrorKind::Unreachable,
+            Self::Tls { .. } | Self::Refused { .. } | Self::Protocol { .. } => {
+                ErrorKind::ChangeFailed
+            }
+        }
+    }
 }
 
 /// The CA that signs etcd's servers, and the client certificate and key this node

@@ -8,14 +8,18 @@
 //! - `retention`: which backups to keep (etcd-manager's hourly and daily rule);
 //! - `backup`: one round (leader only, one per interval slot);
 //! - `restore`: one member rebuilt from a backup;
-//! - `record`: what a node remembers of its rounds, for `status` and the metrics.
+//! - `record`: what a node remembers of its rounds, for `status` and the metrics;
+//! - `node`: one etcd cluster as this node's kept spec and facts describe it;
+//! - `command`: `nodewright etcd backup` and `restore` over the above.
 //!
 //! It sits at the control-plane layer: it uses the host, cloud and spec layers below
 //! and is driven by the commands and the timer above.
 
 pub mod backup;
 pub mod client;
+pub mod command;
 pub mod layout;
+pub mod node;
 pub mod record;
 pub mod restore;
 pub mod retention;

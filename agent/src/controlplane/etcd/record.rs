@@ -12,6 +12,8 @@ use super::backup::{self, BackupError, BackupSettings, Outcome, Round, Trigger};
 use super::client::EtcdClient;
 use super::layout::{BackupName, BackupRecord, RECORD_FILE, utc_seconds};
 use super::store::{BackupStore, StoreError};
+use crate::error::Classified;
+use crate::runbook::Topic;
 
 pub fn file_name(etcd_cluster: &str) -> String {
     format!("etcd-backup-{etcd_cluster}.json")
@@ -199,16 +201,16 @@ pub async fn run_and_record(
             tracing::error!(
                 etcd_cluster = %settings.etcd_cluster,
                 store = %store.url(),
-                topic = e.topic(),
+                topic = topic_id(e),
                 "etcd backup failed: {e}; the next interval retries (nodewright runbook {})",
-                e.topic()
+                topic_id(e)
             );
             (
                 RoundRecord {
                     at,
                     result: "failed".to_owned(),
                     error: Some(e.to_string()),
-                    topic: Some(e.topic().to_owned()),
+                    topic: Some(topic_id(e).to_owned()),
                 },
                 previous.as_ref().map_or(0, |p| p.failures_in_a_row) + 1,
             )
@@ -226,6 +228,11 @@ pub async fn run_and_record(
         tracing::warn!(error = %e, dir = %state_dir.display(), "could not record the backup round");
     }
     (result, status)
+}
+
+/// The runbook section of a failed round, as `nodewright runbook` takes it.
+pub fn topic_id(error: &BackupError) -> &'static str {
+    error.topic().unwrap_or(Topic::EtcdBackupFailed).id()
 }
 
 /// The newest complete backup in the store (looked for in the last two days first,

@@ -14,6 +14,8 @@ use bytes::Bytes;
 
 use super::layout::{BackupName, DATA_FILE, META_FILE};
 use crate::error::chain as error_chain;
+use crate::error::{Classified, ErrorKind};
+use crate::runbook::Topic;
 
 /// S3 refuses parts smaller than this, but for the last.
 pub const MIN_PART: usize = 5 << 20;
@@ -38,6 +40,27 @@ pub enum StoreErrorKind {
     NotFound,
     /// An object that is not what it should be.
     Invalid,
+}
+
+/// The store not answering is "unreachable" (the next round or a later try may work);
+/// a refusal (access denied, no such bucket), a missing or foreign object is input that
+/// will not change by waiting.
+impl Classified for StoreError {
+    fn kind(&self) -> ErrorKind {
+        match self.kind {
+            StoreErrorKind::Unreachable => ErrorKind::Unreachable,
+            StoreErrorKind::Refused | StoreErrorKind::NotFound | StoreErrorKind::Invalid => {
+                ErrorKind::InvalidInput
+            }
+        }
+    }
+    fn topic(&self) -> Option<Topic> {
+        Some(match self.kind {
+            StoreErrorKind::Unreachable => Topic::StateStoreUnreachable,
+            StoreErrorKind::Refused => Topic::S3AccessDenied,
+            StoreErrorKind::NotFound | StoreErrorKind::Invalid => Topic::EtcdBackupFailed,
+        })
+    }
 }
 
 /// One etcd cluster's backups: `s3://bucket/prefix/`.

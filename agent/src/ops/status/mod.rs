@@ -2,12 +2,14 @@
 //! its phases, each service's state (live from systemd on a live host, as recorded
 //! otherwise), drift found by a quick check, and a list of problems. Reads only.
 
+mod backups;
 mod render;
 mod services;
 
 use serde::Serialize;
 
 use crate::controlplane::ControlPlaneRecord;
+use crate::controlplane::etcd::record::BackupStatus;
 use crate::engine::verify::{self, Check};
 use crate::engine::{RunResult, State, TimelineEntry};
 use crate::host::Host;
@@ -38,6 +40,9 @@ pub struct NodeStatus {
     /// Control-plane nodes: the etcd volumes claimed and what the last round waits for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub control_plane: Option<ControlPlaneRecord>,
+    /// Control-plane nodes: the etcd backups of the etcd clusters the spec backs up.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub etcd_backups: Vec<BackupStatus>,
     /// Everything above that needs attention, one line each.
     pub problems: Vec<String>,
 }
@@ -176,6 +181,8 @@ pub async fn gather(host: &Host, state: &State) -> NodeStatus {
             problems.push(format!("control plane: {error}"));
         }
     }
+    let (etcd_backups, backup_problems) = backups::etcd_backups(host, std::time::SystemTime::now());
+    problems.extend(backup_problems);
 
     NodeStatus {
         root: host.root().display().to_string(),
@@ -188,6 +195,7 @@ pub async fn gather(host: &Host, state: &State) -> NodeStatus {
         drift,
         kept_spec,
         control_plane,
+        etcd_backups,
         problems,
     }
 }

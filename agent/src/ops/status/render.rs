@@ -151,6 +151,25 @@ pub fn render_text(status: &NodeStatus) -> String {
             line(format!("  - {report}"));
         }
     }
+    for backup in &status.etcd_backups {
+        let last = match &backup.last_backup {
+            Some(last) => format!(
+                "last backup {} ({} bytes, revision {})",
+                last.time,
+                last.size.map_or("?".to_owned(), |s| s.to_string()),
+                last.revision.map_or("?".to_owned(), |r| r.to_string()),
+            ),
+            None => "no backup yet".to_owned(),
+        };
+        line(format!(
+            "etcd backup:  {} every {} min to {}: {last}; last round {} at {}",
+            backup.etcd_cluster,
+            backup.interval_seconds / 60,
+            backup.store,
+            backup.last_round.result,
+            backup.last_round.at
+        ));
+    }
     if status.problems.is_empty() {
         line("Problems:     none".to_owned());
     } else {

@@ -20,6 +20,8 @@ use super::client::EtcdClient;
 use super::layout::{BackupName, BackupRecord, META_FILE, RECORD_FILE};
 use super::snapshot::SnapshotError;
 use super::store::{BackupStore, StoreError};
+use crate::error::{Classified, ErrorKind};
+use crate::runbook::Topic;
 use files::{
     Cleanup, compact_time, digest_hex, disk, download, remove_quietly, run_tool, sibling, swap,
 };
@@ -73,11 +75,35 @@ pub enum RestoreError {
     Service(String),
 }
 
-impl RestoreError {
-    pub fn topic(&self) -> &'static str {
-        "etcd-restore"
+/// A refused backup is refused input (3); a restore refused while quorum holds is the
+/// command used where it must not be (2, until `--force`); no backup at all is nothing
+/// to work from (6); the store unreachable is 4; a step on the node that failed is 5.
+impl Classified for RestoreError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Store(e) => e.kind(),
+            Self::NoBackup(_) => ErrorKind::NoState,
+            Self::Incomplete { .. }
+            | Self::Foreign { .. }
+            | Self::OtherCluster { .. }
+            | Self::BadRecord { .. }
+            | Self::Digest { .. }
+            | Self::Snapshot { .. } => ErrorKind::InvalidInput,
+            Self::QuorumHealthy { .. } => ErrorKind::Usage,
+            Self::Disk { .. } | Self::Tool { .. } | Self::Service(_) => ErrorKind::ChangeFailed,
+        }
     }
+    fn topic(&self) -> Option<Topic> {
+        match self {
+            Self::Store(e) if e.kind == super::store::StoreErrorKind::Unreachable => {
+                Some(Topic::StateStoreUnreachable)
+            }
+            _ => Some(Topic::EtcdRestore),
+        }
+    }
+}
 
+impl RestoreError {
     /// Whether the refusal is the operator's to overrule (`--force`), not a fault.
     pub fn is_quorum_refusal(&self) -> bool {
         matches!(self, Self::QuorumHealthy { .. })
