@@ -17,10 +17,11 @@ use indicatif::{MultiProgress, ProgressDrawTarget};
 use systemd_journal_logger::JournalLog;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::fmt;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, fmt};
 
 /// The terminal's progress bars: `Some` when stderr is a terminal that the log also
 /// writes to (not the journal, and `NODEWRIGHT_NO_PROGRESS_BARS` unset).
@@ -101,14 +102,13 @@ impl<'a> MakeWriter<'a> for AboveBars {
     }
 }
 
-/// Sets up logging. `NODEWRIGHT_LOG` (an env-filter) overrides the default level.
+/// Sets up logging. `NODEWRIGHT_LOG` (levels by target: `debug`,
+/// `info,nodewright::assets=debug`) overrides the default levels. A `Targets` filter
+/// rather than an `EnvFilter`: the agent needs no span or field filters, and
+/// `EnvFilter`'s regex engine is ~0.5 MB of the static binary.
 pub fn init(verbose: bool) {
     let default = if verbose { "debug" } else { "info" };
-    let filter = EnvFilter::try_from_env("NODEWRIGHT_LOG").unwrap_or_else(|_| {
-        EnvFilter::new(format!(
-            "{default},aws_config=warn,aws_smithy_runtime=warn,hyper=warn"
-        ))
-    });
+    let filter = log_filter(std::env::var("NODEWRIGHT_LOG").ok().as_deref(), default);
     let journal = systemd_journal_logger::connected_to_journal()
         .then(|| JournalLog::new().ok())
         .flatten();
@@ -132,6 +132,18 @@ pub fn init(verbose: bool) {
     };
     // Already set (tests call this more than once): keep the first.
     let _ = result;
+}
+
+/// `NODEWRIGHT_LOG`'s levels, or (unset or not a filter) `default` with the AWS SDK's
+/// and hyper's chatter at `warn`.
+fn log_filter(given: Option<&str>, default: &str) -> Targets {
+    given
+        .and_then(|text| text.parse::<Targets>().ok())
+        .unwrap_or_else(|| {
+            format!("{default},aws_config=warn,aws_smithy_runtime=warn,hyper=warn")
+                .parse()
+                .unwrap_or_default()
+        })
 }
 
 struct JournalLayer {
@@ -205,6 +217,30 @@ mod tests {
 
     /// The bar's filled part, as indicatif's default style draws it.
     const FILLED: char = '\u{2588}';
+
+    #[test]
+    fn the_log_filter_takes_levels_by_target_and_falls_back_to_the_default() {
+        use tracing::level_filters::LevelFilter;
+        let levels = |filter: &Targets| {
+            [
+                "nodewright::assets",
+                "nodewright",
+                "aws_config::imds",
+                "hyper",
+            ]
+            .map(|target| filter.would_enable(target, &Level::DEBUG))
+        };
+        let given = log_filter(Some("info,nodewright::assets=debug"), "info");
+        assert_eq!(levels(&given), [true, false, false, false]);
+        let all = log_filter(Some("debug"), "info");
+        assert_eq!(all.default_level(), Some(LevelFilter::DEBUG));
+        // Unset, or not a filter: the default, with the SDK's and hyper's at warn.
+        for given in [None, Some("nodewright=loud")] {
+            let filter = log_filter(given, "debug");
+            assert_eq!(levels(&filter), [true, true, false, false]);
+            assert!(filter.would_enable("aws_config::imds", &Level::WARN));
+        }
+    }
 
     #[test]
     fn a_log_line_goes_above_the_bars_never_onto_a_bars_line() {

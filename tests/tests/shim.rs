@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_credential_types::Credentials;
-use nodewright::source::shim::{CA_BUNDLE, CLIENT_KEY, CLIENT_PEM, SERVING_KEY, SERVING_PEM};
+use nodewright::source::shim::{
+    CA_BUNDLE, CLIENT_KEY, CLIENT_PEM, KUBE_PROXY_CERT, KUBE_PROXY_KEY, SERVING_KEY, SERVING_PEM,
+};
 use nodewright_e2e::agent::Agent;
 use nodewright_e2e::imds::FakeImds;
 use nodewright_e2e::runtime::{block_on, runtime};
@@ -282,6 +284,17 @@ fn a_worker_bootstraps_through_the_shim() {
     ]);
     assert_eq!(cert_key, file_key);
 
+    // kube-proxy's pair, where its kubeconfig names it: a key made on the node (private),
+    // a certificate for that key, CN=system:kube-proxy, from the cluster CA.
+    let kubeconfig =
+        std::fs::read_to_string(agent.path(nodewright::model::kube_proxy::KUBECONFIG)).unwrap();
+    assert!(
+        kubeconfig.contains(&format!("client-certificate: {KUBE_PROXY_CERT}"))
+            && kubeconfig.contains(&format!("client-key: {KUBE_PROXY_KEY}")),
+        "{kubeconfig}"
+    );
+    assert_kube_proxy_pair(&agent, &ca);
+
     // The shim remembers: the record, and the fleet view on its loopback listener.
     let record = world.record(&node.instance_id).expect("a record");
     assert_eq!(record["nodeName"], node.private_dns_name.as_str());
@@ -297,10 +310,15 @@ fn a_worker_bootstraps_through_the_shim() {
     // A re-boot holds good credentials: it presents its client certificate, asks for the
     // spec only and changes nothing.
     let before = std::fs::read(&client).unwrap();
+    let proxy_before = std::fs::read(agent.path(KUBE_PROXY_CERT)).unwrap();
     agent.run(&["boot", "--deadline", "30"]).expect_code(0);
     assert_eq!(std::fs::read(&client).unwrap(), before);
+    assert_eq!(
+        std::fs::read(agent.path(KUBE_PROXY_CERT)).unwrap(),
+        proxy_before
+    );
     assert_eq!(world.record(&node.instance_id).unwrap()["bootstraps"], 1);
-    assert_eq!(issued(&world), 2);
+    assert_eq!(issued(&world), 3, "client, serving and kube-proxy");
     assert_eq!(world.outcomes("ok"), 2, "{}", world.metrics());
     let metrics = world.metrics();
     assert!(
@@ -311,6 +329,60 @@ fn a_worker_bootstraps_through_the_shim() {
         metrics.contains("controller_shim_upstream_duration_seconds_count{service=\"ec2\"} 2"),
         "{metrics}"
     );
+
+    // A node that runs kube-proxy without its certificate (bootstrapped before the shim
+    // issued one, or a run stopped before writing it) asks again at boot, as itself:
+    // the same kubelet key, a new kube-proxy key and pair.
+    let proxy_key_before = std::fs::read(agent.path(KUBE_PROXY_KEY)).unwrap();
+    let client_key_before = std::fs::read(agent.path(CLIENT_KEY)).unwrap();
+    std::fs::remove_file(agent.path(KUBE_PROXY_CERT)).unwrap();
+    agent.run(&["boot", "--deadline", "30"]).expect_code(0);
+    assert_kube_proxy_pair(&agent, &ca);
+    assert_ne!(
+        std::fs::read(agent.path(KUBE_PROXY_KEY)).unwrap(),
+        proxy_key_before
+    );
+    assert_eq!(
+        std::fs::read(agent.path(CLIENT_KEY)).unwrap(),
+        client_key_before
+    );
+    assert_eq!(issued(&world), 6);
+    assert_eq!(world.record(&node.instance_id).unwrap()["bootstraps"], 1);
+    assert_eq!(world.outcomes("ok"), 3, "{}", world.metrics());
+}
+
+/// kube-proxy's key and certificate on the agent's root: 0600 and 0644, the certificate
+/// for the key, `CN=system:kube-proxy` and nothing more, client authentication, from
+/// the CA at `ca`.
+fn assert_kube_proxy_pair(agent: &Agent, ca: &std::path::Path) {
+    let cert = agent.path(KUBE_PROXY_CERT);
+    let key = agent.path(KUBE_PROXY_KEY);
+    assert_eq!(mode(&key), 0o600);
+    assert_eq!(mode(&cert), 0o644);
+    let (ok, out) = openssl(&[
+        "verify",
+        "-CAfile",
+        ca.to_str().unwrap(),
+        cert.to_str().unwrap(),
+    ]);
+    assert!(ok && out.contains(": OK"), "{out}");
+    let (_, subject) = openssl(&[
+        "x509",
+        "-noout",
+        "-subject",
+        "-nameopt",
+        "RFC2253",
+        "-in",
+        cert.to_str().unwrap(),
+    ]);
+    assert_eq!(subject.trim(), "subject=CN=system:kube-proxy");
+    let (_, text) = openssl(&["x509", "-noout", "-text", "-in", cert.to_str().unwrap()]);
+    assert!(text.contains("TLS Web Client Authentication"), "{text}");
+    assert!(!text.contains("TLS Web Server Authentication"), "{text}");
+    let (_, cert_key) = openssl(&["x509", "-noout", "-pubkey", "-in", cert.to_str().unwrap()]);
+    let (_, file_key) = openssl(&["pkey", "-pubout", "-in", key.to_str().unwrap()]);
+    assert!(cert_key.contains("BEGIN PUBLIC KEY"), "{cert_key}");
+    assert_eq!(cert_key, file_key);
 }
 
 #[test]

@@ -217,8 +217,10 @@ impl Fetcher {
                 max_bytes: self.settings.max_bytes,
                 deadline: tokio::time::Instant::now() + self.settings.max_transfer,
             };
-            let outcome =
-                download::transfer(source, url, &self.http, aws, part, limits, transfer).await;
+            let http = self
+                .http()
+                .map_err(|e| UrlFailure::Dead(format!("no HTTP client: {e}")))?;
+            let outcome = download::transfer(source, url, http, aws, part, limits, transfer).await;
             let error = match outcome {
                 Ok(()) => {
                     let actual = part.finish().await.map_err(local)?;

@@ -100,7 +100,9 @@ pub struct FetchStats {
 pub struct Fetcher {
     cache: Cache,
     settings: FetchSettings,
-    http: reqwest::Client,
+    /// Built at the first download: building it loads the system's trusted roots (a few
+    /// hundred certificates, most of a no-op boot's time when built every run).
+    http: std::sync::OnceLock<reqwest::Client>,
     network: NetworkSettings,
     region: Option<String>,
     aws: OnceCell<SdkConfig>,
@@ -120,17 +122,13 @@ impl Fetcher {
         network: NetworkSettings,
         region: Option<String>,
     ) -> Result<Self, crate::cloud::http::NetworkError> {
-        let http = network
-            .reqwest_builder()?
-            .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("nodewright/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| crate::cloud::http::NetworkError::CaBundle(e.to_string()))?;
+        // The proxies and the CA bundle are checked now; the client is built when needed.
+        let _checked = network.reqwest_builder()?;
         Ok(Self {
             cache: Cache::new(host),
             permits: Semaphore::new(settings.parallel.max(1)),
             settings,
-            http,
+            http: std::sync::OnceLock::new(),
             network,
             region,
             aws: OnceCell::new(),
@@ -150,6 +148,21 @@ impl Fetcher {
             None,
         )
         .expect("the default network settings are valid")
+    }
+
+    /// The HTTP client for downloads, built on first use.
+    fn http(&self) -> Result<&reqwest::Client, crate::cloud::http::NetworkError> {
+        if let Some(client) = self.http.get() {
+            return Ok(client);
+        }
+        let client = self
+            .network
+            .reqwest_builder()?
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("nodewright/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| crate::cloud::http::NetworkError::CaBundle(e.to_string()))?;
+        Ok(self.http.get_or_init(|| client))
     }
 
     pub fn with_progress(mut self, progress: Progress) -> Self {

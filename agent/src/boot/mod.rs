@@ -379,7 +379,8 @@ async fn certificates(
         );
         credentials.extend(settled.files);
     }
-    let kept = source::credentials::kept(host, &credentials).map_err(BootError::Credentials)?;
+    let kept = source::credentials::kept(host, &spec.spec, &credentials)
+        .map_err(BootError::Credentials)?;
     credentials.extend(kept);
     Ok(credentials)
 }

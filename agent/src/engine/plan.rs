@@ -117,7 +117,9 @@ pub async fn plan(desired: &DesiredState, host: &Host, state: &State) -> Result<
     symlink::plan(&mut planner)?;
     static_pod::plan(&mut planner)?;
     block::plan(&mut planner)?;
-    removal::plan(&mut planner)?;
+    // Units no longer wanted are stopped and disabled before their files go.
+    let stopped = service::plan_gone(&mut planner);
+    removal::plan(&mut planner, &stopped)?;
     // Then the running system: systemd loads the units, the host gets what the
     // services need, and the services start.
     let reload = units::plan(&mut planner);

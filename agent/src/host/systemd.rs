@@ -33,6 +33,14 @@ pub enum Job {
 /// A systemd answer, later.
 pub type Answer<'a, T> = BoxFuture<'a, Result<T, SystemctlError>>;
 
+/// How systemd holds a unit: `LoadState` (`loaded`, `masked`, `not-found`...) and
+/// whether its files changed on disk since it was loaded (`NeedDaemonReload`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    pub load_state: String,
+    pub need_reload: bool,
+}
+
 /// The units of the system nodewright runs on.
 pub trait Systemd: fmt::Debug + Send + Sync {
     /// Whether `unit` is active; `None` when this system cannot tell.
@@ -40,6 +48,9 @@ pub trait Systemd: fmt::Debug + Send + Sync {
     /// Whether `unit` is enabled (or needs no enabling); `None` when this system
     /// cannot tell.
     fn is_enabled<'a>(&'a self, unit: &'a str) -> Answer<'a, Option<bool>>;
+    /// How systemd holds each of `units`, in their order (asking loads a unit that
+    /// is not loaded yet from its file); `None` when this system cannot tell.
+    fn loaded<'a>(&'a self, units: &'a [String]) -> Answer<'a, Option<Vec<Loaded>>>;
     fn daemon_reload(&self) -> Answer<'_, Job>;
     fn enable<'a>(&'a self, unit: &'a str) -> Answer<'a, Job>;
     fn disable<'a>(&'a self, unit: &'a str) -> Answer<'a, Job>;
@@ -97,6 +108,9 @@ impl Systemd for FilesOnly {
     fn is_enabled<'a>(&'a self, _unit: &'a str) -> Answer<'a, Option<bool>> {
         Box::pin(async { Ok(None) })
     }
+    fn loaded<'a>(&'a self, _units: &'a [String]) -> Answer<'a, Option<Vec<Loaded>>> {
+        Box::pin(async { Ok(None) })
+    }
     fn daemon_reload(&self) -> Answer<'_, Job> {
         self.skip()
     }
@@ -128,6 +142,10 @@ impl Systemd for Systemctl {
     }
     fn is_enabled<'a>(&'a self, unit: &'a str) -> Answer<'a, Option<bool>> {
         Box::pin(async move { is_enabled(unit).await.map(Some) })
+    }
+    /// One `systemctl show` for all of them.
+    fn loaded<'a>(&'a self, units: &'a [String]) -> Answer<'a, Option<Vec<Loaded>>> {
+        Box::pin(async move { loaded(units).await.map(Some) })
     }
     fn daemon_reload(&self) -> Answer<'_, Job> {
         Box::pin(async { done(run(&["daemon-reload"]).await) })
@@ -214,6 +232,55 @@ async fn is_enabled(unit: &str) -> Result<bool, SystemctlError> {
         state.trim(),
         "enabled" | "enabled-runtime" | "static" | "alias" | "generated" | "indirect"
     ))
+}
+
+async fn loaded(units: &[String]) -> Result<Vec<Loaded>, SystemctlError> {
+    if units.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut args = vec!["show", "--property=LoadState,NeedDaemonReload", "--"];
+    args.extend(units.iter().map(String::as_str));
+    let output = systemctl(&args).await?;
+    let fail = |detail: String| SystemctlError {
+        args: args.join(" "),
+        detail,
+    };
+    if !output.status.success() {
+        return Err(fail(
+            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        ));
+    }
+    let states = parse_loaded(&String::from_utf8_lossy(&output.stdout));
+    if states.len() != units.len() {
+        return Err(fail(format!(
+            "{} answers for {} units",
+            states.len(),
+            units.len()
+        )));
+    }
+    Ok(states)
+}
+
+/// `systemctl show --property=LoadState,NeedDaemonReload` output: a block per unit, in
+/// the order asked.
+pub fn parse_loaded(text: &str) -> Vec<Loaded> {
+    text.split("\n\n")
+        .filter(|block| !block.trim().is_empty())
+        .map(|block| {
+            let mut loaded = Loaded {
+                load_state: String::new(),
+                need_reload: true,
+            };
+            for line in block.lines() {
+                match line.split_once('=') {
+                    Some(("LoadState", value)) => loaded.load_state = value.to_owned(),
+                    Some(("NeedDaemonReload", value)) => loaded.need_reload = value != "no",
+                    _ => {}
+                }
+            }
+            loaded
+        })
+        .collect()
 }
 
 /// Whether `unit` is ordered after the service this process runs in.
@@ -319,7 +386,7 @@ pub mod fake {
     use std::collections::{BTreeMap, BTreeSet};
     use std::sync::Mutex;
 
-    use super::{Answer, Job, SystemctlError, Systemd};
+    use super::{Answer, Job, Loaded, SystemctlError, Systemd};
 
     #[derive(Debug, Default)]
     pub struct FakeSystemd {
@@ -330,6 +397,8 @@ pub mod fake {
     struct Units {
         active: BTreeSet<String>,
         enabled: BTreeSet<String>,
+        /// How systemd holds a unit; a unit not here is `not-found`.
+        loaded: BTreeMap<String, Loaded>,
         calls: Vec<String>,
         /// Call (`stop app.service`) to the error systemctl prints.
         failing: BTreeMap<String, String>,
@@ -347,6 +416,18 @@ pub mod fake {
             } else {
                 units.active.remove(unit);
             }
+        }
+
+        /// Has systemd hold `unit` as `load_state` (`loaded`, `masked`), its files
+        /// changed since (`need_reload`) or not.
+        pub fn set_loaded(&self, unit: &str, load_state: &str, need_reload: bool) {
+            self.units().loaded.insert(
+                unit.to_owned(),
+                Loaded {
+                    load_state: load_state.to_owned(),
+                    need_reload,
+                },
+            );
         }
 
         /// The jobs asked, in order (`start app.service`, `daemon-reload`...).
@@ -387,8 +468,26 @@ pub mod fake {
             let enabled = self.units().enabled.contains(unit);
             Box::pin(async move { Ok(Some(enabled)) })
         }
+        fn loaded<'a>(&'a self, units: &'a [String]) -> Answer<'a, Option<Vec<Loaded>>> {
+            let known = &self.units().loaded;
+            let states = units
+                .iter()
+                .map(|unit| {
+                    known.get(unit).cloned().unwrap_or(Loaded {
+                        load_state: "not-found".to_owned(),
+                        need_reload: false,
+                    })
+                })
+                .collect();
+            Box::pin(async move { Ok(Some(states)) })
+        }
         fn daemon_reload(&self) -> Answer<'_, Job> {
-            self.job("daemon-reload".to_owned(), |_| {})
+            // systemd has every unit as on disk now.
+            self.job("daemon-reload".to_owned(), |u| {
+                for loaded in u.loaded.values_mut() {
+                    loaded.need_reload = false;
+                }
+            })
         }
         fn enable<'a>(&'a self, unit: &'a str) -> Answer<'a, Job> {
             self.job(format!("enable {unit}"), |u| {
@@ -445,11 +544,29 @@ mod tests {
         assert_eq!(units[1].restarts, 5);
     }
 
+    #[test]
+    fn parses_load_states_in_the_order_asked() {
+        // As systemd 252 prints it for a loaded unit, a drifted one and a masked one.
+        let text = "LoadState=loaded\nNeedDaemonReload=no\n\nLoadState=loaded\nNeedDaemonReload=yes\n\nLoadState=masked\nNeedDaemonReload=no\n";
+        let states = parse_loaded(text);
+        let pairs: Vec<(&str, bool)> = states
+            .iter()
+            .map(|l| (l.load_state.as_str(), l.need_reload))
+            .collect();
+        assert_eq!(
+            pairs,
+            [("loaded", false), ("loaded", true), ("masked", false)]
+        );
+        // A block without the property counts as needing a reload.
+        assert!(parse_loaded("LoadState=not-found\n")[0].need_reload);
+    }
+
     #[tokio::test]
     async fn files_only_cannot_tell_and_skips_every_job_with_its_reason() {
         let files = FilesOnly::new("root is /tmp/x, not /");
         assert_eq!(files.is_active("a.service").await.unwrap(), None);
         assert_eq!(files.is_enabled("a.service").await.unwrap(), None);
+        assert_eq!(files.loaded(&["a.service".to_owned()]).await.unwrap(), None);
         let skipped = Job::Skipped("root is /tmp/x, not /".to_owned());
         assert_eq!(files.daemon_reload().await.unwrap(), skipped);
         assert_eq!(files.enable("a.service").await.unwrap(), skipped);

@@ -1,15 +1,19 @@
 //! The credentials a node holds from an earlier run: a worker's kubelet certificates
-//! from controller-shim. Every converging run declares them as they are on disk (unless
+//! and kube-proxy's pair from controller-shim. Every converging run declares them as they are on disk (unless
 //! it gets new ones), so that a run that gets none (every re-boot, `apply --spec`,
 //! `repair`) keeps them rather than removing them as files no longer wanted.
 //!
-//! The keys are not among them: the worker makes them before it asks (a retry after a
-//! lost answer must reuse them, controller-shim recognises a node by its key) and they
-//! are never removed, not even by `reset`, so that the node can always ask again.
+//! The kubelet's keys are not among them: the worker makes them before it asks (a retry
+//! after a lost answer must reuse them, controller-shim recognises a node by its key)
+//! and they are never removed, not even by `reset`, so that the node can always ask
+//! again. kube-proxy's key is: a new one comes with every new certificate.
 
 use std::io;
 
-use super::shim::{CA_BUNDLE, CLIENT_CERT, CLIENT_PEM, SERVING_CERT, SERVING_PEM};
+use super::shim::{
+    CA_BUNDLE, CLIENT_CERT, CLIENT_PEM, KUBE_PROXY_CERT, KUBE_PROXY_KEY, SERVING_CERT, SERVING_PEM,
+    runs_kube_proxy,
+};
 use crate::error::{Classified, ErrorKind};
 use crate::host::Host;
 use crate::host::fs as hostfs;
@@ -26,10 +30,26 @@ pub const WORKER: [(&str, u32, bool); 5] = [
     (CA_BUNDLE, 0o644, false),
 ];
 
+/// kube-proxy's pair, kept only while the spec runs kube-proxy (otherwise removed with
+/// the rest of kube-proxy's files).
+pub const KUBE_PROXY: [(&str, u32, bool); 2] = [
+    (KUBE_PROXY_CERT, 0o644, false),
+    (KUBE_PROXY_KEY, 0o600, true),
+];
+
 /// The worker credentials present on the node, except those in `fresh` (this run's).
-pub fn kept(host: &Host, fresh: &[CredentialFile]) -> io::Result<Vec<CredentialFile>> {
+pub fn kept(
+    host: &Host,
+    spec: &NodeSpec,
+    fresh: &[CredentialFile],
+) -> io::Result<Vec<CredentialFile>> {
+    let kube_proxy = if runs_kube_proxy(spec) {
+        &KUBE_PROXY[..]
+    } else {
+        &[]
+    };
     let mut out = Vec::new();
-    for (path, mode, secret) in WORKER {
+    for &(path, mode, secret) in WORKER.iter().chain(kube_proxy) {
         if fresh.iter().any(|c| c.file.path.as_str() == path) {
             continue;
         }
@@ -98,7 +118,7 @@ mod tests {
     fn only_files_present_and_not_fresh_are_kept() {
         let dir = tempfile::tempdir().unwrap();
         let host = Host::new(dir.path());
-        for path in [CLIENT_PEM, CA_BUNDLE] {
+        for path in [CLIENT_PEM, CA_BUNDLE, KUBE_PROXY_KEY] {
             let real = host.path(&fixed_path(path));
             std::fs::create_dir_all(real.parent().unwrap()).unwrap();
             std::fs::write(real, format!("{path} on disk")).unwrap();
@@ -113,12 +133,22 @@ mod tests {
                 by: "controller-shim".into(),
             },
         )];
-        let kept = kept(&host, &fresh).unwrap();
-        assert_eq!(kept.len(), 1);
-        assert_eq!(kept[0].file.path.as_str(), CLIENT_PEM);
-        assert_eq!(kept[0].origin, Origin::Kept);
-        assert!(kept[0].file.secret);
-        assert_eq!(kept[0].file.ownership.mode.bits(), 0o600);
+        let without_proxy =
+            crate::model::test_spec("containerd:\n  version: 1.7.27\nkubelet: {}\n");
+        let kept_here = kept(&host, &without_proxy, &fresh).unwrap();
+        assert_eq!(kept_here.len(), 1);
+        assert_eq!(kept_here[0].file.path.as_str(), CLIENT_PEM);
+        assert_eq!(kept_here[0].origin, Origin::Kept);
+        assert!(kept_here[0].file.secret);
+        assert_eq!(kept_here[0].file.ownership.mode.bits(), 0o600);
+        // kube-proxy's key is kept only while the spec runs kube-proxy.
+        let with_proxy =
+            crate::model::test_spec("containerd:\n  version: 1.7.27\nkubelet: {}\nkubeProxy: {}\n");
+        let kept_here = kept(&host, &with_proxy, &fresh).unwrap();
+        let paths: Vec<&str> = kept_here.iter().map(|c| c.file.path.as_str()).collect();
+        assert_eq!(paths, [CLIENT_PEM, KUBE_PROXY_KEY]);
+        assert!(kept_here[1].file.secret);
+        assert_eq!(kept_here[1].file.ownership.mode.bits(), 0o600);
     }
 
     #[test]

@@ -10,6 +10,14 @@
 //! `plan` always asks for the spec only and writes nothing. What the shim issues is
 //! written by the engine, like any desired file, once the spec is verified.
 //!
+//! kube-proxy gets its own pair the same way: a key made on the node for every request
+//! that asks for credentials, its CSR (`CN=system:kube-proxy`) sent with the kubelet's,
+//! and the key with the certificate written where kube-proxy's kubeconfig names them
+//! (when the spec runs kube-proxy). kube-proxy does not rotate its certificate: a node
+//! whose kube-proxy kubeconfig is there but whose pair is missing, not for its key or
+//! about to end asks for credentials again at boot (as its own kubelet, so the shim
+//! answers without the group allowing re-bootstrap).
+//!
 //! Paths follow the kubelet's own conventions, so its certificate rotation takes over:
 //! `kubelet-client-current.pem` / `kubelet-server-current.pem` hold certificate and key
 //! together, as the kubelet writes them when it rotates. The certificates are also
@@ -46,6 +54,12 @@ pub const CLIENT_PEM: &str = "/var/lib/kubelet/pki/kubelet-client-current.pem";
 pub const SERVING_PEM: &str = "/var/lib/kubelet/pki/kubelet-server-current.pem";
 /// The cluster CA bundle from the shim (the kubelet's `clientCAFile`, the kubeconfig's CA).
 pub const CA_BUNDLE: &str = "/etc/kubernetes/pki/ca.crt";
+/// kube-proxy's key (made on the node) and certificate: the pair its kubeconfig names.
+pub const KUBE_PROXY_KEY: &str = crate::model::kube_proxy::CLIENT_KEY;
+pub const KUBE_PROXY_CERT: &str = crate::model::kube_proxy::CLIENT_CERT;
+/// Written by the model only when the spec runs kube-proxy: on the node, it says the
+/// last converged spec wanted kube-proxy's pair.
+const KUBE_PROXY_KUBECONFIG: &str = crate::model::kube_proxy::KUBECONFIG;
 
 /// A client certificate closer than this to its end is replaced at boot.
 const RENEW_WITHIN: Duration = Duration::from_secs(86400);
@@ -102,9 +116,11 @@ pub struct NewCredentials {
     /// pairs the kubelet's kubeconfig and config name, as on control-plane nodes.
     pub client_cert: String,
     pub serving_cert: String,
-    /// kube-proxy's client certificate (`CN=system:kube-proxy`), checked against the key
-    /// [`Fetch::kube_proxy_key`] gave, when one was given.
-    pub kube_proxy_cert: Option<String>,
+    /// kube-proxy's client certificate (`CN=system:kube-proxy`), checked to be for
+    /// [`Self::kube_proxy_key`] and from the CA bundle.
+    pub kube_proxy_cert: String,
+    /// kube-proxy's key, PEM: made on the node for this request, never sent.
+    pub kube_proxy_key: String,
 }
 
 impl NewCredentials {
@@ -161,8 +177,34 @@ impl NewCredentials {
                 issued(),
             ),
         ]);
+        // Asked for before the spec was known; written only where kube-proxy runs.
+        if runs_kube_proxy(spec) {
+            files.extend([
+                CredentialFile::new(
+                    KUBE_PROXY_KEY,
+                    self.kube_proxy_key.clone(),
+                    0o600,
+                    true,
+                    why(),
+                    issued(),
+                ),
+                CredentialFile::new(
+                    KUBE_PROXY_CERT,
+                    self.kube_proxy_cert.clone(),
+                    0o644,
+                    false,
+                    why(),
+                    issued(),
+                ),
+            ]);
+        }
         files
     }
+}
+
+/// Whether the spec runs kube-proxy (and so wants its client certificate).
+pub fn runs_kube_proxy(spec: &NodeSpec) -> bool {
+    spec.kube_proxy.as_ref().is_some_and(|p| p.enabled)
 }
 
 /// The spec phase of a worker: asks the shim, then checks the spec's bytes against the
@@ -182,7 +224,6 @@ pub async fn fetch_verified(
         proxies: context.network.reqwest_proxies()?,
         deadline: context.deadline,
         bootstrap: context.credentials,
-        kube_proxy_key: None,
     })
     .await?;
     let name = format!("the node spec from {}", boot.node_spec.describe());
@@ -227,11 +268,10 @@ pub struct Fetch<'a> {
     pub sdk: &'a SdkConfig,
     pub proxies: Vec<reqwest::Proxy>,
     pub deadline: Duration,
-    /// Whether to ask for credentials when the node holds no good ones.
+    /// Whether to ask for credentials when the node holds no good ones. Credentials are
+    /// the kubelet's client and serving certificates and kube-proxy's client certificate
+    /// (the spec, which says whether kube-proxy runs, is not known before the answer).
     pub bootstrap: bool,
-    /// kube-proxy's own key (made on the node): when credentials are asked for, the shim
-    /// also signs a `system:kube-proxy` client certificate for it.
-    pub kube_proxy_key: Option<&'a PrivateKey>,
 }
 
 /// Asks the shim for the node spec, and for credentials when `bootstrap` and the node
@@ -246,7 +286,6 @@ pub async fn fetch(what: Fetch<'_>) -> Result<ShimAnswer, ShimSourceError> {
         proxies,
         deadline,
         bootstrap,
-        kube_proxy_key,
     } = what;
     let mut settings = ClientSettings::new(source.servers.clone(), source.ca.clone(), deadline);
     settings.proxies = proxies;
@@ -257,12 +296,14 @@ pub async fn fetch(what: Fetch<'_>) -> Result<ShimAnswer, ShimSourceError> {
         Some((
             load_or_generate(root, CLIENT_KEY)?,
             load_or_generate(root, SERVING_KEY)?,
+            // Only its certificate holds the node's identity; a fresh key each time.
+            generate(KUBE_PROXY_KEY)?,
         ))
     } else {
         None
     };
     let credentials = match &keys {
-        Some((client_key, serving_key)) => {
+        Some((client_key, serving_key, kube_proxy_key)) => {
             // The shim takes the names from EC2; the request says who we think we are
             // (the private DNS name from IMDS).
             let subject = Subject::new(&format!("system:node:{hostname}"), &["system:nodes"]);
@@ -270,16 +311,12 @@ pub async fn fetch(what: Fetch<'_>) -> Result<ShimAnswer, ShimSourceError> {
                 key.certificate_request(&subject, &[], &[])
                     .map_err(|e| ShimSourceError::Answer(format!("a CSR we could not build: {e}")))
             };
-            let kube_proxy_csr = match kube_proxy_key {
-                Some(key) => Some(kube_proxy_csr(key).map_err(|e| {
-                    ShimSourceError::Answer(format!("a CSR we could not build: {e}"))
-                })?),
-                None => None,
-            };
+            let kube_proxy_csr = kube_proxy_csr(kube_proxy_key)
+                .map_err(|e| ShimSourceError::Answer(format!("a CSR we could not build: {e}")))?;
             Some(CredentialRequest {
                 client_csr: csr(client_key)?,
                 serving_csr: csr(serving_key)?,
-                kube_proxy_csr,
+                kube_proxy_csr: Some(kube_proxy_csr),
             })
         }
         None => None,
@@ -294,7 +331,7 @@ pub async fn fetch(what: Fetch<'_>) -> Result<ShimAnswer, ShimSourceError> {
     let answer = client.bootstrap(&signer, &request).await?;
     let spec = answer.node_spec_bytes().map_err(ShimSourceError::Answer)?;
     let credentials = match (keys, answer.credentials) {
-        (Some((client_key, serving_key)), Some(issued)) => Some(NewCredentials {
+        (Some((client_key, serving_key, kube_proxy_key)), Some(issued)) => Some(NewCredentials {
             client_pem: checked_pair(
                 "client",
                 &issued.client_certificate,
@@ -307,18 +344,18 @@ pub async fn fetch(what: Fetch<'_>) -> Result<ShimAnswer, ShimSourceError> {
                 &serving_key,
                 &answer.ca_bundle,
             )?,
-            kube_proxy_cert: match (kube_proxy_key, &issued.kube_proxy_certificate) {
-                (Some(key), Some(cert)) => {
-                    checked_pair("kube-proxy", cert, key, &answer.ca_bundle)?;
-                    Some(cert.clone())
+            kube_proxy_cert: match &issued.kube_proxy_certificate {
+                Some(cert) => {
+                    checked_pair("kube-proxy", cert, &kube_proxy_key, &answer.ca_bundle)?;
+                    cert.clone()
                 }
-                (Some(_), None) => {
+                None => {
                     return Err(ShimSourceError::Answer(
                         "no kube-proxy certificate although we asked for one".to_owned(),
                     ));
                 }
-                (None, _) => None,
             },
+            kube_proxy_key: kube_proxy_key.to_pem(),
             client_cert: issued.client_certificate.clone(),
             serving_cert: issued.serving_certificate.clone(),
             ca_bundle: answer.ca_bundle.clone(),
@@ -386,18 +423,43 @@ fn current_identity(root: &Path) -> Option<String> {
         .then_some(text)
 }
 
+/// The kubelet's client certificate is valid beyond [`RENEW_WITHIN`], and so is
+/// kube-proxy's where the node runs kube-proxy.
 fn holds_good_credentials(root: &Path) -> bool {
-    let path = under(root, CLIENT_PEM);
-    let Ok(text) = std::fs::read_to_string(&path) else {
+    let Ok(text) = std::fs::read_to_string(under(root, CLIENT_PEM)) else {
         return false;
     };
-    match CertificateInfo::from_pem(CLIENT_PEM, &text) {
-        Ok(info) => {
-            let left = info.not_after - time::OffsetDateTime::now_utc();
-            left > time::Duration::try_from(RENEW_WITHIN).unwrap_or(time::Duration::DAY)
-        }
-        Err(_) => false,
+    let kubelet = CertificateInfo::from_pem(CLIENT_PEM, &text).is_ok_and(|info| lasts(&info));
+    kubelet && kube_proxy_pair_good(root)
+}
+
+/// Where kube-proxy's kubeconfig is on the node (the last spec ran kube-proxy): its
+/// certificate lasts beyond [`RENEW_WITHIN`] and is for the key beside it. Nodes
+/// bootstrapped before the shim issued it, a run that stopped between writing the
+/// kubeconfig and the pair, and a certificate about to end (kube-proxy never renews
+/// it) all make the node ask again.
+fn kube_proxy_pair_good(root: &Path) -> bool {
+    if !under(root, KUBE_PROXY_KUBECONFIG).exists() {
+        return true;
     }
+    let read = |path| std::fs::read_to_string(under(root, path)).ok();
+    let (Some(cert), Some(key)) = (read(KUBE_PROXY_CERT), read(KUBE_PROXY_KEY)) else {
+        return false;
+    };
+    match (
+        CertificateInfo::from_pem(KUBE_PROXY_CERT, &cert),
+        PrivateKey::from_pem(KUBE_PROXY_KEY, &key),
+    ) {
+        (Ok(info), Ok(key)) => info.public_key == key.public_key() && lasts(&info),
+        _ => false,
+    }
+}
+
+/// Valid now and for more than [`RENEW_WITHIN`].
+fn lasts(info: &CertificateInfo) -> bool {
+    let now = time::OffsetDateTime::now_utc();
+    let margin = time::Duration::try_from(RENEW_WITHIN).unwrap_or(time::Duration::DAY);
+    info.not_before <= now && info.not_after - now > margin
 }
 
 fn load_or_generate(root: &Path, node_path: &str) -> Result<PrivateKey, ShimSourceError> {
@@ -408,12 +470,17 @@ fn load_or_generate(root: &Path, node_path: &str) -> Result<PrivateKey, ShimSour
             Err(e) => tracing::warn!(path = node_path, error = %e, "replacing an unreadable key"),
         }
     }
-    let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).map_err(|e| ShimSourceError::File {
-        path: node_path.to_owned(),
-        detail: e.to_string(),
-    })?;
+    let key = generate(node_path)?;
     write(root, node_path, key.to_pem().as_bytes(), 0o600)?;
     Ok(key)
+}
+
+/// A new key for `node_path`, in memory.
+fn generate(node_path: &str) -> Result<PrivateKey, ShimSourceError> {
+    PrivateKey::generate(KeyAlgorithm::EcdsaP256).map_err(|e| ShimSourceError::File {
+        path: node_path.to_owned(),
+        detail: e.to_string(),
+    })
 }
 
 fn under(root: &Path, node_path: &str) -> PathBuf {
@@ -442,4 +509,132 @@ fn write(root: &Path, node_path: &str, bytes: &[u8], mode: u32) -> Result<(), Sh
             .map_err(fail)?;
     }
     fs::write_atomic(&path, bytes, mode, uid, gid).map_err(fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use nodewright_shim::pki::{CertificateAuthority, Profile, Usage};
+
+    use super::*;
+
+    fn issue(ca: &CertificateAuthority, key: &PrivateKey, cn: &str, days: u64) -> String {
+        ca.issue(
+            &key.public_key(),
+            &Profile {
+                subject: Subject::new(cn, &[]),
+                dns_names: Vec::new(),
+                ips: Vec::new(),
+                usage: Usage::Client,
+                validity: Duration::from_secs(days * 86400),
+                backdate: Duration::from_secs(3600),
+            },
+        )
+        .unwrap()
+        .pem
+    }
+
+    fn put(root: &Path, node_path: &str, text: &str) {
+        let path = under(root, node_path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    /// A node that bootstrapped with a good kubelet certificate: what decides whether it
+    /// asks again is kube-proxy's pair, where its kubeconfig says kube-proxy runs.
+    #[test]
+    fn a_missing_mismatched_or_ending_kube_proxy_pair_makes_the_node_ask_again() {
+        let (ca, _) =
+            CertificateAuthority::create("test-ca", Duration::from_secs(86400 * 30)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let kubelet_key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+        let kubelet = issue(&ca, &kubelet_key, "system:node:n", 10);
+        put(
+            root,
+            CLIENT_PEM,
+            &format!("{kubelet}{}", kubelet_key.to_pem()),
+        );
+        // No kube-proxy on this node (no kubeconfig): the kubelet's certificate decides.
+        assert!(holds_good_credentials(root));
+
+        put(root, KUBE_PROXY_KUBECONFIG, "kubeconfig");
+        assert!(!holds_good_credentials(root), "kube-proxy has no pair");
+
+        let proxy_key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+        put(root, KUBE_PROXY_KEY, &proxy_key.to_pem());
+        put(
+            root,
+            KUBE_PROXY_CERT,
+            &issue(&ca, &proxy_key, "system:kube-proxy", 10),
+        );
+        assert!(holds_good_credentials(root));
+
+        let other_key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+        put(root, KUBE_PROXY_KEY, &other_key.to_pem());
+        assert!(
+            !holds_good_credentials(root),
+            "the certificate is not for the key"
+        );
+
+        put(root, KUBE_PROXY_KEY, &proxy_key.to_pem());
+        put(
+            root,
+            KUBE_PROXY_CERT,
+            &issue(&ca, &proxy_key, "system:kube-proxy", 0),
+        );
+        assert!(
+            !holds_good_credentials(root),
+            "the certificate ends within a day"
+        );
+
+        put(root, KUBE_PROXY_CERT, "not a certificate");
+        assert!(!holds_good_credentials(root), "an unreadable certificate");
+    }
+
+    #[test]
+    fn kube_proxy_s_pair_is_written_only_where_the_spec_runs_kube_proxy() {
+        let credentials = NewCredentials {
+            ca_bundle: "ca".into(),
+            client_pem: "client pem".into(),
+            serving_pem: "serving pem".into(),
+            client_cert: "client".into(),
+            serving_cert: "serving".into(),
+            kube_proxy_cert: "proxy cert".into(),
+            kube_proxy_key: "proxy key".into(),
+        };
+        let paths = |extra: &str| {
+            let spec = crate::model::test_spec(&format!(
+                "containerd:\n  version: 1.7.27\nkubelet: {{}}\n{extra}"
+            ));
+            credentials
+                .files(&spec)
+                .into_iter()
+                .map(|c| {
+                    let f = c.file;
+                    (
+                        f.path.as_str().to_owned(),
+                        f.ownership.mode.bits(),
+                        f.secret,
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let with = paths("kubeProxy: {}\n");
+        assert!(
+            with.contains(&(KUBE_PROXY_KEY.to_owned(), 0o600, true)),
+            "{with:?}"
+        );
+        assert!(
+            with.contains(&(KUBE_PROXY_CERT.to_owned(), 0o644, false)),
+            "{with:?}"
+        );
+        let without = paths("kubeProxy:\n  enabled: false\n");
+        assert!(
+            !without
+                .iter()
+                .any(|(p, _, _)| p.starts_with("/var/lib/kube-proxy/")),
+            "{without:?}"
+        );
+        assert_eq!(with.len(), without.len() + 2);
+    }
 }

@@ -57,27 +57,35 @@ pub(crate) async fn plan(
             previous = Some(index);
         }
     }
-    // Services an earlier spec had: stop them and forget them.
-    let wanted: BTreeSet<&str> = desired.services.iter().map(|s| s.unit.as_str()).collect();
-    let gone: BTreeSet<&UnitName> = p
+    Ok(())
+}
+
+/// Services an earlier spec had and this one has not: stopped, disabled and forgotten.
+/// Planned before the paths no longer in the spec are removed (`removal`), whose unit
+/// files and drop-ins wait for their unit's step: systemd stops a unit by the file it
+/// loaded, and `disable` finds the `.wants/` links to remove in the unit file's
+/// `[Install]` section, so a unit whose file went first keeps its links. Returns each
+/// unit's step.
+pub(crate) fn plan_gone(p: &mut Planner<'_>) -> BTreeMap<String, usize> {
+    let wanted: BTreeSet<&str> = p.desired.services.iter().map(|s| s.unit.as_str()).collect();
+    let gone: BTreeSet<UnitName> = p
         .state
         .applied
         .keys()
         .filter_map(AppliedKey::unit)
         .filter(|unit| !wanted.contains(unit.as_str()))
+        .cloned()
         .collect();
-    for unit in gone {
-        let stop = StopUnit {
-            forget: Some(unit.to_string()),
-            unit: unit.clone(),
-        };
-        p.push(
-            stop,
-            "no longer in the spec".to_owned(),
-            reload.into_iter().collect(),
-        );
-    }
-    Ok(())
+    gone.into_iter()
+        .map(|unit| {
+            let stop = StopUnit {
+                forget: Some(unit.to_string()),
+                unit: unit.clone(),
+            };
+            let index = p.push(stop, "no longer in the spec".to_owned(), Vec::new());
+            (unit.to_string(), index)
+        })
+        .collect()
 }
 
 /// Starts, restarts or stops one service, as its spec, its state and its inputs say.
