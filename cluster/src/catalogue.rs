@@ -266,7 +266,7 @@ impl Catalogue {
         Ok(Self { versions })
     }
 
-    /// The versions it knows, e.g. `["1.33.11", "1.34.11"]`.
+    /// The versions it knows, e.g. `["1.33.8", "1.34.4"]`.
     pub fn known(&self) -> Vec<String> {
         self.versions
             .values()
@@ -274,7 +274,7 @@ impl Catalogue {
             .collect()
     }
 
-    /// The version `wanted` names: a minor (`1.34`) or one exact release (`1.34.11`).
+    /// The version `wanted` names: a minor (`1.34`) or one exact release (`1.34.4`).
     pub fn find(&self, wanted: &str) -> Option<&Version> {
         let bare = wanted.strip_prefix('v').unwrap_or(wanted);
         let parts: Vec<&str> = bare.split('.').collect();
@@ -353,7 +353,7 @@ mod tests {
     #[test]
     fn the_embedded_catalogue_loads_and_is_complete() {
         let catalogue = Catalogue::embedded();
-        assert_eq!(catalogue.known(), ["1.33.11", "1.34.11", "1.35.8"]);
+        assert_eq!(catalogue.known(), ["1.33.8", "1.34.4", "1.35.1"]);
         for known in catalogue.known() {
             let version = catalogue.find(&known).unwrap();
             for arch in [Arch::Amd64, Arch::Arm64] {
@@ -388,10 +388,10 @@ mod tests {
         let catalogue = Catalogue::embedded();
         assert_eq!(
             catalogue.find("1.34").unwrap().kubernetes.to_string(),
-            "1.34.11"
+            "1.34.4"
         );
-        assert!(catalogue.find("v1.34.11").is_some());
-        assert!(catalogue.find("1.34.10").is_none());
+        assert!(catalogue.find("v1.34.4").is_some());
+        assert!(catalogue.find("1.34.3").is_none());
         assert!(catalogue.find("1.31").is_none());
         assert!(catalogue.find("latest").is_none());
         assert!(catalogue.find("1.34.x").is_none());

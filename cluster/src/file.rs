@@ -38,7 +38,7 @@ pub struct Cluster {
     /// it, as kops lays out its state store, so one bucket holds many clusters.
     pub state_store: String,
     /// A Kubernetes minor version of the catalogue (`"1.34"`, quoted) or one of its
-    /// exact releases (`1.34.11`).
+    /// exact releases (`1.34.4`).
     #[serde(deserialize_with = "version_text")]
     #[schemars(with = "String")]
     pub kubernetes_version: String,
@@ -395,7 +395,7 @@ fn version_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D:
     impl serde::de::Visitor<'_> for Text {
         type Value = String;
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a version such as \"1.34\" or 1.34.11")
+            f.write_str("a version such as \"1.34\" or 1.34.4")
         }
         fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
             Ok(v.to_owned())

@@ -54,7 +54,7 @@ fn bad_input_exits_3_naming_the_field() {
             &[
                 "kubernetesVersion",
                 "1.29",
-                "known: 1.33.11, 1.34.11, 1.35.8",
+                "known: 1.33.8, 1.34.4, 1.35.1",
                 "line 10",
             ],
         ),
@@ -212,7 +212,7 @@ fn versions_and_schema() {
     let output = kit(&["versions"]);
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
-        "1.33.11\n1.34.11\n1.35.8\n"
+        "1.33.8\n1.34.4\n1.35.1\n"
     );
     let output = kit(&["schema"]);
     let schema: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();

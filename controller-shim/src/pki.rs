@@ -482,7 +482,12 @@ impl CertificateInfo {
     /// Reads the first certificate of a PEM bundle.
     pub fn from_pem(what: &str, pem: &str) -> Result<Self, PkiError> {
         let der = pem_block(what, pem, "CERTIFICATE")?;
-        let (_, cert) = X509Certificate::from_der(&der)
+        Self::from_der(what, &der)
+    }
+
+    /// Reads a DER certificate (e.g. the one a TLS peer presented).
+    pub fn from_der(what: &str, der: &[u8]) -> Result<Self, PkiError> {
+        let (_, cert) = X509Certificate::from_der(der)
             .map_err(|e| invalid(what, format!("not a certificate: {e}")))?;
         let mut subject = Subject::default();
         for cn in cert.subject().iter_common_name() {

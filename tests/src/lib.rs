@@ -22,6 +22,7 @@ pub mod assetkit;
 pub mod checks;
 pub mod cluster;
 pub mod disks;
+pub mod etcd;
 pub mod fidelity;
 pub mod fleet;
 pub mod front;

@@ -2,7 +2,9 @@
 //! digest: the content-addressed key for nodes that read the store, or the digest alone
 //! for workers that ask controller-shim (which serves exactly that spec).
 
-use nodewright::spec::{BOOT_CONFIG_KIND, BootConfig, ControllerShimSource, NodeSpecSource, Role};
+use nodewright::spec::{
+    BOOT_CONFIG_KIND, BootConfig, ControllerShimSource, InvalidValue, NodeSpecSource, Role,
+};
 use nodewright_shim::protocol::DEFAULT_PORT as SHIM_PORT;
 
 use super::RenderError;
@@ -36,7 +38,7 @@ pub fn boot_config(
     let layout = StoreLayout::of(cluster);
     let sha256 = spec_sha256
         .try_into()
-        .map_err(|e: String| RenderError::Internal(e))?;
+        .map_err(|e: InvalidValue| RenderError::Internal(e.0))?;
     let node_spec = match source {
         Source::Store => NodeSpecSource {
             url: Some(layout.spec_url(group, spec_sha256)),
@@ -57,7 +59,7 @@ pub fn boot_config(
     };
     let name = |n: &str| {
         n.try_into()
-            .map_err(|e: String| RenderError::Internal(format!("{n}: {e}")))
+            .map_err(|e: InvalidValue| RenderError::Internal(format!("{n}: {}", e.0)))
     };
     Ok(BootConfig {
         api_version: nodewright::spec::API_VERSION.to_owned(),

@@ -310,26 +310,17 @@ pub fn control_plane(cluster: &Cluster, version: &Version) -> Result<NodeSpec, R
 }
 
 /// controller-shim's section of the control plane's spec, when a group bootstraps
-/// through it.
+/// through it. The groups themselves are not listed: the shim reads them from the store
+/// (`groups::document`), so adding a group does not roll the control plane.
 fn controller_shim(
     cluster: &Cluster,
     layout: &StoreLayout,
 ) -> Result<Option<nodewright::spec::ControllerShimSpec>, RenderError> {
-    // Until the shim reads its node groups from the store, the groups are listed here.
-    let groups: Vec<Value> = cluster
+    let any = cluster
         .node_groups
         .iter()
-        .filter(|g| g.bootstrap == Bootstrap::ControllerShim)
-        .map(|g| {
-            json!({
-                "name": g.name,
-                "nodeSpec": layout.group_prefix(g.name.as_str()),
-                "roles": [super::role_name(g.name.as_str(), cluster.name.as_str())],
-                "allowRebootstrap": g.allow_rebootstrap,
-            })
-        })
-        .collect();
-    if groups.is_empty() {
+        .any(|g| g.bootstrap == Bootstrap::ControllerShim);
+    if !any {
         return Ok(None);
     }
     section(
@@ -337,8 +328,6 @@ fn controller_shim(
         json!({
             "image": cluster.control_plane.controller_shim_image,
             "stateBucket": layout.bucket,
-            "statePrefix": layout.shim_records_key(),
-            "nodeGroups": groups,
         }),
     )
     .map(Some)

@@ -1,4 +1,6 @@
-//! What the model knows about the machine it renders for.
+//! What is known about the machine a node spec is rendered for: the instance (from
+//! IMDS, or given), the host's OS, and what the control-plane phase decided. Plain data,
+//! below the model, the host and the cloud layers, which all read it.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -105,6 +107,39 @@ impl Facts {
                 distro_version: "12".to_owned(),
             },
             control_plane: ControlPlaneFacts::default(),
+        }
+    }
+}
+
+/// The OS package manager of the node's distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackageManager {
+    Apt,
+    Dnf,
+}
+
+impl PackageManager {
+    /// The manager of a distribution (`ID` and `VERSION_ID` from os-release), if
+    /// nodewright knows it. Releases that only have yum (Amazon Linux 2, the RHEL
+    /// family before 8) are not supported.
+    pub fn for_distro(distro: &str, version: &str) -> Option<Self> {
+        let major: Option<u32> = version.split('.').next().and_then(|m| m.parse().ok());
+        match distro {
+            "debian" | "ubuntu" => Some(Self::Apt),
+            "amzn" if major.is_some_and(|m| m >= 2022) => Some(Self::Dnf),
+            "rhel" | "centos" | "rocky" | "almalinux" | "ol" if major.is_some_and(|m| m >= 8) => {
+                Some(Self::Dnf)
+            }
+            "fedora" => Some(Self::Dnf),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Apt => "apt",
+            Self::Dnf => "dnf",
         }
     }
 }

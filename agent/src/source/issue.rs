@@ -1,9 +1,10 @@
-//! The issuing step of a control-plane node: turns the model's certificates into
-//! files, keeping every certificate and key on disk that is still good and issuing
-//! the rest from the CAs read from the state store. It runs before planning, so an
-//! issued certificate is an ordinary desired file: written atomically with its mode by
-//! the file step, recorded in the state (so `verify`, `repair`, `reset` know it), and a
-//! changed input of every service that lists it (so exactly those restart).
+//! The certificates phase of a control-plane node: the certificates the model says it
+//! needs become credential files, keeping every certificate and key on disk that is
+//! still good and issuing the rest from the CAs read from the state store, beside the
+//! store's own objects (the CA certificates, the service-account keys, the encryption
+//! config). The model then renders them as ordinary desired files: written atomically
+//! with their modes, recorded in the state (so `verify`, `repair`, `reset` know them),
+//! and a changed input of every service that lists them (so exactly those restart).
 //!
 //! New keys and certificates only live in memory until `apply` writes them; `plan`
 //! shows `issue <path>: <why>` and writes nothing.
@@ -16,12 +17,19 @@ use nodewright_shim::pki::{
 };
 use time::OffsetDateTime;
 
+use super::pki::{PkiMaterial, StoreCa};
+use crate::error::{Classified, ErrorKind};
 use crate::host::Host;
 use crate::host::fs as hostfs;
 use crate::model::pki::{CERT_MODE, DesiredCertificate, KEY_MODE, Signer};
 use crate::model::pki_paths as paths;
-use crate::model::{Content, DesiredFile, DesiredState, FileKind, Ownership, fixed_path};
-use crate::source::pki::{PkiMaterial, StoreCa};
+use crate::model::{CredentialFile, Origin, fixed_path};
+use crate::runbook::Topic;
+
+/// Who issues these, for messages.
+const ISSUER: &str = "controlPlane.pki";
+/// Where the store's objects come from, for messages.
+const STORE: &str = "controlPlane.pki's store";
 
 /// A certificate closer than this to its end is re-issued.
 pub const RENEW_WITHIN: Duration = Duration::from_secs(30 * 86400);
@@ -32,6 +40,24 @@ pub enum IssueError {
     Path { path: String, detail: String },
     #[error("issuing {path}: {detail}")]
     Issue { path: String, detail: String },
+}
+
+/// A certificate that cannot be issued, or a spec at odds with the store: refused
+/// input.
+impl Classified for IssueError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidInput
+    }
+    fn topic(&self) -> Option<Topic> {
+        Some(Topic::InvalidSpec)
+    }
+}
+
+/// What the phase produced: the files, and the decision for each certificate.
+#[derive(Debug)]
+pub struct Settled {
+    pub files: Vec<CredentialFile>,
+    pub decisions: Vec<(String, Decision)>,
 }
 
 /// What the step decided for one certificate.
@@ -45,29 +71,22 @@ pub enum Decision {
     },
 }
 
-/// Adds the CA files and every certificate and key to `desired.files`.
+/// The store's objects, then every certificate in `wanted` with its key. `spec_ca` is
+/// the spec's `cluster.caCertificate`, if it has one: it must be the store's CA.
 pub fn settle(
-    desired: &mut DesiredState,
+    wanted: &[DesiredCertificate],
+    spec_ca: Option<&str>,
     material: &PkiMaterial,
     host: &Host,
     now: OffsetDateTime,
-) -> Result<Vec<(String, Decision)>, IssueError> {
-    add_store_files(desired, material)?;
+) -> Result<Settled, IssueError> {
+    let mut files = store_files(spec_ca, material)?;
     let mut decisions = Vec::new();
-    for want in desired.certificates.clone() {
-        for path in [&want.cert_path, &want.key_path] {
-            if desired.file(path.as_str()).is_some() {
-                return Err(IssueError::Path {
-                    path: path.to_string(),
-                    detail: "is issued by controlPlane.pki, so the spec must not declare it"
-                        .to_owned(),
-                });
-            }
-        }
+    for want in wanted {
         let ca = ca_for(material, want.signer);
         let cert_text = read_text(host, want.cert_path.as_str())?;
         let key_text = read_text(host, want.key_path.as_str())?;
-        let decision = decide(&want, ca, cert_text.as_deref(), key_text.as_deref(), now);
+        let decision = decide(want, ca, cert_text.as_deref(), key_text.as_deref(), now);
         let (cert_pem, key_pem, cert_why, key_why) = match &decision {
             Decision::Keep => (
                 cert_text.unwrap_or_default(),
@@ -87,7 +106,7 @@ pub fn settle(
                 })?;
                 let issued = ca
                     .authority
-                    .issue(&key.public_key(), &profile(&want))
+                    .issue(&key.public_key(), &profile(want))
                     .map_err(|e| IssueError::Issue {
                         path: want.cert_path.to_string(),
                         detail: e.to_string(),
@@ -104,42 +123,46 @@ pub fn settle(
                 (issued.pem, key_pem, Some(why.clone()), key_why)
             }
         };
-        push(
-            desired,
+        let issued = || Origin::Issued {
+            by: ISSUER.to_owned(),
+        };
+        files.push(CredentialFile::new(
             want.key_path.as_str(),
             key_pem,
             KEY_MODE,
             true,
             key_why,
-        );
-        push(
-            desired,
+            issued(),
+        ));
+        files.push(CredentialFile::new(
             want.cert_path.as_str(),
             cert_pem,
             want.cert_mode,
             false,
             cert_why,
-        );
+            issued(),
+        ));
         decisions.push((want.cert_path.to_string(), decision));
     }
-    Ok(decisions)
+    Ok(Settled { files, decisions })
 }
 
 /// The store's objects as the control plane's files. The cluster CA certificate may
 /// also come from the spec (`cluster.caCertificate`): then both must be the same.
-fn add_store_files(desired: &mut DesiredState, material: &PkiMaterial) -> Result<(), IssueError> {
-    if let Some(existing) = desired.file(paths::CA_CERT) {
-        let spec_ca = String::from_utf8_lossy(existing.content.bytes()).into_owned();
-        if !crate::source::shim::same_certificates(&spec_ca, &material.cluster.cert_pem) {
-            return Err(IssueError::Path {
-                path: paths::CA_CERT.to_owned(),
-                detail: format!(
-                    "cluster.caCertificate in the spec differs from the cluster CA in the state store ({}); refusing both",
-                    material.cluster.cert_location
-                ),
-            });
-        }
-        desired.files.retain(|f| f.path.as_str() != paths::CA_CERT);
+fn store_files(
+    spec_ca: Option<&str>,
+    material: &PkiMaterial,
+) -> Result<Vec<CredentialFile>, IssueError> {
+    if let Some(spec_ca) = spec_ca
+        && !super::shim::same_certificates(spec_ca, &material.cluster.cert_pem)
+    {
+        return Err(IssueError::Path {
+            path: paths::CA_CERT.to_owned(),
+            detail: format!(
+                "cluster.caCertificate in the spec differs from the cluster CA in the state store ({}); refusing both",
+                material.cluster.cert_location
+            ),
+        });
     }
     let objects: [(&str, &str, u32, bool); 7] = [
         (paths::CA_CERT, &material.cluster.cert_pem, CERT_MODE, false),
@@ -166,35 +189,21 @@ fn add_store_files(desired: &mut DesiredState, material: &PkiMaterial) -> Result
             true,
         ),
     ];
-    for (path, text, mode, secret) in objects {
-        if path != paths::CA_CERT && desired.file(path).is_some() {
-            return Err(IssueError::Path {
-                path: path.to_owned(),
-                detail: "comes from controlPlane.pki's store, so the spec must not declare it"
-                    .to_owned(),
-            });
-        }
-        push(desired, path, text.to_owned(), mode, secret, None);
-    }
-    Ok(())
-}
-
-fn push(
-    desired: &mut DesiredState,
-    path: &str,
-    text: String,
-    mode: u32,
-    secret: bool,
-    issued: Option<String>,
-) {
-    desired.files.push(DesiredFile {
-        path: fixed_path(path),
-        content: Content::new(text),
-        ownership: Ownership::root(mode),
-        kind: FileKind::Plain,
-        secret,
-        issued,
-    });
+    Ok(objects
+        .into_iter()
+        .map(|(path, text, mode, secret)| {
+            let origin = if path == paths::CA_CERT {
+                Origin::Replaces {
+                    by: STORE.to_owned(),
+                }
+            } else {
+                Origin::Issued {
+                    by: STORE.to_owned(),
+                }
+            };
+            CredentialFile::new(path, text.to_owned(), mode, secret, None, origin)
+        })
+        .collect())
 }
 
 fn ca_for(material: &PkiMaterial, signer: Signer) -> &StoreCa {
