@@ -115,7 +115,6 @@ fn the_boot_configs_pin_their_specs_by_digest() {
 }
 
 #[test]
-#[ignore = "until controller-shim reads its node groups from the store (issue 15, engineer shim)"]
 fn adding_a_worker_group_leaves_the_control_plane_spec_alone() {
     use nodewright_cluster::{Catalogue, Cluster};
     let text = std::fs::read_to_string(support::cluster_file("ha")).unwrap();
