@@ -277,7 +277,13 @@ pub fn deploy(moto: &Moto, name: &str, template: &str) -> Stack {
             (
                 between(m, "LogicalResourceId"),
                 between(m, "ResourceType"),
-                between(m, "PhysicalResourceId"),
+                // The emulator gives some resources (security group rules) no
+                // physical id.
+                if m.contains("<PhysicalResourceId>") {
+                    between(m, "PhysicalResourceId")
+                } else {
+                    String::new()
+                },
             )
         })
         .collect();
