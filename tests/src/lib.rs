@@ -30,6 +30,7 @@ pub mod ha;
 pub mod image;
 pub mod imds;
 pub mod janitor;
+pub mod kit;
 pub mod mirror;
 pub mod moto;
 pub mod netns;

@@ -1,90 +1,27 @@
-//! A test PKI, made with the same library the nodes issue with, published where a
-//! control-plane spec's `controlPlane.pki.store` says (emulated S3 or a directory).
+//! The test PKI: the cluster kit's own generator (`nodewright_cluster::pki`, what
+//! `nodewright-cluster pki init` writes), published where a control-plane spec's
+//! `controlPlane.pki.store` says (emulated S3 or a directory).
 
 use std::path::Path;
-use std::time::Duration;
 
-use nodewright_shim::pki::{CertificateAuthority, KeyAlgorithm, PrivateKey, encode_pem};
+pub use nodewright_cluster::pki::{CaPair as TestCa, Pki as TestPki};
 
 use crate::moto::Moto;
 
-/// A CA as PEM texts.
-#[derive(Clone)]
-pub struct TestCa {
-    pub cert_pem: String,
-    pub key_pem: String,
+/// A new PKI, as `pki init` makes one.
+pub fn generate() -> TestPki {
+    TestPki::generate().expect("the cluster kit generates a PKI")
 }
 
-impl TestCa {
-    pub fn generate(common_name: &str) -> Self {
-        let (ca, key) =
-            CertificateAuthority::create(common_name, Duration::from_secs(10 * 365 * 86400))
-                .expect("a CA is generated");
-        Self {
-            cert_pem: ca.cert_pem().to_owned(),
-            key_pem: key.to_pem(),
-        }
-    }
-
-    pub fn authority(&self) -> CertificateAuthority {
-        CertificateAuthority::from_pem("test CA", &self.cert_pem, &self.key_pem)
-            .expect("the test CA loads")
-    }
-}
-
-/// Every object of a PKI store (docs/pki.md).
-#[derive(Clone)]
-pub struct TestPki {
-    pub cluster: TestCa,
-    pub front_proxy: TestCa,
-    pub etcd: TestCa,
-    pub sa_key: String,
-    pub sa_pub: String,
-    pub encryption_config: String,
-}
-
-impl TestPki {
-    pub fn generate() -> Self {
-        let sa = PrivateKey::generate(KeyAlgorithm::EcdsaP256).expect("a key is generated");
-        let secret: Vec<u8> = (0..32).map(|_| fastrand::u8(..)).collect();
-        let secret = encode_pem("X", &secret)
-            .lines()
-            .filter(|l| !l.starts_with("-----"))
-            .collect::<String>();
-        Self {
-            cluster: TestCa::generate("kubernetes-ca"),
-            front_proxy: TestCa::generate("front-proxy-ca"),
-            etcd: TestCa::generate("etcd-ca"),
-            sa_key: sa.to_pem(),
-            sa_pub: encode_pem("PUBLIC KEY", sa.public_key().spki_der()),
-            encryption_config: format!(
-                "apiVersion: apiserver.config.k8s.io/v1\n\
-                 kind: EncryptionConfiguration\n\
-                 resources:\n  - resources: [secrets]\n    providers:\n      \
-                 - aescbc:\n          keys:\n            - name: key1\n              \
-                 secret: {secret}\n      - identity: {{}}\n"
-            ),
-        }
-    }
-
-    /// (object name, content) in the store's layout.
-    pub fn objects(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("ca.crt", self.cluster.cert_pem.clone()),
-            ("ca.key", self.cluster.key_pem.clone()),
-            ("front-proxy-ca.crt", self.front_proxy.cert_pem.clone()),
-            ("front-proxy-ca.key", self.front_proxy.key_pem.clone()),
-            ("etcd-ca.crt", self.etcd.cert_pem.clone()),
-            ("etcd-ca.key", self.etcd.key_pem.clone()),
-            ("sa.key", self.sa_key.clone()),
-            ("sa.pub", self.sa_pub.clone()),
-            ("encryption-config.yaml", self.encryption_config.clone()),
-        ]
-    }
-
+/// Publishing a PKI into a test store.
+pub trait Publish {
     /// Publishes every object under `store` (`s3://bucket/prefix/` in `moto`, or
     /// `file:///dir/`).
-    pub fn publish(&self, store: &str, moto: Option<&Moto>) {
+    fn publish(&self, store: &str, moto: Option<&Moto>);
+}
+
+impl Publish for TestPki {
+    fn publish(&self, store: &str, moto: Option<&Moto>) {
         for (name, content) in self.objects() {
             put(store, name, content.as_bytes(), moto);
         }

@@ -6,7 +6,7 @@ use crate::agent::Agent;
 use crate::front::AwsFront;
 use crate::imds::{FakeImds, Instance};
 use crate::moto::Moto;
-use crate::pki::TestPki;
+use crate::pki::{Publish, TestPki};
 
 pub struct World {
     pub moto: Moto,
@@ -47,7 +47,7 @@ impl World {
             world.moto.put_object(&bucket, &key, spec);
         }
         if let Some(store) = crate::pki::store_of(spec) {
-            let pki = TestPki::generate();
+            let pki = crate::pki::generate();
             pki.publish(&store, Some(&world.moto));
             world.pki = Some(pki);
         }

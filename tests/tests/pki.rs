@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use nodewright::model::pki_paths as paths;
 use nodewright_e2e::agent::{json_of, restarted};
-use nodewright_e2e::pki::{TestPki, put};
+use nodewright_e2e::pki::put;
 use nodewright_e2e::specs;
 use nodewright_e2e::world::World;
 use nodewright_shim::pki::{CertificateInfo, PrivateKey, Profile, Subject, Usage};
@@ -487,6 +487,7 @@ fn an_expiring_or_damaged_certificate_is_re_issued_and_restarts_only_its_users()
     let forged = pki
         .cluster
         .authority()
+        .unwrap()
         .issue(
             &key.public_key(),
             &Profile {
@@ -657,11 +658,12 @@ fn rsa_2048_when_the_spec_asks() {
 
 #[test]
 fn a_bad_ca_in_the_store_is_refused_before_anything_is_written() {
-    let other = TestPki::generate();
+    let other = nodewright_e2e::pki::generate();
     let leaf_key = PrivateKey::generate(nodewright_shim::pki::KeyAlgorithm::EcdsaP256).unwrap();
     let leaf = other
         .cluster
         .authority()
+        .unwrap()
         .issue(
             &leaf_key.public_key(),
             &Profile {

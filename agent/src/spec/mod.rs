@@ -68,7 +68,7 @@ pub use types::{
     AbsPath, AssetName, AssetUrl, DnsName, DropInName, InvalidValue, MemberPath, ModuleName,
     Principal, Sha256Hex, SysctlKey, UnitName,
 };
-pub use validate::Problem;
+pub use validate::{Problem, Problems};
 pub use values::{
     ContainerdVersion, GoDuration, ImageRef, LabelKey, LabelValue, MirrorUrl, PackageName,
     Quantity, RegistryHost,
@@ -138,7 +138,9 @@ fn list(problems: &[Problem]) -> String {
 /// Largest document we parse; a spec is a few KiB, and this bounds a hostile one.
 pub const MAX_DOCUMENT_BYTES: usize = 4 << 20;
 
-pub(crate) fn parse_yaml<T: DeserializeOwned>(source: &str, text: &str) -> Result<T, SpecError> {
+/// Parses a document strictly into `T`: an error names the field path and the line.
+/// Other nodewright documents (the cluster kit's `Cluster`) parse with it too.
+pub fn parse_yaml<T: DeserializeOwned>(source: &str, text: &str) -> Result<T, SpecError> {
     if text.len() > MAX_DOCUMENT_BYTES {
         return Err(SpecError::Parse {
             source_name: source.to_owned(),

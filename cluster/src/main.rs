@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    nodewright_cluster::cli::main()
+}
