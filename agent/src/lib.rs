@@ -10,6 +10,7 @@ pub mod cloud;
 pub mod controlplane;
 pub mod engine;
 pub mod host;
+pub mod kops;
 pub mod logging;
 pub mod model;
 pub mod ops;

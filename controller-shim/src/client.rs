@@ -128,6 +128,18 @@ impl StsSigner {
         IdentityToken::sign(&credentials, &self.endpoint, body, SystemTime::now())
             .map_err(|e| ClientError::Sign(e.to_string()))
     }
+
+    /// Signs with `header: value` among the signed headers instead of the body hash
+    /// (see [`IdentityToken::sign_binding`]).
+    pub async fn sign_binding(&self, header: &str, value: &str) -> Result<IdentityToken, ClientError> {
+        let credentials = self
+            .credentials
+            .provide_credentials()
+            .await
+            .map_err(|e| ClientError::Credentials(error_chain(&e)))?;
+        IdentityToken::sign_binding(&credentials, &self.endpoint, (header, value), SystemTime::now())
+            .map_err(|e| ClientError::Sign(e.to_string()))
+    }
 }
 
 /// How to reach the shims.

@@ -99,11 +99,23 @@ impl IdentityToken {
         now: SystemTime,
     ) -> Result<Self, IdentityError> {
         let body_hash = hex::encode(Sha256::digest(body));
+        Self::sign_binding(credentials, endpoint, (BODY_HASH_HEADER, &body_hash), now)
+    }
+
+    /// Signs `GetCallerIdentity` with `binding` (a header name and value, e.g. another
+    /// protocol's body hash) among the signed headers. kops's `X-Kops-Request-SHA` is
+    /// one: the agent's kops-controller client signs with it.
+    pub fn sign_binding(
+        credentials: &Credentials,
+        endpoint: &StsEndpoint,
+        binding: (&str, &str),
+        now: SystemTime,
+    ) -> Result<Self, IdentityError> {
         let host = endpoint.authority().to_owned();
         let mut headers: Vec<(String, String)> = vec![
             ("host".to_owned(), host),
             ("content-type".to_owned(), STS_CONTENT_TYPE.to_owned()),
-            (BODY_HASH_HEADER.to_owned(), body_hash),
+            (binding.0.to_ascii_lowercase(), binding.1.to_owned()),
         ];
         let identity = credentials.clone().into();
         let params = v4::SigningParams::builder()

@@ -158,6 +158,16 @@ impl PublicKey {
     pub fn spki_der(&self) -> &[u8] {
         &self.spki_der
     }
+
+    /// A public key a peer sent as a DER SubjectPublicKeyInfo (kops's bootstrap protocol
+    /// sends keys, not CSRs); refused unless it parses.
+    pub fn from_spki_der(what: &str, der: &[u8]) -> Result<Self, PkiError> {
+        SubjectPublicKeyInfo::from_der(der)
+            .map_err(|e| invalid(what, format!("not a public key: {e}")))?;
+        Ok(Self {
+            spki_der: der.to_vec(),
+        })
+    }
 }
 
 /// A certificate's subject: the common name and the organizations (Kubernetes reads

@@ -16,6 +16,8 @@
 //!   [`node::Node`] (one instance booted with systemd-nspawn, its own IMDS).
 //! - [`shim::ShimWorld`]: the real `controller-shim` binary with the cluster CA, against
 //!   moto with SigV4 checks on, and EC2 instances with instance-role sessions.
+//! - [`kops_controller::KopsWorld`]: a fake kops-controller (kops's `/bootstrap`, its STS
+//!   proof checked against moto) with a kops-shaped keyset and the state store in S3.
 
 pub mod agent;
 pub mod assetkit;
@@ -29,6 +31,7 @@ pub mod ha;
 pub mod image;
 pub mod imds;
 pub mod janitor;
+pub mod kops_controller;
 pub mod mirror;
 pub mod moto;
 pub mod netns;

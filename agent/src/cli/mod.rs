@@ -4,6 +4,7 @@
 mod apply;
 mod boot;
 mod cache;
+mod kops;
 mod plan;
 mod prebake;
 mod repair;
@@ -79,6 +80,8 @@ enum Command {
     Watch(watch::Args),
     /// Print the JSON Schema of the node spec (or of the boot config).
     Schema(schema::Args),
+    /// kops: translate an instance group's user data and nodeupconfig to a node spec.
+    Kops(kops::Args),
     /// Print the version.
     Version,
 }
@@ -140,6 +143,7 @@ pub fn main() -> ExitCode {
             Command::Runbook(args) => runbook::run(args),
             Command::Watch(args) => watch::run(&cli.root, args).await,
             Command::Schema(args) => schema::run(args),
+            Command::Kops(args) => kops::run(args),
             Command::Version => {
                 println!("nodewright {}", crate::VERSION);
                 exit::OK

@@ -84,9 +84,12 @@ pub struct ClusterSpec {
     /// Service network, e.g. `100.64.0.0/13`.
     #[schemars(with = "String")]
     pub service_cidr: IpNet,
-    /// Pod network, e.g. `100.96.0.0/11`.
-    #[schemars(with = "String")]
-    pub pod_cidr: IpNet,
+    /// Pod network, e.g. `100.96.0.0/11`. Leave it out when the CNI manages pod
+    /// addresses itself (IPv6, ENI-based CNIs, Cilium's own IPAM): kube-proxy then gets
+    /// no cluster CIDR, and the controller manager cannot allocate node CIDRs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub pod_cidr: Option<IpNet>,
     /// The cluster DNS service IP; must lie in the service network.
     #[schemars(with = "String")]
     pub dns_ip: IpAddr,
@@ -278,15 +281,25 @@ impl NodeSpec {
                 ),
             );
         }
-        if cluster.service_cidr.contains(&cluster.pod_cidr.network())
-            || cluster.pod_cidr.contains(&cluster.service_cidr.network())
+        if let Some(pod_cidr) = &cluster.pod_cidr
+            && (cluster.service_cidr.contains(&pod_cidr.network())
+                || pod_cidr.contains(&cluster.service_cidr.network()))
         {
             problems.add(
                 "cluster.podCidr",
-                format!(
-                    "{} overlaps serviceCidr {}",
-                    cluster.pod_cidr, cluster.service_cidr
-                ),
+                format!("{pod_cidr} overlaps serviceCidr {}", cluster.service_cidr),
+            );
+        }
+        let allocates = self
+            .control_plane
+            .as_ref()
+            .and_then(|c| c.controller_manager.as_ref())
+            .is_some_and(|kcm| kcm.allocate_node_cidrs);
+        if allocates && cluster.pod_cidr.is_none() {
+            problems.add(
+                "cluster",
+                "controlPlane.controllerManager.allocateNodeCidrs needs cluster.podCidr to allocate from"
+                    .to_owned(),
             );
         }
 
@@ -486,21 +499,31 @@ impl NodeSpec {
     }
 }
 
-/// A PEM certificate: the armour, and a base64 body.
+/// PEM certificates: one, or several (a CA bundle during a rotation, as kops keeps
+/// them), each the armour and a base64 body, with nothing else around them.
 fn check_pem_certificate(pem: &str) -> Result<(), String> {
     const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
     const END: &str = "-----END CERTIFICATE-----";
-    let text = pem.trim();
-    let body = text
-        .strip_prefix(BEGIN)
-        .and_then(|rest| rest.strip_suffix(END))
-        .ok_or_else(|| format!("must be one PEM certificate ({BEGIN} ... {END})"))?;
-    let base64_ok = body
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c));
-    if !base64_ok || body.trim().is_empty() || body.contains("-----") {
-        return Err("holds something other than one base64 certificate body".to_owned());
+    let mut rest = pem.trim();
+    if rest.is_empty() {
+        return Err(format!("must be PEM certificates ({BEGIN} ... {END})"));
+    }
+    while !rest.is_empty() {
+        let body = rest
+            .strip_prefix(BEGIN)
+            .and_then(|r| r.split_once(END))
+            .map(|(body, after)| {
+                rest = after.trim_start();
+                body
+            })
+            .ok_or_else(|| format!("must be PEM certificates ({BEGIN} ... {END})"))?;
+        let base64_ok = body
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c));
+        if !base64_ok || body.trim().is_empty() || body.contains("-----") {
+            return Err("holds something other than base64 certificate bodies".to_owned());
+        }
     }
     Ok(())
 }
