@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
-# Boot timeline benchmark (issue 8): boots the booted Kubernetes worker (containerd from
-# the image, the kubelet stand-in from the asset mirror) from a plain image and from one
-# with the spec prebaked, interleaved, and prints when each milestone came after the
-# instance start, side by side with the ratios. Needs root (systemd-nspawn, network
-# namespaces).
-#   bench/boot.sh [RUNS]
-# With NODEWRIGHT_NODE_BINARY set, that agent binary is baked in instead of the shipped
-# static build (e.g. target/debug/nodewright, to skip the dist build).
+# Boot timeline benchmark (issues 8 and 14): boots the booted Kubernetes worker
+# (containerd from the image, the kubelet stand-in from the asset mirror) from a plain
+# image and from one with the spec prebaked, interleaved, and prints when each
+# milestone came after the instance start, side by side with the ratios. Needs root
+# (systemd-nspawn, network namespaces).
+#   bench/boot.sh [--quick] [RUNS]
+# With NODEWRIGHT_NODE_BINARY set, that agent binary is baked in instead of the one the
+# mode picks (the shipped build; the test build's in quick mode).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
+bench_mode "$@"
+set -- "${BENCH_ARGS[@]}"
 scripts/setup.sh >/dev/null
 export NODEWRIGHT_TOOLS="${NODEWRIGHT_TOOLS:-$PWD/.tools}"
 if [ -z "${NODEWRIGHT_NODE_BINARY:-}" ]; then
-  cargo build -q -p nodewright --bin nodewright --profile dist --target x86_64-unknown-linux-musl
-  export NODEWRIGHT_NODE_BINARY="$PWD/target/x86_64-unknown-linux-musl/dist/nodewright"
+  build_under_test
+  export NODEWRIGHT_NODE_BINARY="$PWD/$BIN_DIR/nodewright"
 fi
-cargo build -q -p nodewright-e2e --bin bench-boot --bin kubelet-standin
-exec target/debug/bench-boot "${1:-10}"
+build_harness
+if [ "$QUICK" = 1 ]; then set -- 1; fi
+exec "$(harness_bin bench-boot)" "${1:-10}"

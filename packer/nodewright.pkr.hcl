@@ -1,7 +1,7 @@
 # The node image: a base distribution image with the OS prerequisites, the static
 # nodewright binary and its boot unit, optionally with a node spec's assets prebaked.
 #
-#   cargo build -p nodewright --profile dist --target x86_64-unknown-linux-musl
+#   cargo build -p nodewright -p nodewright-shim --bins --profile dist --target x86_64-unknown-linux-musl
 #   packer build -var kubernetes_version=1.33.4 packer/nodewright.pkr.hcl
 #
 # Kept to what Packer 1.6 reads (CI validates with Debian's 1.6.6): no

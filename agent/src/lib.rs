@@ -1,14 +1,20 @@
 //! nodewright: the node-side bootstrap agent for Kubernetes on AWS.
 //!
-//! Data flows one way: `source -> spec -> model -> engine -> host`, with `cloud` called
-//! from a few named steps of [`bootstrap`]. `model` is pure; `host` alone touches the OS.
+//! Modules import only downward (docs/architecture.md draws the layers; a test,
+//! `agent/tests/layers.rs`, keeps them): the command line, then the flows ([`boot`],
+//! [`prebake`], [`watch`], [`ops`]), the control plane, the engine, assets and
+//! sources, the host and the cloud, then the model, facts and spec, and small shared
+//! utilities at the bottom. `model` is pure; `host` alone touches the OS.
 
 pub mod assets;
-pub mod bootstrap;
+pub mod boot;
 pub mod cli;
+pub mod clock;
 pub mod cloud;
 pub mod controlplane;
 pub mod engine;
+pub mod error;
+pub mod facts;
 pub mod host;
 pub mod kops;
 pub mod logging;
@@ -16,6 +22,7 @@ pub mod model;
 pub mod ops;
 pub mod prebake;
 pub mod progress;
+pub mod report;
 pub mod retry;
 pub mod runbook;
 pub mod source;

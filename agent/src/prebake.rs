@@ -15,11 +15,15 @@ use std::time::Duration;
 
 use crate::assets::bake::{BakeManifest, BakedAsset, BakedFile};
 use crate::assets::{FetchSettings, Fetcher};
-use crate::bootstrap::{BootError, fetch_spec};
 use crate::cloud::NetworkSettings;
-use crate::engine::{self, State};
+use crate::engine::{self, PlanError, State};
+use crate::error::{Classified, ErrorKind};
+use crate::facts::{Facts, InstanceFacts};
 use crate::host::{Host, os};
-use crate::model::{self, DesiredState, Facts, FileKind, InstanceFacts};
+use crate::model::{self, DesiredState, FileKind, ModelError};
+use crate::runbook::Topic;
+use crate::source::SourceError;
+use crate::source::nodewright::StoreSource;
 use crate::spec::Sha256Hex;
 
 #[derive(Debug, Clone)]
@@ -39,7 +43,43 @@ pub struct Prebaked {
     pub downloads: usize,
 }
 
-pub async fn prebake(options: &PrebakeOptions) -> Result<Prebaked, BootError> {
+#[derive(Debug, thiserror::Error)]
+pub enum PrebakeError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("building the node's desired state: {0}")]
+    Model(#[from] ModelError),
+    #[error("planning: {0}")]
+    Plan(#[from] PlanError),
+    #[error("{} of the changes failed:\n  - {}", failures.len(), failures.join("\n  - "))]
+    Apply { failures: Vec<String> },
+    #[error("writing {}: {source}", path.display())]
+    Manifest {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl Classified for PrebakeError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Source(e) => e.kind(),
+            Self::Model(e) => e.kind(),
+            Self::Plan(_) | Self::Apply { .. } => ErrorKind::ChangeFailed,
+            Self::Manifest { .. } => ErrorKind::Internal,
+        }
+    }
+    fn topic(&self) -> Option<Topic> {
+        match self {
+            Self::Source(e) => e.topic(),
+            Self::Model(e) => e.topic(),
+            Self::Plan(_) | Self::Apply { .. } => Some(Topic::ApplyFailed),
+            Self::Manifest { .. } => None,
+        }
+    }
+}
+
+pub async fn prebake(options: &PrebakeOptions) -> Result<Prebaked, PrebakeError> {
     let host = Host::new(&options.root);
     let network = NetworkSettings::default();
     let host_facts = os::host_facts(host.root());
@@ -53,25 +93,23 @@ pub async fn prebake(options: &PrebakeOptions) -> Result<Prebaked, BootError> {
         host: host_facts,
         control_plane: Default::default(),
     };
-    let (spec, spec_sha256, _) = fetch_spec(
-        &options.url,
-        options.sha256.as_ref(),
-        &one,
-        &network,
-        options.deadline,
-        None,
-    )
-    .await?;
+    let verified = StoreSource::new(options.url.clone(), options.sha256.clone())
+        .fetch_spec(&one.instance.region, &network, options.deadline)
+        .await?;
+    let (spec, spec_sha256) = (verified.spec, verified.sha256);
     let desired = model::desired_state(&spec, &one)?;
     let desired_other = model::desired_state(&spec, &other)?;
     let baked = identity_independent(&desired, &desired_other);
 
-    let fetcher = Arc::new(Fetcher::new(
-        &host,
-        FetchSettings::from(&spec.downloads),
-        network,
-        Some(options.region.clone()),
-    )?);
+    let fetcher = Arc::new(
+        Fetcher::new(
+            &host,
+            FetchSettings::from(&spec.downloads),
+            network,
+            Some(options.region.clone()),
+        )
+        .map_err(SourceError::from)?,
+    );
     // Every asset, even one nothing installs yet, verified if already cached.
     let fetches = desired.assets.values().map(|asset| {
         let fetcher = fetcher.clone();
@@ -83,7 +121,7 @@ pub async fn prebake(options: &PrebakeOptions) -> Result<Prebaked, BootError> {
         .filter_map(|r| r.err().map(|e| e.to_string()))
         .collect();
     if !failures.is_empty() {
-        return Err(BootError::Apply { failures });
+        return Err(PrebakeError::Apply { failures });
     }
 
     let mut state = State::default();
@@ -91,11 +129,11 @@ pub async fn prebake(options: &PrebakeOptions) -> Result<Prebaked, BootError> {
     let report = engine::apply_with(&plan, &host, &mut state, fetcher.clone()).await;
     let failures = report.failures();
     if !failures.is_empty() {
-        return Err(BootError::Apply { failures });
+        return Err(PrebakeError::Apply { failures });
     }
 
     let manifest = BakeManifest {
-        baked_at: engine::timeline::rfc3339(std::time::SystemTime::now()),
+        baked_at: crate::clock::now(),
         agent_version: crate::VERSION.to_owned(),
         spec_url: options.url.clone(),
         spec_sha256,
@@ -115,12 +153,12 @@ pub async fn prebake(options: &PrebakeOptions) -> Result<Prebaked, BootError> {
             .collect(),
         files: baked_files(&baked, &state),
     };
-    manifest.save(&host).map_err(|source| {
-        BootError::State(engine::StateError::Write {
+    manifest
+        .save(&host)
+        .map_err(|source| PrebakeError::Manifest {
             path: BakeManifest::path(&host),
             source,
-        })
-    })?;
+        })?;
     Ok(Prebaked {
         manifest,
         changes: plan.steps.len(),
@@ -145,8 +183,11 @@ pub fn identity_independent(one: &DesiredState, other: &DesiredState) -> Desired
     out.files = one
         .files
         .iter()
-        // A static pod manifest is written with its inputs' digest, at boot.
-        .filter(|f| other.files.contains(f) && one.static_pod(f.path.as_str()).is_none())
+        // A static pod manifest is written with its inputs' digest, at boot. A secret
+        // (a bootstrap token, a key) never goes into an image that others may launch.
+        .filter(|f| {
+            other.files.contains(f) && one.static_pod(f.path.as_str()).is_none() && !f.secret
+        })
         .cloned()
         .map(|mut f| {
             f.kind = FileKind::Plain;
@@ -187,7 +228,7 @@ fn baked_files(baked: &DesiredState, state: &State) -> Vec<BakedFile> {
                 path: (*path).to_owned(),
                 sha256: record.digest.clone(),
                 mode: record.mode,
-                source: record.source.clone(),
+                source: record.source.as_ref().map(ToString::to_string),
             })
         })
         .collect()

@@ -4,9 +4,10 @@
 //! 7)" while the boot is still retrying. One file per process, so that a run waiting
 //! for the run lock does not hide the run that holds it.
 //!
-//! Any code may report a wait: the retry helper does for every remote source, and the
-//! etcd volume code reports "etcd volume vol-… attached to i-… (stopped)". A run that
-//! is not tracked (`plan`, unit tests) reports into nothing. The file lives under /run
+//! It listens to what the run reports ([`crate::report`]): any code may report a wait
+//! there (the retry helper does for every remote source, the flow for the run lock) and
+//! the flow reports its phases. A run that is not tracked (`plan`, unit tests) reports
+//! into nothing. The file lives under /run
 //! (tmpfs: gone after a reboot), is replaced without fsync (it is a live view, not a
 //! record), and is removed, with the directories it needed, when the run ends. One
 //! left by a killed run is recognised by its pid and start time, and removed by the
@@ -17,14 +18,14 @@
 //! stuck in one call) or waiting for something. A quick run writes nothing.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::timeline::rfc3339;
+use crate::clock::rfc3339;
 use crate::host::process::{self, ProcessId};
-use crate::runbook;
+use crate::report;
 
 /// Where the records live, under the root.
 pub const DIR: &str = "run/nodewright";
@@ -88,7 +89,61 @@ static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::
 
 /// Ends tracking (and removes the record) when dropped.
 #[must_use = "the record is removed when the guard is dropped"]
-pub struct Guard(());
+pub struct Guard {
+    _listening: report::Listening,
+}
+
+/// The live record, as the run's listener.
+struct LiveRecord;
+
+impl report::Listener for LiveRecord {
+    fn phase(&self, phase: &str) {
+        update(|record, started| {
+            if record.phase == phase {
+                return false;
+            }
+            record.phase = phase.to_owned();
+            !record.waiting.is_empty() || started.elapsed() >= QUIET_FOR
+        });
+    }
+
+    fn waiting(&self, wait: &report::Wait<'_>) {
+        let reason = wait.reason.lines().next().unwrap_or(wait.reason).to_owned();
+        let runbook = wait.topic.map(|t| t.hint());
+        let gives_up_at = wait.gives_up_at.map(rfc3339);
+        update(|record, _| {
+            match record
+                .waiting
+                .iter_mut()
+                .find(|w| w.subject == wait.subject)
+            {
+                Some(entry) => {
+                    entry.reason = reason.clone();
+                    entry.attempts = wait.attempts;
+                    entry.gives_up_at = gives_up_at;
+                    entry.runbook = runbook;
+                }
+                None => record.waiting.push(Waiting {
+                    subject: wait.subject.to_owned(),
+                    reason: reason.clone(),
+                    since: rfc3339(SystemTime::now()),
+                    attempts: wait.attempts,
+                    gives_up_at,
+                    runbook,
+                }),
+            }
+            true
+        });
+    }
+
+    fn done_waiting(&self, subject: &str) {
+        update(|record, _| {
+            let before = record.waiting.len();
+            record.waiting.retain(|w| w.subject != subject);
+            record.waiting.len() != before
+        });
+    }
+}
 
 /// Starts tracking a run under `root`.
 pub fn begin(root: &Path, command: &str) -> Guard {
@@ -123,7 +178,9 @@ pub fn begin(root: &Path, command: &str) -> Guard {
     if let Err(e) = spawned {
         tracing::debug!(error = %e, "no timer for the live run record");
     }
-    Guard(())
+    Guard {
+        _listening: report::listen(Arc::new(LiveRecord)),
+    }
 }
 
 impl Drop for Guard {
@@ -138,52 +195,6 @@ impl Drop for Guard {
             }
         }
     }
-}
-
-/// The run entered `phase`.
-pub fn phase(phase: &str) {
-    update(|record, started| {
-        if record.phase == phase {
-            return false;
-        }
-        record.phase = phase.to_owned();
-        !record.waiting.is_empty() || started.elapsed() >= QUIET_FOR
-    });
-}
-
-/// The run is waiting for `subject` because of `reason` (after `attempts` tries).
-pub fn waiting(subject: &str, reason: &str, attempts: u32, gives_up_at: Option<SystemTime>) {
-    let reason = reason.lines().next().unwrap_or(reason).to_owned();
-    update(|record, _| {
-        let runbook = runbook::topic_for(&format!("{subject}: {reason}")).map(|t| t.hint());
-        let gives_up_at = gives_up_at.map(rfc3339);
-        match record.waiting.iter_mut().find(|w| w.subject == subject) {
-            Some(entry) => {
-                entry.reason = reason.clone();
-                entry.attempts = attempts;
-                entry.gives_up_at = gives_up_at;
-                entry.runbook = runbook;
-            }
-            None => record.waiting.push(Waiting {
-                subject: subject.to_owned(),
-                reason: reason.clone(),
-                since: rfc3339(SystemTime::now()),
-                attempts,
-                gives_up_at,
-                runbook,
-            }),
-        }
-        true
-    });
-}
-
-/// The wait for `subject` is over (it answered, or the run gave up on it).
-pub fn done_waiting(subject: &str) {
-    update(|record, _| {
-        let before = record.waiting.len();
-        record.waiting.retain(|w| w.subject != subject);
-        record.waiting.len() != before
-    });
 }
 
 fn lock() -> std::sync::MutexGuard<'static, Option<Tracker>> {

@@ -3,11 +3,16 @@
 //! Every remote call at boot goes through here (IMDS, S3, the asset mirrors): a fresh
 //! instance's network, role and DNS can take seconds to work, so transient failures are
 //! retried until the deadline, and permanent ones fail at once with their cause.
-//! While it retries, the run's live record says what it is waiting for (`status`).
+//! While it retries, it reports what it is waiting for ([`crate::report`]: the live run
+//! record shows it in `status`), with the runbook section the error names.
 
 use std::fmt::Display;
 use std::future::Future;
 use std::time::{Duration, Instant};
+
+use crate::error::{Classified, ErrorKind};
+use crate::report;
+use crate::runbook::Topic;
 
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -31,12 +36,7 @@ impl RetryPolicy {
     /// The delay before attempt `attempt + 1` (1-based), with "equal jitter": half the
     /// exponential delay plus a random part, so that many nodes do not retry in step.
     pub fn delay(&self, attempt: u32) -> Duration {
-        let exp = self
-            .initial_delay
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-        let capped = exp.min(self.max_delay);
-        let half = capped / 2;
-        half + half.mul_f64(fastrand::f64())
+        nodewright_shim::support::backoff(self.initial_delay, self.max_delay, attempt)
     }
 }
 
@@ -60,6 +60,22 @@ pub enum RetryError<E: Display> {
     },
 }
 
+/// Giving up at the deadline means the source did not answer in time; a permanent
+/// failure is whatever the error itself says.
+impl<E: Display + Classified> Classified for RetryError<E> {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Permanent(e) => e.kind(),
+            Self::Deadline { .. } => ErrorKind::Unreachable,
+        }
+    }
+    fn topic(&self) -> Option<Topic> {
+        match self {
+            Self::Permanent(e) | Self::Deadline { last: e, .. } => e.topic(),
+        }
+    }
+}
+
 impl<E: Display> RetryError<E> {
     pub fn into_inner(self) -> E {
         match self {
@@ -80,7 +96,7 @@ pub async fn retry<T, E, F, Fut>(
     mut op: F,
 ) -> Result<T, RetryError<E>>
 where
-    E: Display,
+    E: Display + Classified,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
@@ -92,14 +108,14 @@ where
             Ok(value) => {
                 if attempt > 1 {
                     tracing::info!(what, attempt, "succeeded after retrying");
-                    crate::progress::done_waiting(what);
+                    report::done_waiting(what);
                 }
                 return Ok(value);
             }
             Err(error) => error,
         };
         if classify(&error) == Verdict::Fail {
-            crate::progress::done_waiting(what);
+            report::done_waiting(what);
             return Err(RetryError::Permanent(error));
         }
         // The last attempt is made at the deadline, not a backoff step before it.
@@ -123,12 +139,13 @@ where
             retry_in_ms = delay.as_millis() as u64,
             "attempt failed; retrying"
         );
-        crate::progress::waiting(
-            what,
-            &error.to_string(),
-            attempt,
-            Some(gives_up_at(policy.deadline, started)),
-        );
+        report::waiting(&report::Wait {
+            subject: what,
+            reason: &error.to_string(),
+            attempts: attempt,
+            gives_up_at: Some(gives_up_at(policy.deadline, started)),
+            topic: error.topic(),
+        });
         tokio::time::sleep(delay).await;
     }
 }
@@ -142,6 +159,25 @@ fn gives_up_at(deadline: Duration, started: Instant) -> std::time::SystemTime {
 mod tests {
     use super::*;
     use std::cell::Cell;
+
+    /// A failure that classifies itself, as every error retried here does.
+    #[derive(Debug, PartialEq)]
+    struct Oops(String);
+
+    impl Display for Oops {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    impl Classified for Oops {
+        fn kind(&self) -> ErrorKind {
+            ErrorKind::InvalidInput
+        }
+        fn topic(&self) -> Option<Topic> {
+            Some(Topic::ClockSkew)
+        }
+    }
 
     fn quick(deadline_ms: u64) -> RetryPolicy {
         RetryPolicy {
@@ -157,13 +193,13 @@ mod tests {
         let result = retry(
             "t",
             quick(5_000),
-            |_: &String| Verdict::Retry,
+            |_: &Oops| Verdict::Retry,
             || {
                 calls.set(calls.get() + 1);
                 let n = calls.get();
                 async move {
                     if n < 4 {
-                        Err(format!("fail {n}"))
+                        Err(Oops(format!("fail {n}")))
                     } else {
                         Ok(n)
                     }
@@ -180,14 +216,14 @@ mod tests {
         let result: Result<(), _> = retry(
             "t",
             quick(5_000),
-            |_: &String| Verdict::Fail,
+            |_: &Oops| Verdict::Fail,
             || {
                 calls.set(calls.get() + 1);
-                async { Err("denied".to_owned()) }
+                async { Err(Oops("denied".to_owned())) }
             },
         )
         .await;
-        assert!(matches!(result, Err(RetryError::Permanent(ref e)) if e == "denied"));
+        assert!(matches!(result, Err(RetryError::Permanent(ref e)) if e.0 == "denied"));
         assert_eq!(calls.get(), 1);
     }
 
@@ -196,12 +232,15 @@ mod tests {
         let result: Result<(), _> = retry(
             "t",
             quick(50),
-            |_: &String| Verdict::Retry,
-            || async { Err("still down".to_owned()) },
+            |_: &Oops| Verdict::Retry,
+            || async { Err(Oops("still down".to_owned())) },
         )
         .await;
         let err = result.unwrap_err();
         assert!(err.is_deadline());
+        // Giving up is "unreachable", whatever the last error was; its topic stays.
+        assert_eq!(err.kind(), ErrorKind::Unreachable);
+        assert_eq!(err.topic(), Some(Topic::ClockSkew));
         // It keeps trying until the deadline itself.
         assert!(
             matches!(err, RetryError::Deadline { elapsed, .. } if elapsed >= Duration::from_millis(50))

@@ -106,30 +106,6 @@ fn section<'a>(text: &'a str, id: &str) -> Option<&'a str> {
     Some(rest[..end].trim())
 }
 
-/// The topic for an error's text, when one fits: how errors from different layers
-/// (IMDS, S3, downloads, the engine) are pointed at the runbook.
-pub fn topic_for(text: &str) -> Option<Topic> {
-    let has = |needle: &str| text.contains(needle);
-    if has("RequestTimeTooSkewed")
-        || has("SignatureDoesNotMatch") && has("time")
-        || has("certificate is not yet valid")
-    {
-        Some(Topic::ClockSkew)
-    } else if has("certificate has expired") || has("CertificateExpired") {
-        Some(Topic::CertificateExpiry)
-    } else if has("instance metadata") {
-        Some(Topic::ImdsUnreachable)
-    } else if (has("s3://") || has("S3"))
-        && (has("AccessDenied") || has("Forbidden") || has("InvalidAccessKeyId"))
-    {
-        Some(Topic::S3AccessDenied)
-    } else if has("s3://") {
-        Some(Topic::StateStoreUnreachable)
-    } else {
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,29 +122,5 @@ mod tests {
         }
         let anchors = TEXT.matches("<a id=\"").count();
         assert_eq!(anchors, Topic::ALL.len(), "an anchor without a Topic");
-    }
-
-    #[test]
-    fn errors_find_their_topic() {
-        assert_eq!(
-            topic_for("instance metadata /latest/user-data: connection refused"),
-            Some(Topic::ImdsUnreachable)
-        );
-        assert_eq!(
-            topic_for("reading s3://b/k: AccessDenied: Access Denied"),
-            Some(Topic::S3AccessDenied)
-        );
-        assert_eq!(
-            topic_for("reading s3://b/k: RequestTimeTooSkewed: The difference is too large"),
-            Some(Topic::ClockSkew)
-        );
-        assert_eq!(
-            topic_for("reading s3://b/k: HTTP 503"),
-            Some(Topic::StateStoreUnreachable)
-        );
-        assert_eq!(topic_for("something else"), None);
-        let hint = Topic::ClockSkew.hint();
-        assert!(hint.contains("nodewright runbook clock-skew"), "{hint}");
-        assert!(hint.ends_with("docs/runbook.md#clock-skew)"), "{hint}");
     }
 }

@@ -91,7 +91,7 @@ fn manifests_pass_kubernetes_validate_strict() {
             assert!(err.contains("hostNetwrok"), "{err}");
         }
     }
-    // kube-proxy in the examples, the IPVS case and the systemd-etcd case (not the 2.3
+    // kube-proxy in the shim worker and control-plane examples, the IPVS case and the systemd-etcd case (not the 2.3
     // case); the example control plane adds apiserver, controller-manager, scheduler,
     // etcd main and events and controller-shim; the systemd-etcd case the first three.
     assert_eq!(checked, 4 + 6 + 3);
@@ -104,6 +104,7 @@ fn kubeconfigs_pass_kubectl_config_view_minify_flatten() {
         return;
     }
     let mut control_plane_checked = 0;
+    let mut bootstrap_checked = 0;
     for case in CASES {
         let desired = render_case(case);
         let root = tempfile::tempdir().unwrap();
@@ -129,7 +130,22 @@ fn kubeconfigs_pass_kubectl_config_view_minify_flatten() {
                 "/CN=kubernetes-ca",
             );
         }
-        let mut kubeconfigs = vec![kubelet::KUBECONFIG];
+        // A kubelet that joins by TLS bootstrapping writes its kubeconfig itself; its
+        // bootstrap kubeconfig names the token file.
+        let mut kubeconfigs = Vec::new();
+        if desired.file(kubelet::KUBECONFIG).is_some() {
+            kubeconfigs.push(kubelet::KUBECONFIG);
+        }
+        if desired.file(kubelet::BOOTSTRAP_KUBECONFIG).is_some() {
+            let flat = kubectl_view(root.path(), kubelet::BOOTSTRAP_KUBECONFIG)
+                .unwrap_or_else(|e| panic!("{}: bootstrap kubeconfig: {e}", case.name));
+            assert!(
+                flat.contains("tokenFile: /etc/kubernetes/bootstrap-token"),
+                "{flat}"
+            );
+            assert!(flat.contains("certificate-authority-data:"), "{flat}");
+            bootstrap_checked += 1;
+        }
         if desired.file(kube_proxy::KUBECONFIG).is_some() {
             kubeconfigs.push(kube_proxy::KUBECONFIG);
         }
@@ -175,10 +191,14 @@ fn kubeconfigs_pass_kubectl_config_view_minify_flatten() {
             assert!(flat.contains(server), "{kubeconfig}: {flat}");
         }
         // A kubeconfig naming a file that is not there is refused.
-        std::fs::remove_file(at(kubelet::CLIENT_KEY)).unwrap();
-        let err = kubectl_view(root.path(), kubelet::KUBECONFIG).unwrap_err();
-        assert!(err.contains("kubelet-client.key"), "{err}");
+        if desired.file(kubelet::KUBECONFIG).is_some() {
+            std::fs::remove_file(at(kubelet::CLIENT_KEY)).unwrap();
+            let err = kubectl_view(root.path(), kubelet::KUBECONFIG).unwrap_err();
+            assert!(err.contains("kubelet-client.key"), "{err}");
+        }
     }
+    // The worker example joins by TLS bootstrapping.
+    assert_eq!(bootstrap_checked, 1);
     // admin, controller-manager and scheduler of both control-plane cases.
     assert_eq!(control_plane_checked, 6);
 }

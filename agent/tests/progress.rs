@@ -7,6 +7,22 @@ use std::time::{Duration, SystemTime};
 
 use nodewright::host::process;
 use nodewright::progress::{self, DIR, Progress, QUIET_FOR};
+use nodewright::report::{self, Wait};
+use nodewright::runbook::Topic;
+
+/// A wait as a source reports it (the retry helper does, with its error's topic).
+fn waiting(subject: &str, reason: &str, attempts: u32, gives_up_at: Option<SystemTime>) {
+    let topic = subject
+        .starts_with("s3://")
+        .then_some(Topic::S3AccessDenied);
+    report::waiting(&Wait {
+        subject,
+        reason,
+        attempts,
+        gives_up_at,
+        topic,
+    });
+}
 
 /// The tracker is process-wide: one test at a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -17,26 +33,26 @@ fn tracks_phases_and_waits_and_cleans_up() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     // Nothing is tracked: reports go nowhere.
-    progress::waiting("s3://b/k", "AccessDenied", 1, None);
+    waiting("s3://b/k", "AccessDenied", 1, None);
     assert!(progress::read(root).is_empty());
 
     let guard = progress::begin(root, "boot");
     // A quick run writes nothing...
-    progress::phase("node spec");
+    report::phase("node spec");
     assert!(progress::read(root).is_empty());
-    progress::waiting(
+    waiting(
         "s3://b/k",
         "reading s3://b/k: AccessDenied: Access Denied\nmore",
         3,
         Some(SystemTime::now()),
     );
-    progress::waiting(
+    waiting(
         "etcd volume vol-0abc",
         "attached to i-0def (stopped)",
         1,
         None,
     );
-    progress::waiting(
+    waiting(
         "s3://b/k",
         "reading s3://b/k: AccessDenied: Access Denied",
         4,
@@ -64,9 +80,9 @@ fn tracks_phases_and_waits_and_cleans_up() {
             .contains("nodewright runbook s3-access-denied")
     );
     assert_eq!(waiting[1].reason, "attached to i-0def (stopped)");
-    progress::phase("apply");
+    report::phase("apply");
     assert_eq!(progress::read(root).pop().unwrap().progress.phase, "apply");
-    progress::done_waiting("s3://b/k");
+    report::done_waiting("s3://b/k");
     assert_eq!(
         progress::read(root).pop().unwrap().progress.waiting.len(),
         1
@@ -79,7 +95,7 @@ fn tracks_phases_and_waits_and_cleans_up() {
 
     // A slow run shows itself without waiting for anything.
     let guard = progress::begin(root, "repair");
-    progress::phase("apply");
+    report::phase("apply");
     assert!(progress::read(root).is_empty());
     std::thread::sleep(QUIET_FOR + Duration::from_millis(300));
     let found = progress::read(root).pop().unwrap();

@@ -11,7 +11,8 @@ use nodewright::host::Host;
 use nodewright::model::{Facts, desired_state};
 use nodewright::spec::NodeSpec;
 
-const EXAMPLE: &str = "examples/worker/nodespec.yaml";
+/// A worker with kube-proxy (booted through controller-shim).
+const EXAMPLE: &str = "examples/controller-shim/worker-nodespec.yaml";
 
 fn spec_text() -> String {
     std::fs::read_to_string(common::workspace().join(EXAMPLE)).unwrap()
@@ -55,9 +56,8 @@ fn restarts(plan: &Plan) -> Vec<String> {
     plan.steps
         .iter()
         .filter_map(|s| match &s.action {
-            Action::RestartUnit { unit, .. } | Action::StartUnit { unit, .. } => {
-                Some(unit.to_string())
-            }
+            Action::RestartUnit(restart) => Some(restart.unit.to_string()),
+            Action::StartUnit(start) => Some(start.unit.to_string()),
             _ => None,
         })
         .collect()
@@ -67,7 +67,8 @@ fn writes(plan: &Plan) -> Vec<String> {
     plan.steps
         .iter()
         .filter_map(|s| match &s.action {
-            Action::WriteFile { path, .. } => Some(path.to_string()),
+            Action::WriteFile(write) => Some(write.path.to_string()),
+            Action::WriteStaticPod(write) => Some(write.path.to_string()),
             _ => None,
         })
         .collect()
@@ -104,7 +105,7 @@ async fn one_kubelet_field_restarts_the_kubelet_and_nothing_else() {
     let restart = plan
         .steps
         .iter()
-        .find(|s| matches!(s.action, Action::RestartUnit { .. }))
+        .find(|s| matches!(s.action, Action::RestartUnit(_)))
         .unwrap();
     assert_eq!(
         restart.reason,
@@ -130,7 +131,7 @@ async fn a_flag_change_reloads_systemd_and_restarts_only_the_kubelet() {
     assert!(
         plan.steps
             .iter()
-            .any(|s| matches!(s.action, Action::DaemonReload { .. })),
+            .any(|s| matches!(s.action, Action::DaemonReload(_))),
         "{}",
         plan.render()
     );
@@ -229,12 +230,13 @@ async fn host_steps_come_before_the_services() {
     let node = Node::new();
     let plan = node.plan(&spec_text()).await;
     let index = |want: fn(&Action) -> bool| plan.steps.iter().position(|s| want(&s.action));
-    let packages = index(|a| matches!(a, Action::InstallPackages { .. })).unwrap();
-    let swap = index(|a| matches!(a, Action::SwapOff { .. })).unwrap();
-    let sysctls = index(|a| matches!(a, Action::ApplySysctls { .. })).unwrap();
-    let modules = index(|a| matches!(a, Action::LoadModules { .. })).unwrap();
+    let packages = index(|a| matches!(a, Action::InstallPackages(_))).unwrap();
+    let swap = index(|a| matches!(a, Action::SwapOff(_))).unwrap();
+    let sysctls = index(|a| matches!(a, Action::ApplySysctls(_))).unwrap();
+    let modules = index(|a| matches!(a, Action::LoadModules(_))).unwrap();
     for step in &plan.steps {
-        if let Action::StartUnit { unit, .. } = &step.action {
+        if let Action::StartUnit(start) = &step.action {
+            let unit = &start.unit;
             for host_step in [packages, swap, sysctls, modules] {
                 assert!(
                     step.after.contains(&host_step),
@@ -245,11 +247,11 @@ async fn host_steps_come_before_the_services() {
         }
     }
     // Off a live host these are planned once and skipped; the engine records them.
-    let Action::InstallPackages { packages, .. } = &plan.steps[packages].action else {
+    let Action::InstallPackages(install) = &plan.steps[packages].action else {
         unreachable!()
     };
     assert_eq!(
-        packages,
+        &install.packages,
         &["conntrack", "ethtool", "iptables", "socat", "nfs-common"]
     );
 }

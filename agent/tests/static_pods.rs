@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{CASES, control_plane_facts, parse};
-use nodewright::engine::{self, Action, Plan, State};
+use nodewright::engine::{self, Action, AppliedKey, Plan, State};
 use nodewright::host::Host;
 use nodewright::model::{DesiredState, INPUTS_PLACEHOLDER, desired_state, pki_paths as pki};
 
@@ -83,8 +83,15 @@ fn manifest_writes(plan: &Plan) -> BTreeMap<String, String> {
     plan.steps
         .iter()
         .filter_map(|s| match &s.action {
-            Action::WriteFile { path, .. } if path.as_str().contains("/manifests/") => {
-                let name = path.as_path().file_name()?.to_string_lossy().into_owned();
+            // Static pod manifests, and the one manifest that is a plain file.
+            Action::WriteStaticPod(_) | Action::WriteFile(_)
+                if s.action.target().contains("/manifests/") =>
+            {
+                let target = s.action.target();
+                let name = std::path::Path::new(&target)
+                    .file_name()?
+                    .to_string_lossy()
+                    .into_owned();
                 Some((name, s.reason.clone()))
             }
             _ => None,
@@ -173,11 +180,9 @@ async fn a_changed_input_rewrites_exactly_the_pods_that_read_it() {
 async fn a_pod_no_longer_in_the_spec_is_removed_with_its_record() {
     let mut node = Node::new();
     node.converge().await;
-    assert!(
-        node.state
-            .applied
-            .contains_key("static-pod:/etc/kubernetes/manifests/kube-scheduler.yaml")
-    );
+    assert!(node.state.applied.contains_key(&AppliedKey::parse(
+        "static-pod:/etc/kubernetes/manifests/kube-scheduler.yaml"
+    )));
     let manifest = "/etc/kubernetes/manifests/kube-scheduler.yaml";
     node.desired.files.retain(|f| f.path.as_str() != manifest);
     node.desired
@@ -196,7 +201,7 @@ async fn a_pod_no_longer_in_the_spec_is_removed_with_its_record() {
             .state
             .applied
             .keys()
-            .any(|k| k.contains("kube-scheduler"))
+            .any(|k| k.to_string().contains("kube-scheduler"))
     );
     assert!(node.converge().await.is_empty());
 }

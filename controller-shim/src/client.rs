@@ -7,6 +7,11 @@
 //!   does not resolve yet, or resolves to the placeholder address that cluster tooling
 //!   puts in DNS before the control plane publishes itself, means "not ready yet".
 //! - Every attempt is signed afresh, so a long wait never sends a stale proof.
+//! - A node that holds its kubelet client certificate presents it in the TLS handshake
+//!   ([`ClientSettings::identity_pem`]): after the first bootstrap, that is what gets it
+//!   its spec.
+//! - The fleet view is not the workers' business: [`fleet`] reads it from the shim's
+//!   loopback listener, on a control-plane node.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant, SystemTime};
@@ -15,9 +20,10 @@ use aws_config::SdkConfig;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 
 use crate::identity::{IdentityToken, StsEndpoint};
+use crate::pki::{PrivateKey, Subject};
 use crate::protocol::{
-    BOOTSTRAP_PATH, BootstrapRequest, BootstrapResponse, ErrorBody, ErrorCode, NODES_PATH,
-    NodesResponse, PROTOCOL_VERSION,
+    BOOTSTRAP_PATH, BootstrapRequest, BootstrapResponse, ErrorBody, ErrorCode, KUBE_PROXY_USER,
+    NODES_PATH, NodesResponse, PROTOCOL_VERSION,
 };
 
 /// The address cluster tooling (kops's convention) puts in DNS for a name the control
@@ -35,12 +41,15 @@ pub enum ClientError {
     NotReady { server: String, detail: String },
     #[error("{server}: {detail}")]
     Transport { server: String, detail: String },
-    #[error("{server} refused the request ({status} {code}): {message}")]
+    #[error(
+        "{server} refused the request ({status} {code}): {message} (request {request_id} in the shim's log)"
+    )]
     Refused {
         server: String,
         status: u16,
         code: ErrorCode,
         message: String,
+        request_id: String,
     },
     #[error("{server} answered HTTP {status} without a protocol error: {body}")]
     Unexpected {
@@ -128,18 +137,6 @@ impl StsSigner {
         IdentityToken::sign(&credentials, &self.endpoint, body, SystemTime::now())
             .map_err(|e| ClientError::Sign(e.to_string()))
     }
-
-    /// Signs with `header: value` among the signed headers instead of the body hash
-    /// (see [`IdentityToken::sign_binding`]).
-    pub async fn sign_binding(&self, header: &str, value: &str) -> Result<IdentityToken, ClientError> {
-        let credentials = self
-            .credentials
-            .provide_credentials()
-            .await
-            .map_err(|e| ClientError::Credentials(error_chain(&e)))?;
-        IdentityToken::sign_binding(&credentials, &self.endpoint, (header, value), SystemTime::now())
-            .map_err(|e| ClientError::Sign(e.to_string()))
-    }
 }
 
 /// How to reach the shims.
@@ -149,6 +146,10 @@ pub struct ClientSettings {
     pub servers: Vec<String>,
     /// PEM: the only CA trusted for the servers' certificates.
     pub ca_pem: String,
+    /// PEM: the node's kubelet client certificate and its key (the kubelet's
+    /// `kubelet-client-current.pem`), presented in the TLS handshake. A node that has
+    /// bootstrapped gets its spec only with it.
+    pub identity_pem: Option<String>,
     /// Proxies to use (empty: connect directly).
     pub proxies: Vec<reqwest::Proxy>,
     /// Give up once this much time has passed.
@@ -164,6 +165,7 @@ impl ClientSettings {
         Self {
             servers,
             ca_pem,
+            identity_pem: None,
             proxies: Vec::new(),
             deadline,
             attempt_timeout: Duration::from_secs(30),
@@ -203,6 +205,15 @@ impl ShimClient {
             .timeout(settings.attempt_timeout)
             .connect_timeout(settings.attempt_timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("nodewright/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &settings.identity_pem {
+            let identity = reqwest::Identity::from_pem(pem.as_bytes()).map_err(|e| {
+                ClientError::Config(format!(
+                    "the client certificate and key: {}",
+                    error_chain(&e)
+                ))
+            })?;
+            builder = builder.identity(identity);
+        }
         if settings.proxies.is_empty() {
             builder = builder.no_proxy();
         }
@@ -221,11 +232,13 @@ impl ShimClient {
         signer: &StsSigner,
         request: &BootstrapRequest,
     ) -> Result<BootstrapResponse, ClientError> {
-        let body = serde_json::to_vec(request)
-            .map_err(|e| ClientError::Config(format!("encoding the request: {e}")))?;
         self.with_retries("bootstrap", |server| {
-            let body = body.clone();
+            // A fresh nonce, so every attempt is its own proof (never taken for a replay).
+            let mut request = request.clone();
+            request.nonce = crate::protocol::nonce();
             async move {
+                let body = serde_json::to_vec(&request)
+                    .map_err(|e| ClientError::Config(format!("encoding the request: {e}")))?;
                 self.wait_until_resolvable(&server).await?;
                 let token = signer.sign(&body).await?;
                 let response = self
@@ -247,21 +260,6 @@ impl ShimClient {
                 }
                 Ok(answer)
             }
-        })
-        .await
-    }
-
-    /// The fleet's bootstrap records (`GET /v1/nodes`).
-    pub async fn nodes(&self) -> Result<NodesResponse, ClientError> {
-        self.with_retries("nodes", |server| async move {
-            self.wait_until_resolvable(&server).await?;
-            let response = self
-                .http
-                .get(format!("{}{NODES_PATH}", server.trim_end_matches('/')))
-                .send()
-                .await
-                .map_err(|e| transport(&server, &e))?;
-            read_answer(&server, response).await
         })
         .await
     }
@@ -325,6 +323,30 @@ impl ShimClient {
             .collect();
         check_not_placeholder(server, &addresses)
     }
+}
+
+/// The CSR kube-proxy's own key asks with: `CN=system:kube-proxy`, nothing else. Put it
+/// in [`crate::protocol::CredentialRequest::kube_proxy_csr`]; the certificate comes back
+/// in [`crate::protocol::IssuedCredentials::kube_proxy_certificate`].
+pub fn kube_proxy_csr(key: &PrivateKey) -> Result<String, ClientError> {
+    key.certificate_request(&Subject::new(KUBE_PROXY_USER, &[]), &[], &[])
+        .map_err(|e| ClientError::Sign(format!("kube-proxy's CSR: {e}")))
+}
+
+/// The fleet's bootstrap records (`GET /v1/nodes`) from a shim's loopback listener
+/// (`http://127.0.0.1:3989` on a control-plane node).
+pub async fn fleet(admin_url: &str, timeout: Duration) -> Result<NodesResponse, ClientError> {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(timeout)
+        .build()
+        .map_err(|e| ClientError::Config(error_chain(&e)))?;
+    let response = http
+        .get(format!("{}{NODES_PATH}", admin_url.trim_end_matches('/')))
+        .send()
+        .await
+        .map_err(|e| transport(admin_url, &e))?;
+    read_answer(admin_url, response).await
 }
 
 fn check_not_placeholder(server: &str, addresses: &[IpAddr]) -> Result<(), ClientError> {
@@ -401,6 +423,7 @@ async fn read_answer<T: serde::de::DeserializeOwned>(
             status,
             code: error.code,
             message: error.message,
+            request_id: error.request_id,
         }),
         Err(_) => Err(ClientError::Unexpected {
             server: server.to_owned(),
@@ -410,20 +433,8 @@ async fn read_answer<T: serde::de::DeserializeOwned>(
     }
 }
 
-/// An error and its causes on one line.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
+/// An error and its causes on one line (one formatter for both crates).
+pub use crate::support::error_chain;
 
 #[cfg(test)]
 mod tests {

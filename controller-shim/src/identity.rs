@@ -20,7 +20,8 @@ use crate::protocol::{AUTH_SCHEME, BODY_HASH_HEADER, STS_BODY};
 /// The content type STS's query protocol expects.
 pub const STS_CONTENT_TYPE: &str = "application/x-www-form-urlencoded; charset=utf-8";
 
-/// The headers the shim forwards to STS; anything else in a proof is dropped.
+/// The headers a proof may hold, and the shim forwards to STS; a proof with any other
+/// is refused.
 const FORWARDED_HEADERS: &[&str] = &[
     "authorization",
     "content-type",
@@ -99,23 +100,11 @@ impl IdentityToken {
         now: SystemTime,
     ) -> Result<Self, IdentityError> {
         let body_hash = hex::encode(Sha256::digest(body));
-        Self::sign_binding(credentials, endpoint, (BODY_HASH_HEADER, &body_hash), now)
-    }
-
-    /// Signs `GetCallerIdentity` with `binding` (a header name and value, e.g. another
-    /// protocol's body hash) among the signed headers. kops's `X-Kops-Request-SHA` is
-    /// one: the agent's kops-controller client signs with it.
-    pub fn sign_binding(
-        credentials: &Credentials,
-        endpoint: &StsEndpoint,
-        binding: (&str, &str),
-        now: SystemTime,
-    ) -> Result<Self, IdentityError> {
         let host = endpoint.authority().to_owned();
         let mut headers: Vec<(String, String)> = vec![
             ("host".to_owned(), host),
             ("content-type".to_owned(), STS_CONTENT_TYPE.to_owned()),
-            (binding.0.to_ascii_lowercase(), binding.1.to_owned()),
+            (BODY_HASH_HEADER.to_owned(), body_hash),
         ];
         let identity = credentials.clone().into();
         let params = v4::SigningParams::builder()
@@ -175,7 +164,20 @@ impl IdentityToken {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The SigV4 signature (64 hex digits): unique to one signed request, so it names the
+    /// proof in the shim's replay defences.
+    pub fn signature(&self) -> Option<String> {
+        let authorization = self.header("authorization")?;
+        SigV4Authorization::parse(authorization)
+            .ok()
+            .map(|a| a.signature)
+    }
+
     /// The checks the shim makes before asking STS. Returns the headers to replay.
+    ///
+    /// Strict on purpose: a proof is a handful of known headers, each once, each signed,
+    /// each a plain printable value. Anything else is refused here (401), so that nothing
+    /// odd reaches STS and a malformed proof is never mistaken for an STS outage.
     pub fn check(
         &self,
         body: &[u8],
@@ -183,6 +185,7 @@ impl IdentityToken {
         now: SystemTime,
         max_skew: Duration,
     ) -> Result<Vec<(String, String)>, IdentityError> {
+        self.check_headers()?;
         let authorization = self
             .header("authorization")
             .ok_or_else(|| IdentityError::Malformed("no authorization header".to_owned()))?;
@@ -190,11 +193,26 @@ impl IdentityToken {
         if !auth.signed_headers.iter().any(|h| h == BODY_HASH_HEADER) {
             return Err(IdentityError::BodyNotSigned);
         }
+        // Every header but the signature itself is signed, and every signed one is here.
+        for (name, _) in &self.headers {
+            if name != "authorization" && !auth.signed_headers.contains(name) {
+                return Err(IdentityError::Malformed(format!(
+                    "header {name} is not among the signed headers"
+                )));
+            }
+        }
+        for signed in &auth.signed_headers {
+            if self.header(signed).is_none() {
+                return Err(IdentityError::Malformed(format!(
+                    "signed header {signed} is not in the proof"
+                )));
+            }
+        }
         let signed = self
             .header(BODY_HASH_HEADER)
             .ok_or(IdentityError::BodyNotSigned)?;
         let actual = hex::encode(Sha256::digest(body));
-        if !signed.eq_ignore_ascii_case(&actual) {
+        if signed != actual {
             return Err(IdentityError::BodyMismatch {
                 signed: signed.to_owned(),
                 actual,
@@ -229,6 +247,13 @@ impl IdentityToken {
                 want: endpoint.region.clone(),
             });
         }
+        if let Some(content_type) = self.header("content-type")
+            && content_type != STS_CONTENT_TYPE
+        {
+            return Err(IdentityError::Malformed(format!(
+                "content-type {content_type:?} is not {STS_CONTENT_TYPE:?}"
+            )));
+        }
         let date = self
             .header("x-amz-date")
             .ok_or_else(|| IdentityError::Malformed("no x-amz-date header".to_owned()))?;
@@ -249,18 +274,54 @@ impl IdentityToken {
                 max_skew,
             });
         }
-        Ok(self
-            .headers
-            .iter()
-            .filter(|(k, _)| FORWARDED_HEADERS.contains(&k.to_ascii_lowercase().as_str()))
-            .cloned()
-            .collect())
+        Ok(self.headers.clone())
     }
+
+    /// Names known, lowercase, once each; values short and printable.
+    fn check_headers(&self) -> Result<(), IdentityError> {
+        // Known names, each once: at most as many headers as there are names.
+        let mut seen = Vec::with_capacity(self.headers.len());
+        for (name, value) in &self.headers {
+            if !FORWARDED_HEADERS.contains(&name.as_str()) {
+                return Err(IdentityError::Malformed(format!(
+                    "header {:?} has no place in a proof",
+                    printable(name)
+                )));
+            }
+            if seen.contains(&name.as_str()) {
+                return Err(IdentityError::Malformed(format!(
+                    "header {name} appears twice"
+                )));
+            }
+            seen.push(name.as_str());
+            if value.is_empty()
+                || value.len() > MAX_HEADER_VALUE
+                || !value.bytes().all(|b| (0x20..0x7f).contains(&b))
+            {
+                return Err(IdentityError::Malformed(format!(
+                    "header {name}'s value is empty, too long or holds control or non-ASCII characters"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A proof's longest header value (a session token is ~1-2 KB).
+const MAX_HEADER_VALUE: usize = 4096;
+
+/// A name for a log line: control characters escaped, at most 64 characters.
+fn printable(text: &str) -> String {
+    text.chars()
+        .take(64)
+        .flat_map(char::escape_default)
+        .collect()
 }
 
 /// The parts of a SigV4 `Authorization` header the shim checks.
 #[derive(Debug)]
 struct SigV4Authorization {
+    signature: String,
     scope_date: String,
     region: String,
     service: String,
@@ -281,27 +342,55 @@ impl SigV4Authorization {
                 .trim()
                 .split_once('=')
                 .ok_or_else(|| malformed("a part is not key=value"))?;
-            match key {
-                "Credential" => credential = Some(value),
-                "SignedHeaders" => signed_headers = Some(value),
-                "Signature" => signature = Some(value),
+            let slot = match key {
+                "Credential" => &mut credential,
+                "SignedHeaders" => &mut signed_headers,
+                "Signature" => &mut signature,
                 _ => return Err(malformed("an unknown part")),
+            };
+            if slot.replace(value).is_some() {
+                return Err(malformed("a part appears twice"));
             }
         }
         let credential = credential.ok_or_else(|| malformed("no Credential"))?;
         let signed_headers = signed_headers.ok_or_else(|| malformed("no SignedHeaders"))?;
-        signature.ok_or_else(|| malformed("no Signature"))?;
+        let signature = signature.ok_or_else(|| malformed("no Signature"))?;
+        if signature.len() != 64
+            || !signature
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return Err(malformed("the signature is not 64 lowercase hex digits"));
+        }
         let scope: Vec<&str> = credential.split('/').collect();
-        let [_key_id, date, region, service, "aws4_request"] = scope.as_slice() else {
+        let [key_id, date, region, service, "aws4_request"] = scope.as_slice() else {
             return Err(malformed(
                 "the credential scope is not key/date/region/service/aws4_request",
             ));
         };
+        if key_id.is_empty() || !key_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(malformed("the access key id is not alphanumeric"));
+        }
+        let signed_headers: Vec<String> = signed_headers.split(';').map(str::to_owned).collect();
+        // SigV4's canonical form: lowercase, sorted, each once.
+        if !signed_headers.windows(2).all(|w| w[0] < w[1]) {
+            return Err(malformed("SignedHeaders are not sorted and unique"));
+        }
+        if let Some(unknown) = signed_headers
+            .iter()
+            .find(|h| !FORWARDED_HEADERS.contains(&h.as_str()) || *h == "authorization")
+        {
+            return Err(malformed(&format!(
+                "signed header {:?} has no place in a proof",
+                printable(unknown)
+            )));
+        }
         Ok(Self {
+            signature: signature.to_owned(),
             scope_date: (*date).to_owned(),
             region: (*region).to_owned(),
             service: (*service).to_owned(),
-            signed_headers: signed_headers.split(';').map(str::to_owned).collect(),
+            signed_headers,
         })
     }
 }
@@ -380,6 +469,93 @@ mod tests {
         ));
         assert!(IdentityToken::from_header("Bearer abc").is_err());
         assert!(IdentityToken::from_header("NodewrightSTS !!!").is_err());
+    }
+
+    #[test]
+    fn duplicates_control_characters_and_unknown_headers_are_malformed() {
+        let now = SystemTime::now();
+        let skew = Duration::from_secs(300);
+        let token = IdentityToken::sign(&creds(), &endpoint(), b"{}", now).unwrap();
+        let malformed =
+            |token: &IdentityToken, what: &str| match token.check(b"{}", &endpoint(), now, skew) {
+                Err(IdentityError::Malformed(detail)) => detail,
+                other => panic!("{what}: {other:?}"),
+            };
+        type Headers = Vec<(String, String)>;
+        let with = |edit: &dyn Fn(&mut Headers)| {
+            let mut t = token.clone();
+            edit(&mut t.headers);
+            t
+        };
+        let value = |headers: &Vec<(String, String)>, name: &str| {
+            headers.iter().find(|(k, _)| k == name).unwrap().1.clone()
+        };
+        // Every signed header once; a second copy of one is refused.
+        let twice = with(&|h| {
+            let date = value(h, "x-amz-date");
+            h.push(("x-amz-date".into(), date));
+        });
+        assert!(malformed(&twice, "twice").contains("twice"));
+        let cased = with(&|h| {
+            let date = value(h, "x-amz-date");
+            h.push(("X-Amz-Date".into(), date));
+        });
+        malformed(&cased, "another case");
+        // CR LF (header injection) or any control character in a value.
+        for bad in ["\r\nx-evil: 1", "\n", "\u{0}", "\t", "é"] {
+            let injected = with(&|h| {
+                for (k, v) in h.iter_mut() {
+                    if k == "x-amz-security-token" {
+                        v.push_str(bad);
+                    }
+                }
+            });
+            malformed(&injected, bad);
+        }
+        // A header that is not part of a proof, signed or not.
+        let extra = with(&|h| h.push(("x-forwarded-for".into(), "10.0.0.1".into())));
+        malformed(&extra, "unknown header");
+        let unknown_signed = with(&|h| {
+            for (k, v) in h.iter_mut() {
+                if k == "authorization" {
+                    *v = v.replace("SignedHeaders=", "SignedHeaders=a-custom;");
+                }
+            }
+        });
+        assert!(malformed(&unknown_signed, "unknown signed").contains("a-custom"));
+        // A signed header the proof does not carry, and one it carries unsigned.
+        let missing = with(&|h| h.retain(|(k, _)| k != "content-type"));
+        malformed(&missing, "missing signed header");
+        let unsigned = with(&|h| {
+            for (k, v) in h.iter_mut() {
+                if k == "authorization" {
+                    *v = v.replace("content-type;", "");
+                }
+            }
+        });
+        malformed(&unsigned, "unsigned header");
+        // Two Credentials, or a signature that is not hex.
+        let doubled = with(&|h| {
+            for (k, v) in h.iter_mut() {
+                if k == "authorization" {
+                    let credential = v.split(", ").next().unwrap().to_owned();
+                    let credential = credential.trim_start_matches("AWS4-HMAC-SHA256 ");
+                    *v = format!("{v}, {credential}");
+                }
+            }
+        });
+        assert!(malformed(&doubled, "doubled part").contains("twice"));
+        let bad_signature = with(&|h| {
+            for (k, v) in h.iter_mut() {
+                if k == "authorization" {
+                    let (head, _) = v.split_once("Signature=").unwrap();
+                    *v = format!("{head}Signature=ZZ");
+                }
+            }
+        });
+        malformed(&bad_signature, "signature");
+        // And the genuine one still passes.
+        token.check(b"{}", &endpoint(), now, skew).unwrap();
     }
 
     #[test]

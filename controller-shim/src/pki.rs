@@ -158,16 +158,6 @@ impl PublicKey {
     pub fn spki_der(&self) -> &[u8] {
         &self.spki_der
     }
-
-    /// A public key a peer sent as a DER SubjectPublicKeyInfo (kops's bootstrap protocol
-    /// sends keys, not CSRs); refused unless it parses.
-    pub fn from_spki_der(what: &str, der: &[u8]) -> Result<Self, PkiError> {
-        SubjectPublicKeyInfo::from_der(der)
-            .map_err(|e| invalid(what, format!("not a public key: {e}")))?;
-        Ok(Self {
-            spki_der: der.to_vec(),
-        })
-    }
 }
 
 /// A certificate's subject: the common name and the organizations (Kubernetes reads
@@ -492,7 +482,12 @@ impl CertificateInfo {
     /// Reads the first certificate of a PEM bundle.
     pub fn from_pem(what: &str, pem: &str) -> Result<Self, PkiError> {
         let der = pem_block(what, pem, "CERTIFICATE")?;
-        let (_, cert) = X509Certificate::from_der(&der)
+        Self::from_der(what, &der)
+    }
+
+    /// Reads a DER certificate (e.g. the one a TLS peer presented).
+    pub fn from_der(what: &str, der: &[u8]) -> Result<Self, PkiError> {
+        let (_, cert) = X509Certificate::from_der(der)
             .map_err(|e| invalid(what, format!("not a certificate: {e}")))?;
         let mut subject = Subject::default();
         for cn in cert.subject().iter_common_name() {

@@ -3,8 +3,11 @@
 //! `POST /v1/bootstrap` carries a JSON [`BootstrapRequest`] and, in the `Authorization`
 //! header, the worker's identity proof ([`crate::identity::IdentityToken`]): an STS
 //! `GetCallerIdentity` request signed by the instance role, whose signed headers include
-//! the sha256 of this JSON body. The answer is a [`BootstrapResponse`], or an
-//! [`ErrorBody`] with a 4xx/5xx status whose [`ErrorCode`] says whether to retry.
+//! the sha256 of this JSON body. A node that has bootstrapped also presents its kubelet
+//! client certificate in the TLS handshake: after the first bootstrap, that is what gets
+//! it its spec. The answer is a [`BootstrapResponse`], or an [`ErrorBody`] with a
+//! 4xx/5xx status whose [`ErrorCode`] says whether to retry. `docs/controller-shim.md`
+//! describes the protocol and what each check keeps out.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +19,12 @@ pub const HEALTH_PATH: &str = "/healthz";
 pub const METRICS_PATH: &str = "/metrics";
 /// The default port (kops-controller's, which plays the same part in kops).
 pub const DEFAULT_PORT: u16 = 3988;
+/// The default port of the operators' listener (loopback only): fleet view and metrics.
+pub const DEFAULT_ADMIN_PORT: u16 = 3989;
+/// The response header that names a request in the shim's log.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// The user kube-proxy's client certificate is for.
+pub const KUBE_PROXY_USER: &str = "system:kube-proxy";
 /// The scheme of the `Authorization` header that carries the identity proof.
 pub const AUTH_SCHEME: &str = "NodewrightSTS";
 /// The STS request header that binds the signature to the bootstrap request's body.
@@ -31,7 +40,14 @@ pub struct BootstrapRequest {
     pub api_version: String,
     /// The node group the boot config names; the instance's EC2 tags must agree.
     pub node_group: String,
-    /// CSRs for the kubelet's keys, generated on the node. Without them the shim only
+    /// The sha256 (lowercase hex) of the node spec the boot config pins: the shim serves
+    /// exactly the group's spec with this digest, however many were published since.
+    pub node_spec_sha256: String,
+    /// Random, fresh for every attempt (the client library sets it): SigV4 signatures
+    /// are deterministic, so without it a retry in the same second would carry the
+    /// same proof as the attempt before, and be refused as a replay.
+    pub nonce: String,
+    /// CSRs for the node's keys, generated on the node. Without them the shim only
     /// answers with the node spec (a re-boot, or `plan`), and records nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<CredentialRequest>,
@@ -45,6 +61,9 @@ pub struct CredentialRequest {
     /// PEM CSR for the kubelet's serving key; its subject and SANs are ignored (the
     /// shim takes the SANs from EC2).
     pub serving_csr: String,
+    /// PEM CSR for kube-proxy's own client key: `CN=system:kube-proxy`, nothing else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_proxy_csr: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +88,22 @@ pub struct BootstrapResponse {
 pub struct IssuedCredentials {
     pub client_certificate: String,
     pub serving_certificate: String,
+    /// `CN=system:kube-proxy`, client authentication only; when its CSR was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_proxy_certificate: Option<String>,
+}
+
+/// A fresh nonce: 128 random bits, hex.
+pub fn nonce() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+/// Whether `nonce` is one the shim takes: 16 to 64 letters, digits, `-` or `_`.
+pub fn is_nonce(nonce: &str) -> bool {
+    (16..=64).contains(&nonce.len())
+        && nonce
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl BootstrapResponse {
@@ -119,7 +154,14 @@ pub enum ErrorCode {
     BadCsr,
     /// A CSR that asks for another node's name, or groups other than system:nodes.
     CsrNotAllowed,
+    /// The group has no spec with the digest the request names.
+    SpecNotFound,
+    /// The instance has bootstrapped: only its kubelet's client certificate (presented in
+    /// the TLS handshake) gets its spec.
+    OwnerProofRequired,
     TooLarge,
+    /// The request's body (or the whole request) did not arrive in time.
+    RequestTimeout,
     RateLimited,
     /// STS, EC2 or the state store failed or throttled; retry later.
     UpstreamUnavailable,
@@ -141,8 +183,10 @@ impl ErrorCode {
             | Self::InstanceNotRunning
             | Self::WrongCluster
             | Self::WrongNodeGroup
-            | Self::CsrNotAllowed => 403,
-            Self::NotFound => 404,
+            | Self::CsrNotAllowed
+            | Self::OwnerProofRequired => 403,
+            Self::NotFound | Self::SpecNotFound => 404,
+            Self::RequestTimeout => 408,
             Self::AlreadyBootstrapped => 409,
             Self::TooLarge => 413,
             Self::RateLimited => 429,
@@ -182,11 +226,52 @@ impl ErrorCode {
             Self::AlreadyBootstrapped => "AlreadyBootstrapped",
             Self::BadCsr => "BadCsr",
             Self::CsrNotAllowed => "CsrNotAllowed",
+            Self::SpecNotFound => "SpecNotFound",
+            Self::OwnerProofRequired => "OwnerProofRequired",
             Self::TooLarge => "TooLarge",
+            Self::RequestTimeout => "RequestTimeout",
             Self::RateLimited => "RateLimited",
             Self::UpstreamUnavailable => "UpstreamUnavailable",
             Self::NotFound => "NotFound",
             Self::Internal => "Internal",
+        }
+    }
+}
+
+impl ErrorCode {
+    /// What a client is told: enough to act on, nothing about the cluster (which roles
+    /// are allowed, which groups exist). The shim's log line has the whole reason.
+    pub fn summary(self) -> &'static str {
+        match self {
+            Self::BadRequest => "the request is not a bootstrap request of this protocol",
+            Self::MissingIdentity => "the identity proof is missing or malformed",
+            Self::BodyNotSigned => "the identity proof does not sign the body hash",
+            Self::BodyMismatch => "the identity proof was signed over another body",
+            Self::StaleSignature => "the identity proof's date is too far from the shim's clock",
+            Self::IdentityRejected => "the identity proof was rejected",
+            Self::WrongAccount
+            | Self::RoleNotAllowed
+            | Self::NotAnInstance
+            | Self::UnknownNodeGroup
+            | Self::WrongCluster
+            | Self::WrongNodeGroup => "this identity may not bootstrap into this node group",
+            Self::InstanceNotFound => "EC2 does not know the instance yet; retry",
+            Self::InstanceNotRunning => "the instance is not running",
+            Self::AlreadyBootstrapped => {
+                "this instance has bootstrapped with another key; re-bootstrap is not allowed"
+            }
+            Self::BadCsr => "a certificate request does not parse or verify",
+            Self::CsrNotAllowed => "a certificate request asks for what this node may not have",
+            Self::SpecNotFound => "the node group has no spec with that sha256",
+            Self::OwnerProofRequired => {
+                "this instance has bootstrapped; present its kubelet client certificate"
+            }
+            Self::TooLarge => "the request is too large",
+            Self::RequestTimeout => "the request did not arrive in time",
+            Self::RateLimited => "too many requests; retry shortly",
+            Self::UpstreamUnavailable => "a service the shim depends on is unavailable; retry",
+            Self::NotFound => "no such endpoint",
+            Self::Internal => "internal error; retry",
         }
     }
 }
@@ -202,7 +287,11 @@ impl std::fmt::Display for ErrorCode {
 #[serde(rename_all = "camelCase")]
 pub struct ErrorBody {
     pub code: ErrorCode,
+    /// [`ErrorCode::summary`]: terse on purpose.
     pub message: String,
+    /// Names the request in the shim's log, where the whole reason is.
+    #[serde(default)]
+    pub request_id: String,
 }
 
 /// `GET /v1/nodes`: the nodes that bootstrapped.
@@ -210,6 +299,9 @@ pub struct ErrorBody {
 #[serde(rename_all = "camelCase")]
 pub struct NodesResponse {
     pub api_version: String,
+    /// RFC 3339, UTC: when the shim last brought its view up to date from the store.
+    #[serde(default)]
+    pub refreshed_at: String,
     pub nodes: Vec<NodeRecord>,
 }
 
@@ -230,6 +322,10 @@ pub struct NodeRecord {
     /// (an answer lost on the way) is answered again; another key is a second bootstrap.
     pub client_key_sha256: String,
     pub role_arn: String,
+    /// sha256 of the signature of the identity proof that wrote the record: the request
+    /// that bootstrapped a node, replayed to any replica, gets nothing.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub proof_sha256: String,
 }
 
 #[cfg(test)]
@@ -239,11 +335,18 @@ mod tests {
 
     #[test]
     fn requests_are_strict() {
-        let text = r#"{"apiVersion":"shim.nodewright.io/v1","nodeGroup":"a","extra":1}"#;
+        let text = r#"{"apiVersion":"shim.nodewright.io/v1","nodeGroup":"a","nodeSpecSha256":"x","nonce":"n","extra":1}"#;
         assert!(serde_json::from_str::<BootstrapRequest>(text).is_err());
-        let text = r#"{"apiVersion":"shim.nodewright.io/v1","nodeGroup":"a"}"#;
+        let text = r#"{"apiVersion":"shim.nodewright.io/v1","nodeGroup":"a","nodeSpecSha256":"x","nonce":"n"}"#;
         let request: BootstrapRequest = serde_json::from_str(text).unwrap();
         assert!(request.credentials.is_none());
+        // A request that does not name the digest it pins is not one of this protocol.
+        let text = r#"{"apiVersion":"shim.nodewright.io/v1","nodeGroup":"a","nonce":"n"}"#;
+        assert!(serde_json::from_str::<BootstrapRequest>(text).is_err());
+        assert!(is_nonce(&nonce()) && nonce() != nonce());
+        assert!(
+            !is_nonce("short") && !is_nonce(&"x".repeat(65)) && !is_nonce("0123456789abcdef\n")
+        );
     }
 
     #[test]
@@ -258,8 +361,17 @@ mod tests {
             ErrorCode::BadCsr,
             ErrorCode::WrongCluster,
             ErrorCode::TooLarge,
+            ErrorCode::SpecNotFound,
+            ErrorCode::RequestTimeout,
+            ErrorCode::OwnerProofRequired,
         ] {
             assert!((400..500).contains(&code.status()), "{code}");
+            assert!(!code.retryable(), "{code}");
         }
+        // Nothing an unauthorised identity is told tells groups or roles apart.
+        assert_eq!(
+            ErrorCode::UnknownNodeGroup.summary(),
+            ErrorCode::RoleNotAllowed.summary()
+        );
     }
 }

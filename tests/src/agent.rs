@@ -34,6 +34,28 @@ pub struct Run {
     pub stderr: String,
 }
 
+/// A run's standard output as JSON (`--json`); panics with the output otherwise.
+pub fn json_of(run: &Run) -> serde_json::Value {
+    serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\n{}", run.stdout, run.stderr))
+}
+
+/// The units a plan's (or repair's) JSON steps start or restart.
+pub fn restarted(steps: &serde_json::Value) -> Vec<String> {
+    steps
+        .as_array()
+        .expect("steps are an array")
+        .iter()
+        .filter(|s| s["action"] == "restart-unit" || s["action"] == "start-unit")
+        .map(|s| {
+            s["unit"]
+                .as_str()
+                .expect("a step on a unit names it")
+                .to_owned()
+        })
+        .collect()
+}
+
 impl Run {
     pub fn from_output(output: Output) -> Self {
         Self {

@@ -61,7 +61,10 @@ pub const SHIM_PORT: u16 = 3988;
 /// The workers' node group, its IAM role and its spec in the state store.
 pub const WORKER_GROUP: &str = "nodes-us-east-1a";
 pub const WORKER_ROLE: &str = "nodes.prod.example.com";
-pub const WORKER_SPEC_KEY: &str = "prod.example.com/nodegroups/nodes-us-east-1a/nodespec.yaml";
+/// The workers' spec prefix: each spec at `<prefix>nodespec/<sha256>.yaml`.
+pub const WORKER_SPEC_PREFIX: &str = "prod.example.com/nodegroups/nodes-us-east-1a/";
+/// The node groups controller-shim serves, which it reads from the store as it runs.
+pub const NODE_GROUPS_KEY: &str = "prod.example.com/controller-shim/node-groups.yaml";
 /// The control plane's IAM role (its IMDS credentials are accepted as they are: the
 /// emulator does not check signatures here).
 pub const CONTROL_PLANE_ROLE: &str = "control-plane.prod.example.com";
@@ -151,7 +154,19 @@ impl HaControlPlane {
             crate::shim::with_cluster_ca(&mirror.worker_spec(), &pki.cluster.cert_pem);
         fleet
             .moto
-            .put_object(STATE_BUCKET, WORKER_SPEC_KEY, &worker_spec);
+            .put_object(STATE_BUCKET, &worker_spec_key(&worker_spec), &worker_spec);
+        // The workers' group, in the store (the control plane's spec does not list it).
+        let groups =
+            nodewright_shim::groups::NodeGroups::new(vec![nodewright_shim::groups::NodeGroup {
+                name: WORKER_GROUP.to_owned(),
+                roles: vec![WORKER_ROLE.to_owned()],
+                node_specs: format!("s3://{STATE_BUCKET}/{WORKER_SPEC_PREFIX}"),
+                node_name: nodewright_shim::groups::NodeNaming::default(),
+                rebootstrap: nodewright_shim::groups::Rebootstrap::default(),
+            }]);
+        fleet
+            .moto
+            .put_object(STATE_BUCKET, NODE_GROUPS_KEY, groups.to_yaml().as_bytes());
         for role in [WORKER_ROLE, CONTROL_PLANE_ROLE] {
             create_role(fleet.moto.url(), role);
         }
@@ -278,7 +293,7 @@ impl HaControlPlane {
         match block_on(
             s3.get_object()
                 .bucket(STATE_BUCKET)
-                .key(WORKER_SPEC_KEY)
+                .key(worker_spec_key(&self.worker_spec))
                 .send(),
         ) {
             Ok(_) => "read".to_owned(),
@@ -542,4 +557,12 @@ fn control_plane_spec(
         )
         .replace("@SHIM_SHA256@", shim_sha256)
         .into_bytes()
+}
+
+/// Where the workers' spec is kept: under its digest.
+pub fn worker_spec_key(spec: &[u8]) -> String {
+    format!(
+        "{WORKER_SPEC_PREFIX}nodespec/{}.yaml",
+        nodewright::spec::digest(spec)
+    )
 }

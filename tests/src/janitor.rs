@@ -107,42 +107,13 @@ pub fn mount_points() -> Vec<PathBuf> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     text.lines()
         .filter_map(|line| line.split(' ').nth(4))
-        .map(|p| PathBuf::from(unescape_octal(p)))
+        .map(|p| PathBuf::from(nodewright::host::disks::unescape_octal(p)))
         .collect()
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_octal(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && let Some(byte) = std::str::from_utf8(&bytes[i + 1..i + 4])
-                .ok()
-                .and_then(|digits| u8::from_str_radix(digits, 8).ok())
-        {
-            out.push(byte);
-            i += 4;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mountinfo_escapes_are_decoded() {
-        assert_eq!(unescape_octal(r"/a\040b"), "/a b");
-        assert_eq!(unescape_octal(r"/plain"), "/plain");
-        assert_eq!(unescape_octal(r"/x\134y"), r"/x\y");
-    }
 
     #[test]
     fn a_live_owner_is_not_dead() {

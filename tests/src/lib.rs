@@ -16,14 +16,13 @@
 //!   [`node::Node`] (one instance booted with systemd-nspawn, its own IMDS).
 //! - [`shim::ShimWorld`]: the real `controller-shim` binary with the cluster CA, against
 //!   moto with SigV4 checks on, and EC2 instances with instance-role sessions.
-//! - [`kops_controller::KopsWorld`]: a fake kops-controller (kops's `/bootstrap`, its STS
-//!   proof checked against moto) with a kops-shaped keyset and the state store in S3.
 
 pub mod agent;
 pub mod assetkit;
 pub mod checks;
 pub mod cluster;
 pub mod disks;
+pub mod etcd;
 pub mod fidelity;
 pub mod fleet;
 pub mod front;
@@ -31,7 +30,6 @@ pub mod ha;
 pub mod image;
 pub mod imds;
 pub mod janitor;
-pub mod kops_controller;
 pub mod mirror;
 pub mod moto;
 pub mod netns;

@@ -1,7 +1,11 @@
 //! An asset mirror on loopback that misbehaves on request, per path: answer a status
 //! N times (503, 404...), stall after K bytes, cut the connection after K bytes, serve
 //! wrong bytes, redirect, support `Range` or not, and cap the rate per connection.
-//! Every request is logged (path, Range asked, status, bytes sent) for assertions.
+//! Each file has validators (an `ETag` that changes whenever the file is put again,
+//! and optionally a `Last-Modified`), and `If-Range` is honoured like a real server:
+//! a range is served only if the validator sent still matches, else the whole file.
+//! Every request is logged (path, Range and If-Range asked, status, bytes meant and
+//! bytes actually sent) for assertions.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -40,6 +44,28 @@ struct Served {
     /// Bytes per second per connection.
     rate: Option<u64>,
     redirect: Option<String>,
+    etag: Option<String>,
+    last_modified: Option<String>,
+}
+
+impl Served {
+    fn new(body: Bytes, version: u64) -> Self {
+        Self {
+            body,
+            faults: VecDeque::new(),
+            always: None,
+            range: true,
+            rate: None,
+            redirect: None,
+            etag: Some(format!("\"v{version}\"")),
+            last_modified: None,
+        }
+    }
+
+    /// Whether an `If-Range` value names the file as it is now.
+    fn current(&self, validator: &str) -> bool {
+        self.etag.as_deref() == Some(validator) || self.last_modified.as_deref() == Some(validator)
+    }
 }
 
 /// One request as the mirror saw it.
@@ -47,16 +73,21 @@ struct Served {
 pub struct Hit {
     pub path: String,
     pub range: Option<String>,
+    pub if_range: Option<String>,
     pub status: u16,
     /// Bytes the mirror meant to send (less if a fault cut it).
     pub bytes: u64,
+    /// Body bytes handed to the connection for this request so far.
+    pub sent: u64,
 }
 
 #[derive(Default)]
 struct Inner {
     files: HashMap<String, Served>,
-    log: Vec<Hit>,
+    log: Vec<(Hit, Arc<AtomicU64>)>,
     offline: bool,
+    /// Puts so far: each put gets a new ETag.
+    versions: u64,
 }
 
 #[derive(Clone)]
@@ -86,18 +117,21 @@ impl Mirror {
         format!("http://{}{path}", self.addr)
     }
 
+    /// Serves `body` at `path`, replacing what was there (faults and settings too),
+    /// with a new ETag.
     pub fn put(&self, path: &str, body: impl Into<Bytes>) {
-        self.lock().files.insert(
-            path.to_owned(),
-            Served {
-                body: body.into(),
-                faults: VecDeque::new(),
-                always: None,
-                range: true,
-                rate: None,
-                redirect: None,
-            },
-        );
+        let mut inner = self.lock();
+        inner.versions += 1;
+        let served = Served::new(body.into(), inner.versions);
+        inner.files.insert(path.to_owned(), served);
+    }
+
+    /// The validators `path` is served with (`None`: that header is not sent).
+    pub fn set_validators(&self, path: &str, etag: Option<&str>, last_modified: Option<&str>) {
+        self.with(path, |s| {
+            s.etag = etag.map(str::to_owned);
+            s.last_modified = last_modified.map(str::to_owned);
+        });
     }
 
     /// The next `times` requests for `path` meet `fault`.
@@ -128,14 +162,10 @@ impl Mirror {
     /// Answers `path` with a 302 to `location`.
     pub fn redirect(&self, path: &str, location: &str) {
         let mut inner = self.lock();
-        let served = inner.files.entry(path.to_owned()).or_insert(Served {
-            body: Bytes::new(),
-            faults: VecDeque::new(),
-            always: None,
-            range: true,
-            rate: None,
-            redirect: None,
-        });
+        let served = inner
+            .files
+            .entry(path.to_owned())
+            .or_insert_with(|| Served::new(Bytes::new(), 0));
         served.redirect = Some(location.to_owned());
     }
 
@@ -145,7 +175,14 @@ impl Mirror {
     }
 
     pub fn hits(&self) -> Vec<Hit> {
-        self.lock().log.clone()
+        self.lock()
+            .log
+            .iter()
+            .map(|(hit, sent)| Hit {
+                sent: sent.load(Ordering::Relaxed),
+                ..hit.clone()
+            })
+            .collect()
     }
 
     pub fn hits_for(&self, path: &str) -> Vec<Hit> {
@@ -179,11 +216,15 @@ type Shared = (Arc<Mutex<Inner>>, Arc<AtomicU64>);
 
 async fn handle(State((inner, sent)): State<Shared>, request: Request) -> Response {
     let path = request.uri().path().to_owned();
-    let range = request
-        .headers()
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let header_of = |name: header::HeaderName| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let range = header_of(header::RANGE);
+    let if_range = header_of(header::IF_RANGE);
     let (served, fault, offline) = {
         let mut inner = inner.lock().expect("mirror lock");
         let offline = inner.offline;
@@ -197,12 +238,19 @@ async fn handle(State((inner, sent)): State<Shared>, request: Request) -> Respon
         }
     };
     let log = |status: u16, bytes: u64| {
-        inner.lock().expect("mirror lock").log.push(Hit {
-            path: path.clone(),
-            range: range.clone(),
-            status,
-            bytes,
-        });
+        let counter = Arc::new(AtomicU64::new(0));
+        inner.lock().expect("mirror lock").log.push((
+            Hit {
+                path: path.clone(),
+                range: range.clone(),
+                if_range: if_range.clone(),
+                status,
+                bytes,
+                sent: 0,
+            },
+            counter.clone(),
+        ));
+        counter
     };
     if offline {
         log(503, 0);
@@ -227,7 +275,9 @@ async fn handle(State((inner, sent)): State<Shared>, request: Request) -> Respon
     if fault == Some(Fault::WrongBytes) {
         body = body.iter().map(|b| b ^ 0x5a).collect::<Vec<u8>>().into();
     }
-    let start = match (&range, served.range) {
+    // If-Range: the range only if the file is still the one the client has a part of.
+    let honoured = served.range && if_range.as_deref().is_none_or(|v| served.current(v));
+    let start = match (&range, honoured) {
         (Some(value), true) => match parse_range(value, total) {
             Some(start) => Some(start),
             None => {
@@ -245,19 +295,27 @@ async fn handle(State((inner, sent)): State<Shared>, request: Request) -> Respon
     let slice = body.slice(from as usize..);
     let length = slice.len() as u64;
     let status = if start.is_some() { 206 } else { 200 };
-    log(status, length);
+    let counter = log(status, length);
     let (limit, then) = match fault {
         Some(Fault::StallAfter(k)) => (k.min(length), End::Stall),
         Some(Fault::CloseAfter(k)) => (k.min(length), End::Cut),
         _ => (length, End::Done),
     };
-    let stream = body_stream(slice, limit, then, served.rate, sent);
+    let stream = body_stream(slice, limit, then, served.rate, [sent, counter]);
     let mut response = Response::new(Body::from_stream(stream));
     *response.status_mut() = StatusCode::from_u16(status).expect("a valid status");
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     if served.range {
         headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    }
+    for (name, value) in [
+        (header::ETAG, &served.etag),
+        (header::LAST_MODIFIED, &served.last_modified),
+    ] {
+        if let Some(value) = value {
+            headers.insert(name, HeaderValue::from_str(value).expect("a valid header"));
+        }
     }
     if start.is_some() {
         let value = format!("bytes {from}-{}/{total}", total.saturating_sub(1));
@@ -297,12 +355,12 @@ fn body_stream(
     limit: u64,
     then: End,
     rate: Option<u64>,
-    sent: Arc<AtomicU64>,
+    counters: [Arc<AtomicU64>; 2],
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
     let started = tokio::time::Instant::now();
     futures_util::stream::unfold(0u64, move |offset| {
         let body = body.clone();
-        let sent = sent.clone();
+        let counters = counters.clone();
         async move {
             if offset == u64::MAX {
                 return None;
@@ -327,7 +385,9 @@ fn body_stream(
                 let due = started + Duration::from_secs_f64(end as f64 / rate as f64);
                 tokio::time::sleep_until(due).await;
             }
-            sent.fetch_add(end - offset, Ordering::Relaxed);
+            for counter in &counters {
+                counter.fetch_add(end - offset, Ordering::Relaxed);
+            }
             Some((Ok(body.slice(offset as usize..end as usize)), end))
         }
     })

@@ -78,18 +78,22 @@ impl Moto {
 
     /// Creates a bucket (if needed) and puts an object in it.
     pub fn put_object(&self, bucket: &str, key: &str, body: &[u8]) {
-        let s3 = self.s3();
-        block_on(async {
-            let _ = s3.create_bucket().bucket(bucket).send().await;
-            s3.put_object()
-                .bucket(bucket)
-                .key(key)
-                .body(body.to_vec().into())
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("putting s3://{bucket}/{key}: {e:?}"));
-        });
+        put_object(&self.s3(), bucket, key, body);
     }
+}
+
+/// Creates a bucket (if needed) and puts an object in it, with `s3`.
+pub fn put_object(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, body: &[u8]) {
+    block_on(async {
+        let _ = s3.create_bucket().bucket(bucket).send().await;
+        s3.put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(body.to_vec().into())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("putting s3://{bucket}/{key}: {e:?}"));
+    });
 }
 
 impl Drop for Moto {

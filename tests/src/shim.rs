@@ -7,6 +7,8 @@
 //! policy and its access key), then switches moto to checking every signature
 //! (`/moto-api/reset-auth`), so a forged proof fails at "STS" for real.
 
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -21,7 +23,9 @@ use nodewright_shim::identity::StsEndpoint;
 use nodewright_shim::pki::{
     CertificateAuthority, KeyAlgorithm, PrivateKey, Profile, Subject, Usage,
 };
+use nodewright_shim::protocol::{BootstrapRequest, CredentialRequest, PROTOCOL_VERSION};
 use tempfile::TempDir;
+use tokio_rustls::TlsConnector;
 
 use crate::imds::RoleCredentials;
 use crate::moto::{Moto, REGION, free_port};
@@ -33,19 +37,41 @@ pub const CLUSTER: &str = "prod.example.com";
 pub const NODE_GROUP: &str = "nodes-us-east-1a";
 pub const NODE_ROLE: &str = "nodes.prod.example.com";
 pub const BUCKET: &str = "nodewright-state";
-pub const SPEC_KEY: &str = "prod.example.com/nodegroups/nodes-us-east-1a/nodespec.yaml";
+/// The node group's spec prefix: each spec at `<prefix>nodespec/<sha256>.yaml`.
+pub const SPEC_PREFIX: &str = "prod.example.com/nodegroups/nodes-us-east-1a/";
+/// Where the node-groups document is, when the groups live in the store.
+pub const GROUPS_KEY: &str = "prod.example.com/controller-shim/node-groups.yaml";
 pub const RECORDS_PREFIX: &str = "prod.example.com/controller-shim/nodes/";
 pub const NODE_GROUP_TAG: &str = "nodewright.io/node-group";
 
+/// How to set up a [`ShimWorld`].
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Extra lines in the node group's definition (e.g. `rebootstrap: allowed`).
+    pub group_lines: Vec<String>,
+    /// Extra top-level YAML for the shim's configuration (e.g. a `limits:` block).
+    pub top_level: String,
+    /// Every AWS call of the shim goes through a counting, fault-injecting front
+    /// ([`ShimWorld::front`]); workers sign their proofs for it.
+    pub front: bool,
+    /// The node groups live in the store ([`GROUPS_KEY`]), not in the configuration.
+    pub groups_in_store: bool,
+    /// Run the shim with this open-files limit (soft and hard).
+    pub open_files: Option<u32>,
+}
+
 pub struct ShimWorld {
     pub moto: Moto,
-    /// The fault-injecting front the shim reaches STS through, when asked for.
-    pub sts_front: Option<crate::front::AwsFront>,
+    /// The front the shim reaches AWS through, when `Options::front`.
+    pub front: Option<crate::front::AwsFront>,
     pub admin: Credentials,
     pub ca: CertificateAuthority,
     pub dir: TempDir,
     pub port: u16,
+    pub admin_port: u16,
+    /// The worker spec the group serves (published at its digest).
     pub spec: Vec<u8>,
+    options: Options,
     child: Option<Child>,
 }
 
@@ -61,27 +87,32 @@ pub struct Node {
 impl ShimWorld {
     /// Moto with signature checks on, the node role, the spec in S3, and a running shim.
     pub fn start() -> Self {
-        Self::start_with(&[], "")
+        Self::start_with_options(Options::default())
     }
 
     /// Same, with extra lines in the node group's settings (e.g.
-    /// `allowRebootstrap: true`) and extra top-level YAML (e.g. a `limits:` block).
+    /// `rebootstrap: allowed`) and extra top-level YAML (e.g. a `limits:` block).
     pub fn start_with(extra_group_lines: &[&str], extra_top_level: &str) -> Self {
-        Self::start_full(extra_group_lines, extra_top_level, false)
+        Self::start_with_options(Options {
+            group_lines: extra_group_lines.iter().map(|l| (*l).to_owned()).collect(),
+            top_level: extra_top_level.to_owned(),
+            ..Options::default()
+        })
     }
 
-    /// Same, with STS reached through a fault-injecting front (`sts_front`).
-    pub fn start_with_sts_front() -> Self {
-        Self::start_full(&[], "", true)
+    /// Same, with every AWS call of the shim through a fault-injecting front (`front`).
+    pub fn start_with_front() -> Self {
+        Self::start_with_options(Options {
+            front: true,
+            ..Options::default()
+        })
     }
 
-    fn start_full(extra_group_lines: &[&str], extra_top_level: &str, front: bool) -> Self {
+    pub fn start_with_options(options: Options) -> Self {
         let moto = Moto::start();
-        let sts_front = front.then(|| crate::front::AwsFront::start(moto.url()));
-        let sts_url = sts_front
-            .as_ref()
-            .map(|f| f.url())
-            .unwrap_or_else(|| moto.url().to_owned());
+        let front = options
+            .front
+            .then(|| crate::front::AwsFront::start(moto.url()));
         let admin = set_up_admin(&moto);
         let dir = tempfile::Builder::new()
             .prefix("controller-shim-")
@@ -110,17 +141,77 @@ impl ShimWorld {
         write(dir.path(), "serving.key", &serving_key.to_pem());
         // The worker example, with this cluster's CA (the shim refuses a spec naming
         // another).
-        let spec = with_cluster_ca(&crate::example("worker/nodespec.yaml"), ca.cert_pem());
-        let port = free_port();
-        let mut group_lines = String::new();
-        for line in extra_group_lines {
-            group_lines.push_str(&format!("    {line}\n"));
+        let spec = with_cluster_ca(
+            &crate::example("controller-shim/worker-nodespec.yaml"),
+            ca.cert_pem(),
+        );
+        let mut world = Self {
+            moto,
+            front,
+            admin,
+            ca,
+            dir,
+            port: free_port(),
+            admin_port: free_port(),
+            spec,
+            options,
+            child: None,
+        };
+        world.write_config();
+        world.create_role(NODE_ROLE);
+        world.create_role("admin-role");
+        world.publish_spec(&world.spec.clone());
+        if world.options.groups_in_store {
+            world.publish_groups(&world.groups_document(&[]));
         }
+        world.start_shim();
+        world
+    }
+
+    /// The group definition this world's shim serves (with `Options::group_lines`),
+    /// plus `more` groups, as the YAML list items of `nodeGroups`.
+    pub fn group_items(&self, more: &[(&str, &str)]) -> String {
+        let mut items = format!(
+            "  - name: {NODE_GROUP}\n    nodeSpecs: s3://{BUCKET}/{SPEC_PREFIX}\n    roles: [{NODE_ROLE}]\n"
+        );
+        for line in &self.options.group_lines {
+            items.push_str(&format!("    {line}\n"));
+        }
+        for (name, role) in more {
+            items.push_str(&format!(
+                "  - name: {name}\n    nodeSpecs: s3://{BUCKET}/prod.example.com/nodegroups/{name}/\n    roles: [{role}]\n"
+            ));
+        }
+        items
+    }
+
+    /// A NodeGroups document with this world's group and `more`.
+    pub fn groups_document(&self, more: &[(&str, &str)]) -> String {
+        format!(
+            "apiVersion: shim.nodewright.io/v1alpha1\nkind: NodeGroups\nnodeGroups:\n{}",
+            self.group_items(more)
+        )
+    }
+
+    /// Writes the node-groups document into the store.
+    pub fn publish_groups(&self, text: &str) {
+        self.put_object(BUCKET, GROUPS_KEY, text.as_bytes());
+    }
+
+    fn write_config(&self) {
+        let (port, admin_port) = (self.port, self.admin_port);
+        let sts_url = self.aws_url();
+        let groups = if self.options.groups_in_store {
+            format!("nodeGroups: s3://{BUCKET}/{GROUPS_KEY}\n")
+        } else {
+            format!("nodeGroups:\n{}", self.group_items(&[]))
+        };
         let config = format!(
             "apiVersion: shim.nodewright.io/v1alpha1
 kind: ShimConfig
 clusterName: {CLUSTER}
 listen: 127.0.0.1:{port}
+adminListen: 127.0.0.1:{admin_port}
 tls:
   certFile: {d}/serving.crt
   keyFile: {d}/serving.key
@@ -134,38 +225,42 @@ aws:
 state:
   bucket: {BUCKET}
   prefix: {RECORDS_PREFIX}
-nodeGroups:
-  - name: {NODE_GROUP}
-    nodeSpec: s3://{BUCKET}/{SPEC_KEY}
-    roles: [{NODE_ROLE}]
-{group_lines}{extra_top_level}",
-            d = dir.path().display(),
+{groups}{top}",
+            d = self.dir.path().display(),
+            top = self.options.top_level,
         );
-        write(dir.path(), "config.yaml", &config);
-        let mut world = Self {
-            moto,
-            sts_front,
-            admin,
-            ca,
-            dir,
-            port,
-            spec,
-            child: None,
-        };
-        world.create_role(NODE_ROLE);
-        world.create_role("admin-role");
-        world.put_object(BUCKET, SPEC_KEY, &world.spec.clone());
-        world.start_shim();
-        world
+        write(self.dir.path(), "config.yaml", &config);
+    }
+
+    /// Where the shim reaches AWS: the front, or moto itself.
+    fn aws_url(&self) -> String {
+        self.front
+            .as_ref()
+            .map(|f| f.url())
+            .unwrap_or_else(|| self.moto.url().to_owned())
+    }
+
+    /// The STS front (kept for the tests that inject STS faults).
+    pub fn sts_front(&self) -> &crate::front::AwsFront {
+        self.front
+            .as_ref()
+            .expect("the world was started with a front")
     }
 
     pub fn url(&self) -> String {
         format!("https://127.0.0.1:{}", self.port)
     }
 
-    /// Replaces the node group's spec in the state store (what the shim serves).
-    pub fn publish_spec(&self, spec: &[u8]) {
-        self.put_object(BUCKET, SPEC_KEY, spec);
+    pub fn admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
+    }
+
+    /// Publishes a spec of the node group under its digest (never replacing another);
+    /// returns the digest.
+    pub fn publish_spec(&self, spec: &[u8]) -> String {
+        let digest = nodewright::spec::digest(spec);
+        self.put_object(BUCKET, &spec_key(&digest), spec);
+        digest
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -187,18 +282,27 @@ nodeGroups:
         let log = self.dir.path().join("shim.log");
         // NODEWRIGHT_SHIM_CPUS pins the shim to those CPUs (the benchmark gives it a core
         // of its own, as it has on a control-plane node apart from AWS and the workers).
-        let mut command = match std::env::var("NODEWRIGHT_SHIM_CPUS") {
-            Ok(cpus) => {
-                let mut c = Command::new("taskset");
-                c.args(["-c", &cpus]).arg(workspace_bin("controller-shim"));
+        // Options::open_files runs it under that open-files limit (prlimit).
+        let mut wrapper: Vec<String> = Vec::new();
+        if let Ok(cpus) = std::env::var("NODEWRIGHT_SHIM_CPUS") {
+            wrapper.extend(["taskset".to_owned(), "-c".to_owned(), cpus]);
+        }
+        if let Some(limit) = self.options.open_files {
+            wrapper.extend(["prlimit".to_owned(), format!("--nofile={limit}:{limit}")]);
+        }
+        let shim = workspace_bin("controller-shim");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&shim);
                 c
             }
-            Err(_) => Command::new(workspace_bin("controller-shim")),
+            None => Command::new(&shim),
         };
         command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("AWS_ENDPOINT_URL", self.moto.url())
+            .env("AWS_ENDPOINT_URL", self.aws_url())
             .env("AWS_ACCESS_KEY_ID", self.admin.access_key_id())
             .env("AWS_SECRET_ACCESS_KEY", self.admin.secret_access_key())
             .env("AWS_REGION", REGION)
@@ -218,12 +322,18 @@ nodeGroups:
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let ok = block_on(async {
-                client
-                    .get(format!("{}/healthz", self.url()))
+                let admin = crate::runtime::control_client()
+                    .get(format!("{}/healthz", self.admin_url()))
                     .send()
                     .await
-                    .map(|r| r.status().is_success())
-                    .unwrap_or(false)
+                    .is_ok_and(|r| r.status().is_success());
+                admin
+                    && client
+                        .get(format!("{}/healthz", self.url()))
+                        .send()
+                        .await
+                        .map(|r| r.status().is_success())
+                        .unwrap_or(false)
             });
             if ok {
                 return;
@@ -252,6 +362,11 @@ nodeGroups:
 
     /// A reqwest client trusting only the cluster CA.
     pub fn https_client(&self) -> reqwest::Client {
+        self.https_client_builder().build().expect("a client")
+    }
+
+    /// The builder of [`Self::https_client`], to add a source address or an identity.
+    pub fn https_client_builder(&self) -> reqwest::ClientBuilder {
         reqwest::Client::builder()
             .no_proxy()
             .tls_certs_only(
@@ -259,8 +374,6 @@ nodeGroups:
                     .expect("the CA parses"),
             )
             .timeout(Duration::from_secs(20))
-            .build()
-            .expect("a client")
     }
 
     /// The library client, as the agent builds it.
@@ -277,11 +390,7 @@ nodeGroups:
     /// Where the shim replays proofs (and so what workers sign for).
     pub fn sts_endpoint(&self) -> StsEndpoint {
         StsEndpoint {
-            url: self
-                .sts_front
-                .as_ref()
-                .map(|f| f.url())
-                .unwrap_or_else(|| self.moto.url().to_owned()),
+            url: self.aws_url(),
             region: REGION.to_owned(),
         }
     }
@@ -322,17 +431,7 @@ nodeGroups:
     }
 
     pub fn put_object(&self, bucket: &str, key: &str, body: &[u8]) {
-        let s3 = crate::moto::s3_client(&self.sdk());
-        block_on(async {
-            let _ = s3.create_bucket().bucket(bucket).send().await;
-            s3.put_object()
-                .bucket(bucket)
-                .key(key)
-                .body(body.to_vec().into())
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("putting s3://{bucket}/{key}: {e:?}"));
-        });
+        crate::moto::put_object(&crate::moto::s3_client(&self.sdk()), bucket, key, body);
     }
 
     /// The bootstrap record of an instance, if the shim wrote one.
@@ -494,12 +593,12 @@ nodeGroups:
         signed_query(self.moto.url(), service, params, Some(&self.admin))
     }
 
-    /// The shim's metrics text.
+    /// The shim's metrics text (from its loopback listener).
     pub fn metrics(&self) -> String {
-        let client = self.https_client();
+        let client = crate::runtime::control_client();
         block_on(async {
             client
-                .get(format!("{}/metrics", self.url()))
+                .get(format!("{}/metrics", self.admin_url()))
                 .send()
                 .await
                 .expect("metrics answer")
@@ -507,6 +606,42 @@ nodeGroups:
                 .await
                 .expect("metrics text")
         })
+    }
+
+    /// A counter or gauge from the metrics (0 when absent), by its whole series name,
+    /// e.g. `controller_shim_requests_total{endpoint="bootstrap",outcome="ok"}`.
+    pub fn metric(&self, series: &str) -> u64 {
+        let prefix = format!("{series} ");
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map(|n| n.trim().parse::<f64>().expect("a number") as u64)
+            .unwrap_or(0)
+    }
+
+    /// How many bootstrap requests the shim counted with `outcome` (`ok` or a code).
+    pub fn outcomes(&self, outcome: &str) -> u64 {
+        self.metric(&format!(
+            "controller_shim_requests_total{{endpoint=\"bootstrap\",outcome=\"{outcome}\"}}"
+        ))
+    }
+
+    /// The fleet view, from the loopback listener (a shim that has not read the store
+    /// since it started answers 503 until it has).
+    pub fn fleet(&self) -> nodewright_shim::protocol::NodesResponse {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match block_on(nodewright_shim::client::fleet(
+                &self.admin_url(),
+                Duration::from_secs(10),
+            )) {
+                Ok(nodes) => return nodes,
+                Err(e) if e.transient() && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("the fleet view: {e}"),
+            }
+        }
     }
 }
 
@@ -536,11 +671,16 @@ impl Node {
     }
 }
 
+/// The key of a spec of the node group, by digest.
+pub fn spec_key(digest: &str) -> String {
+    format!("{SPEC_PREFIX}nodespec/{digest}.yaml")
+}
+
 const ALLOW_ALL: &str =
     r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
 
 /// Creates the admin user while moto accepts anything, then turns signature checks on.
-pub fn set_up_admin(moto: &Moto) -> Credentials {
+fn set_up_admin(moto: &Moto) -> Credentials {
     let url = moto.url();
     let iam = |params: &[(&str, &str)]| signed_query(url, "iam", params, None);
     iam(&[
@@ -716,4 +856,196 @@ pub fn with_cluster_ca(spec: &[u8], pem: &str) -> Vec<u8> {
         }
     }
     out.into_bytes()
+}
+
+/// A bootstrap request body for `node`, pinning `digest`, with fresh keys asking for
+/// `cn` in `groups`; returns the body and the client key.
+pub fn request_body(digest: &str, cn: &str, groups: &[&str]) -> (Vec<u8>, PrivateKey) {
+    let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).expect("a key");
+    let serving = PrivateKey::generate(KeyAlgorithm::EcdsaP256).expect("a key");
+    let subject = Subject::new(cn, groups);
+    let request = BootstrapRequest {
+        api_version: PROTOCOL_VERSION.to_owned(),
+        node_group: NODE_GROUP.to_owned(),
+        node_spec_sha256: digest.to_owned(),
+        nonce: nodewright_shim::protocol::nonce(),
+        credentials: Some(CredentialRequest {
+            client_csr: key.certificate_request(&subject, &[], &[]).expect("a CSR"),
+            serving_csr: serving
+                .certificate_request(&subject, &[], &[])
+                .expect("a CSR"),
+            kube_proxy_csr: None,
+        }),
+    };
+    (serde_json::to_vec(&request).expect("JSON"), key)
+}
+
+/// A TLS client of the shim that trusts the cluster CA and, with `identity`, presents a
+/// client certificate (`(certificate PEM, key PEM)`).
+pub fn tls_connector(ca_pem: &str, identity: Option<(&str, &str)>) -> TlsConnector {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.expect("a CA")).expect("a root");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots);
+    let config = match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("certificates"),
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("a key"),
+            )
+            .expect("a client identity"),
+        None => builder.with_no_client_auth(),
+    };
+    TlsConnector::from(std::sync::Arc::new(config))
+}
+
+/// A TCP connection to `port` on loopback from `source` (any 127.0.0.0/8 address: each
+/// is its own source to the shim).
+pub async fn connect_from(source: IpAddr, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket
+        .connect(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port))
+        .await
+}
+
+/// Sends a request's head (and `body`, maybe less than `content_length`) over TLS from
+/// `source`, and returns the open stream: a client that never finishes its body.
+pub async fn start_request(
+    connector: &TlsConnector,
+    source: IpAddr,
+    port: u16,
+    content_length: usize,
+    body: &[u8],
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use tokio::io::AsyncWriteExt;
+    let tcp = connect_from(source, port).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("a name");
+    let mut tls = connector.connect(name, tcp).await?;
+    let head = format!(
+        "POST /v1/bootstrap HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {content_length}\r\n\r\n"
+    );
+    tls.write_all(head.as_bytes()).await?;
+    tls.write_all(body).await?;
+    tls.flush().await?;
+    Ok(tls)
+}
+
+/// Reads an HTTP/1.1 answer's status line from `stream` (None: closed without one).
+pub async fn read_status<S>(stream: &mut S) -> Option<u16>
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&buf);
+    text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+/// What a flood got.
+#[derive(Debug, Default, Clone)]
+pub struct FloodCount {
+    pub requests: u64,
+    /// By status (0: no answer: a refused or reset connection).
+    pub statuses: BTreeMap<u16, u64>,
+}
+
+/// Credential-less bootstrap requests as fast as `per_source` keep-alive clients per
+/// source address can send them, until `stop` is set. Returns what they got.
+pub async fn flood(
+    url: String,
+    ca_pem: String,
+    sources: Vec<IpAddr>,
+    per_source: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> FloodCount {
+    let mut tasks = Vec::new();
+    for source in sources {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .local_address(source)
+            .tls_certs_only(
+                reqwest::Certificate::from_pem_bundle(ca_pem.as_bytes()).expect("the CA"),
+            )
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("a client");
+        for _ in 0..per_source {
+            let (client, url, stop) = (client.clone(), url.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut count = FloodCount::default();
+                // A well-formed request without a proof: what anyone can send.
+                let body = br#"{"apiVersion":"shim.nodewright.io/v1","nodeGroup":"nodes-us-east-1a","nodeSpecSha256":"0000000000000000000000000000000000000000000000000000000000000000"}"#;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let status = match client.post(&url).body(&body[..]).send().await {
+                        Ok(response) => {
+                            let status = response.status().as_u16();
+                            let _ = response.bytes().await;
+                            status
+                        }
+                        Err(_) => {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                            0
+                        }
+                    };
+                    count.requests += 1;
+                    *count.statuses.entry(status).or_default() += 1;
+                }
+                count
+            }));
+        }
+    }
+    let mut total = FloodCount::default();
+    for task in tasks {
+        if let Ok(count) = task.await {
+            total.requests += count.requests;
+            for (status, n) in count.statuses {
+                *total.statuses.entry(status).or_default() += n;
+            }
+        }
+    }
+    total
+}
+
+/// A client certificate from `ca` for `key`, as the cluster CA issues (or the kubelet
+/// rotates) them.
+pub fn issue_client(
+    ca: &CertificateAuthority,
+    key: &PrivateKey,
+    common_name: &str,
+    groups: &[&str],
+) -> String {
+    ca.issue(
+        &key.public_key(),
+        &Profile {
+            subject: Subject::new(common_name, groups),
+            dns_names: Vec::new(),
+            ips: Vec::new(),
+            usage: Usage::Client,
+            validity: Duration::from_secs(3600),
+            backdate: Duration::from_secs(60),
+        },
+    )
+    .expect("a client certificate")
+    .pem
 }

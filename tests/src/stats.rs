@@ -13,11 +13,10 @@ pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// One line: name, median, p90 and minimum in milliseconds, the name padded to `width`.
-pub fn report_line(name: &str, samples: &[Duration], width: usize) -> String {
+/// One Markdown table row: name, median, p90 and minimum in milliseconds.
+pub fn report_line(name: &str, samples: &[Duration]) -> String {
     format!(
-        "{:<width$} {:>7.1}ms {:>7.1}ms {:>7.1}ms",
-        name,
+        "| {name} | {:.1} ms | {:.1} ms | {:.1} ms |",
         ms(percentile(samples, 0.5)),
         ms(percentile(samples, 0.9)),
         ms(*samples.iter().min().expect("samples"))
@@ -34,6 +33,9 @@ mod tests {
         assert_eq!(percentile(&samples, 0.5), Duration::from_millis(3));
         assert_eq!(percentile(&samples, 1.0), Duration::from_millis(5));
         assert_eq!(percentile(&samples, 0.0), Duration::from_millis(1));
-        assert!(report_line("x", &samples, 4).starts_with("x        3.0ms"));
+        assert_eq!(
+            report_line("x", &samples),
+            "| x | 3.0 ms | 5.0 ms | 1.0 ms |"
+        );
     }
 }

@@ -16,6 +16,18 @@ use crate::network::Service;
 pub const MIRROR_ADDR: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 3), 80);
 /// The kubelet's path on the mirror, as on dl.k8s.io.
 pub const KUBELET_PATH: &str = "/release/v1.33.4/bin/linux/amd64/kubelet";
+/// What a worker booted from the state store adds: TLS bootstrapping with a token kept
+/// as a secret file (never baked into an image).
+pub const TLS_BOOTSTRAP: &str = "files:
+  - path: /etc/kubernetes/bootstrap-token
+    mode: \"0600\"
+    secret: true
+    content: \"07401b.f395accd246ae52d\\n\"
+kubelet:
+  tlsBootstrap:
+    tokenFile: /etc/kubernetes/bootstrap-token
+";
+
 /// Where the stand-in records what it was given, on the node.
 pub const STANDIN_RECORD: &str = "/var/lib/kubelet-standin/record.json";
 /// The kubelet's health endpoint, on the node's loopback.
@@ -84,6 +96,13 @@ impl AssetMirror {
     /// The booted worker's node spec, naming this mirror's kubelet as nodes reach it.
     pub fn worker_spec(&self) -> Vec<u8> {
         worker_spec(&self.kubelet_url(), &self.kubelet_sha256)
+    }
+
+    /// [`AssetMirror::worker_spec`] for a worker booted from the state store: its
+    /// kubelet joins by TLS bootstrapping (a bootstrap token in a secret file), the
+    /// way in a worker without controller-shim has.
+    pub fn s3_worker_spec(&self) -> Vec<u8> {
+        crate::specs::extend(&self.worker_spec(), TLS_BOOTSTRAP)
     }
 
     /// The same spec as an image build sees it: the kubelet at the mirror's loopback

@@ -146,6 +146,16 @@ fn plan_reads_only_then_apply_downloads_installs_and_a_rerun_does_nothing() {
         "{}",
         plan.stdout
     );
+    // An archive is downloaded, then extracted: two steps, each reported as itself.
+    assert!(
+        plan.stdout
+            .contains("download containerd: not in the cache: download needed")
+            && plan
+                .stdout
+                .contains("extract containerd: an archive: extracted once downloaded"),
+        "{}",
+        plan.stdout
+    );
     assert!(
         mirror.hits().is_empty(),
         "plan downloaded: {:?}",

@@ -54,12 +54,25 @@ fn worker_boots_and_a_second_run_changes_nothing() {
         read("/var/lib/kubelet/config.yaml")
             .contains("providerID: aws:///us-east-1a/i-0a1b2c3d4e5f60718")
     );
-    assert_eq!(mode(&agent.path("/var/lib/kubelet/kubeconfig")), 0o600);
+    // TLS bootstrapping: the bootstrap kubeconfig and its token (the kubelet writes
+    // its own kubeconfig once it holds a certificate).
+    assert_eq!(
+        mode(&agent.path("/var/lib/kubelet/bootstrap-kubeconfig")),
+        0o600
+    );
+    assert_eq!(mode(&agent.path("/etc/kubernetes/bootstrap-token")), 0o600);
+    assert!(!agent.path("/var/lib/kubelet/kubeconfig").exists());
+    assert!(read("/var/lib/kubelet/config.yaml").contains("rotateCertificates: true"));
     assert!(
         read("/etc/systemd/system/kubelet.service.d/10-nodewright.conf")
             .contains("--hostname-override=ip-10-0-1-23.ec2.internal")
     );
-    assert!(read("/etc/kubernetes/manifests/kube-proxy.yaml").contains("kube-proxy:v1.33.4"));
+    // kube-proxy runs as the cluster's DaemonSet on TLS-bootstrapped workers.
+    assert!(
+        !agent
+            .path("/etc/kubernetes/manifests/kube-proxy.yaml")
+            .exists()
+    );
     assert!(read("/etc/hosts").contains("10.0.0.10\tapi.internal.prod.example.com\n"));
     assert_eq!(
         std::fs::read_link(agent.path("/etc/systemd/system/swap.target")).unwrap(),

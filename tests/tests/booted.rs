@@ -26,7 +26,7 @@ fn base_spec() -> Vec<u8> {
 /// stand-in in its network, and the worker's spec (see tests/src/worker.rs).
 fn start() -> Option<(Fleet, AssetMirror, Vec<u8>)> {
     let (fleet, mirror) = worker::fleet()?;
-    let spec = mirror.worker_spec();
+    let spec = mirror.s3_worker_spec();
     Some((fleet, mirror, spec))
 }
 
@@ -245,7 +245,18 @@ fn worker_boots_converges_and_a_reboot_changes_nothing() {
     assert_eq!(config["cgroupDriver"], "systemd");
     assert_eq!(config["clusterDNS"][0], "100.64.0.10");
     assert_eq!(config["maxPods"], 110);
-    let kubeconfig = &record["kubeconfig"];
+    // Booted from S3, the kubelet joins by TLS bootstrapping: its bootstrap kubeconfig
+    // names the API server and the token file; it writes its own kubeconfig later.
+    assert_eq!(
+        flags["--bootstrap-kubeconfig"],
+        "/var/lib/kubelet/bootstrap-kubeconfig"
+    );
+    assert_eq!(config["rotateCertificates"], true);
+    assert_eq!(
+        record["files"]["/etc/kubernetes/bootstrap-token"]["exists"], true,
+        "{record:#}"
+    );
+    let kubeconfig = &record["bootstrapKubeconfig"];
     assert_eq!(
         kubeconfig["clusters"][0]["cluster"]["server"],
         "https://api.internal.prod.example.com"
@@ -261,11 +272,14 @@ fn worker_boots_converges_and_a_reboot_changes_nothing() {
         sh(&node, "getent hosts api.internal.prod.example.com").starts_with("10.0.0.10"),
         "the API name is not pinned"
     );
-    // No client certificate yet: on EC2 it comes from controller-shim (test 4).
-    assert_eq!(
-        record["files"]["/var/lib/kubelet/pki/kubelet-client.key"]["exists"],
-        false
+    // No client certificate yet: the kubelet asks the API server for one (TLS
+    // bootstrapping); through controller-shim it would come with the spec.
+    assert!(
+        !node
+            .path("/var/lib/kubelet/pki/kubelet-client.key")
+            .exists()
     );
+    assert!(!node.path("/var/lib/kubelet/kubeconfig").exists());
 
     // `nodewright status` on the node: converged, with the timeline of the boot.
     let status = node.nodewright(&["status"]);

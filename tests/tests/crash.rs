@@ -228,6 +228,7 @@ fn issued_on_the_node(path: &Path) -> bool {
             "etc/kubernetes/pki/",
             "etc/kubernetes/controller-shim/",
             "var/lib/kubelet/pki/",
+            "var/lib/kube-proxy/",
         ]
         .iter()
         .any(|dir| text.starts_with(dir))
@@ -245,7 +246,10 @@ fn previous_version(spec: &[u8]) -> Vec<u8> {
         }
     };
     for file in value["files"].as_sequence_mut().unwrap() {
-        suffix(&mut file["content"]);
+        // A secret (the bootstrap token) keeps its format.
+        if file["secret"].as_bool() != Some(true) {
+            suffix(&mut file["content"]);
+        }
     }
     if let Some(units) = value["systemd"]["units"].as_sequence_mut() {
         for unit in units.iter_mut() {

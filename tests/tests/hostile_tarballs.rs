@@ -208,6 +208,14 @@ fn through_the_agent_a_hostile_archive_installs_nothing() {
         mirror.url("/evil.tgz")
     ));
     run.expect_code(5);
+    // The download worked: what failed is the extraction, and it says so.
+    assert!(
+        run.stderr
+            .contains("  - extract evil (failed: extracting evil: "),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("  - download evil"), "{}", run.stderr);
     assert!(
         run.stderr
             .contains("extracting evil: entry \"../../etc/cron.d/evil\": `..` is not allowed")

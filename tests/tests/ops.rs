@@ -9,7 +9,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use nodewright_e2e::agent::Agent;
+use nodewright_e2e::agent::{Agent, json_of, restarted};
 use nodewright_e2e::front::Canned;
 use nodewright_e2e::imds::Fault;
 use nodewright_e2e::specs::{self, AGENT_BINARY, AGENT_CONFIG, SHIPPER_CONFIG};
@@ -24,22 +24,6 @@ fn booted_ops_worker() -> World {
         .run(&["boot", "--deadline", "20"])
         .expect_code(0);
     world
-}
-
-fn json_of(run: &nodewright_e2e::agent::Run) -> Value {
-    serde_json::from_str(&run.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\n{}", run.stdout, run.stderr))
-}
-
-/// The units a repair started or restarted.
-fn restarted(steps: &Value) -> Vec<String> {
-    steps
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["action"] == "restart-unit" || s["action"] == "start-unit")
-        .map(|s| s["unit"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 /// Steps acting on `path`, as "action" strings.
@@ -817,7 +801,7 @@ fn support_bundle_contains_no_secret() {
         "worker",
         r#"
 files:
-  - path: /etc/kubernetes/bootstrap-token
+  - path: /etc/app/secret-token
     mode: "0600"
     secret: true
     content: "NWSECRET-secret-file-line\n"

@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use nodewright::model::pki_paths as paths;
+use nodewright_e2e::agent::{json_of, restarted};
 use nodewright_e2e::pki::{TestPki, put};
 use nodewright_e2e::specs;
 use nodewright_e2e::world::World;
@@ -84,21 +85,6 @@ fn booted(spec: &[u8]) -> World {
     let boot = world.agent.run(&["boot", "--deadline", "20"]);
     boot.expect_code(0);
     world
-}
-
-fn json_of(run: &nodewright_e2e::agent::Run) -> Value {
-    serde_json::from_str(&run.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\n{}", run.stdout, run.stderr))
-}
-
-fn restarted(steps: &Value) -> Vec<String> {
-    steps
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["action"] == "restart-unit" || s["action"] == "start-unit")
-        .map(|s| s["unit"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 fn written(steps: &Value) -> Vec<String> {

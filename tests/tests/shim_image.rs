@@ -87,7 +87,7 @@ fn image_prerequisites() -> Result<(), String> {
     }
     if static_binary().is_none() {
         return Err(
-            "no static controller-shim: run the tests from a static build (scripts/test.sh), or cargo build -p nodewright-shim --profile dist --target x86_64-unknown-linux-musl"
+            "no static controller-shim: run the tests from a static build (scripts/test.sh), or the release build: cargo build -p nodewright -p nodewright-shim --bins --profile dist --target x86_64-unknown-linux-musl"
                 .to_owned(),
         );
     }
@@ -300,16 +300,17 @@ fn the_image_runs_under_containerd_and_answers_healthz() {
     std::fs::write(etc.join("serving.crt"), &serving.pem).unwrap();
     std::fs::write(etc.join("serving.key"), key.to_pem()).unwrap();
     let port = free_port();
+    let admin_port = free_port();
     let c = "/etc/kubernetes/controller-shim";
     std::fs::write(
         etc.join("config.yaml"),
         format!(
             "apiVersion: shim.nodewright.io/v1alpha1\nkind: ShimConfig\nclusterName: prod.example.com\n\
-             listen: 127.0.0.1:{port}\ntls:\n  certFile: {c}/serving.crt\n  keyFile: {c}/serving.key\n\
+             listen: 127.0.0.1:{port}\nadminListen: 127.0.0.1:{admin_port}\ntls:\n  certFile: {c}/serving.crt\n  keyFile: {c}/serving.key\n\
              ca:\n  certFile: {c}/ca.crt\n  keyFile: {c}/ca.key\n\
              aws:\n  region: us-east-1\n  accountId: \"123456789012\"\n\
              state:\n  bucket: nodewright-state\n  prefix: nodes/\n\
-             nodeGroups:\n  - name: nodes\n    nodeSpec: s3://nodewright-state/spec.yaml\n    roles: [nodes]\n"
+             nodeGroups:\n  - name: nodes\n    nodeSpecs: s3://nodewright-state/nodes/\n    roles: [nodes]\n"
         ),
     )
     .unwrap();
@@ -398,8 +399,22 @@ fn the_image_runs_under_containerd_and_answers_healthz() {
 #[test]
 fn the_examples_parse() {
     let config = String::from_utf8(nodewright_e2e::example("controller-shim/config.yaml")).unwrap();
-    nodewright_shim::config::ShimConfig::parse("examples/controller-shim/config.yaml", &config)
-        .unwrap();
+    let config =
+        nodewright_shim::config::ShimConfig::parse("examples/controller-shim/config.yaml", &config)
+            .unwrap();
+    // Its node groups are in the store; the example of that document parses too.
+    assert!(matches!(
+        config.node_groups,
+        nodewright_shim::config::NodeGroupsSource::Store(_)
+    ));
+    let groups =
+        String::from_utf8(nodewright_e2e::example("controller-shim/node-groups.yaml")).unwrap();
+    let groups = nodewright_shim::groups::NodeGroups::parse(
+        "examples/controller-shim/node-groups.yaml",
+        &groups,
+    )
+    .unwrap();
+    assert_eq!(groups.node_groups[0].name, "nodes-us-east-1a");
     let boot = String::from_utf8(nodewright_e2e::example(
         "controller-shim/worker-bootconfig.yaml",
     ))
@@ -408,6 +423,8 @@ fn the_examples_parse() {
     assert!(boot.node_spec.controller_shim.is_some());
     assert_eq!(
         boot.node_spec.sha256.as_str(),
-        nodewright::spec::digest(&nodewright_e2e::example("worker/nodespec.yaml"))
+        nodewright::spec::digest(&nodewright_e2e::example(
+            "controller-shim/worker-nodespec.yaml"
+        ))
     );
 }

@@ -1,21 +1,13 @@
 //! The bake manifest: what `nodewright prebake` put into a machine image (files and
-//! assets, with their sha256), at `/var/lib/nodewright/bake.json`.
-//!
-//! At boot the baked files are hashed in parallel before planning: a file whose bytes
-//! match is recorded as verified (so the plan leaves it alone and nothing is
-//! downloaded), one that does not is planned like any drifted file. Reading them all at
-//! once also pulls a freshly restored EBS volume's blocks in parallel.
+//! assets, with their sha256), at `/var/lib/nodewright/bake.json`. At boot the engine
+//! checks the baked files against it (`engine::baked`).
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::plan::Perms;
-use crate::engine::state::{FileRecord, State};
 use crate::host::Host;
-use crate::host::fs::{self as hostfs, Existing};
+use crate::host::fs as hostfs;
 
 pub const BAKE_FILE: &str = "bake.json";
 
@@ -76,76 +68,5 @@ impl BakeManifest {
         bytes.push(b'\n');
         let (uid, gid) = hostfs::current_ids();
         hostfs::write_atomic(&path, &bytes, 0o644, uid, gid)
-    }
-}
-
-#[derive(Debug, Default)]
-pub struct BakeCheck {
-    pub verified: usize,
-    /// Baked files whose bytes are not what was baked (or that are gone).
-    pub mismatched: Vec<String>,
-    pub elapsed: Duration,
-}
-
-/// Hashes, `parallel` at a time, every baked file that is still `wanted` and that the
-/// state has no record of yet, and records those that match. Runs once per image:
-/// afterwards the records exist.
-pub fn verify_baked(
-    host: &Host,
-    state: &mut State,
-    wanted: &BTreeSet<&str>,
-    parallel: usize,
-) -> Option<BakeCheck> {
-    let manifest = BakeManifest::load(host)?;
-    let began = Instant::now();
-    let pending: Vec<&BakedFile> = manifest
-        .files
-        .iter()
-        .filter(|f| wanted.contains(f.path.as_str()) && !state.files.contains_key(&f.path))
-        .collect();
-    if pending.is_empty() {
-        return None;
-    }
-    let paths: Vec<PathBuf> = pending
-        .iter()
-        .map(|f| host.root().join(f.path.trim_start_matches('/')))
-        .collect();
-    let digests = super::hash::files_parallel(&paths, parallel);
-    let mut check = BakeCheck::default();
-    for ((file, path), digest) in pending.iter().zip(&paths).zip(digests) {
-        match (digest, stat_of(path)) {
-            (Ok(digest), Some(stat)) if digest == file.sha256 => {
-                state.files.insert(
-                    file.path.clone(),
-                    FileRecord {
-                        source: file.source.clone(),
-                        ..FileRecord::file(digest, Perms::of(&stat), &stat)
-                    },
-                );
-                check.verified += 1;
-            }
-            _ => check.mismatched.push(file.path.clone()),
-        }
-    }
-    check.elapsed = began.elapsed();
-    tracing::info!(
-        verified = check.verified,
-        mismatched = check.mismatched.len(),
-        seconds = format!("{:.2}", check.elapsed.as_secs_f64()),
-        "verified the files baked into the image"
-    );
-    for path in &check.mismatched {
-        tracing::warn!(
-            path,
-            "a baked file differs from the bake manifest; it will be replaced"
-        );
-    }
-    Some(check)
-}
-
-fn stat_of(path: &Path) -> Option<hostfs::FileStat> {
-    match hostfs::inspect(path).ok()? {
-        Existing::File(stat) => Some(stat),
-        _ => None,
     }
 }

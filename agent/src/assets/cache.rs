@@ -4,8 +4,14 @@
 //! sha256/<hex>                      a downloaded asset, named by its digest
 //! extracted/<hex>/tree/...          an archive asset, extracted once
 //! extracted/<hex>/manifest.json     its members with their digests (written last)
-//! tmp/<hex>.<pid>.part              a download in progress
+//! tmp/<hex>.part                    a download in progress, or left by a run that died
+//! tmp/<hex>.part.json               where that part's bytes came from (URL, validators)
 //! ```
+//!
+//! A part's writer holds an exclusive `flock` on it: a part whose lock is free belongs
+//! to no live process and is resumed by the next download of that digest (see
+//! `download`). Parts nobody resumed are removed after [`STALE_PART_AGE`] or by
+//! `cache prune` once their asset is no longer wanted.
 //!
 //! A name is never trusted: whatever is read out of the cache is hashed on the way out
 //! (see `install`), and a mismatch discards the entry.
@@ -22,6 +28,10 @@ use crate::host::Host;
 
 /// The cache directory, relative to the root.
 pub const CACHE_DIR: &str = "var/cache/nodewright";
+
+/// A part left by a dead run is kept this long for a later run to resume (a part of
+/// an asset still wanted is kept by `cache prune` whatever its age).
+pub const STALE_PART_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone)]
 pub struct Cache {
@@ -125,10 +135,14 @@ impl Cache {
         self.dir.join("tmp")
     }
 
-    /// This process's download file for `sha256`.
+    /// The download file for `sha256` (whoever holds its lock writes it).
     pub fn part(&self, sha256: &str) -> PathBuf {
-        self.temp_dir()
-            .join(format!("{sha256}.{}.part", std::process::id()))
+        self.temp_dir().join(format!("{sha256}.part"))
+    }
+
+    /// Where the bytes of [`Self::part`] came from.
+    pub fn part_origin(&self, sha256: &str) -> PathBuf {
+        self.temp_dir().join(format!("{sha256}.part.json"))
     }
 
     pub fn extracted(&self, sha256: &str) -> PathBuf {
@@ -172,20 +186,32 @@ impl Cache {
         let _ = fs::remove_dir_all(self.extracted(sha256));
     }
 
-    /// Removes downloads left by processes that no longer run.
-    pub fn remove_stale_parts(&self) {
+    /// Removes what dead runs left in `tmp/` that no download will take over: parts
+    /// unlocked and untouched for [`STALE_PART_AGE`], origin records without their
+    /// part, and anything else that is not a live process's (older agents named parts
+    /// `<hex>.<pid>.part`). Parts of recent dead runs stay, to be resumed.
+    pub fn remove_leftovers(&self) {
         let Ok(entries) = fs::read_dir(self.temp_dir()) else {
             return;
         };
         for entry in entries.flatten() {
+            let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
-            let pid = name
-                .strip_suffix(".part")
-                .and_then(|rest| rest.rsplit('.').next())
-                .and_then(|pid| pid.parse::<u32>().ok());
-            let alive = pid.is_some_and(|pid| Path::new("/proc").join(pid.to_string()).exists());
-            if !alive {
-                let _ = remove_any(&entry.path());
+            let remove = match TempName::of(&name) {
+                TempName::Part(_) => {
+                    let old = entry
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age > STALE_PART_AGE);
+                    old && !super::download::is_locked(&path)
+                }
+                TempName::Origin(sha) => !self.part(sha).exists(),
+                TempName::Other => !is_live_legacy_part(&name),
+            };
+            if remove {
+                let _ = remove_any(&path);
             }
         }
     }
@@ -222,17 +248,36 @@ impl Cache {
         out
     }
 
+    /// What [`Self::prune`] removes: every entry whose digest is not in `keep`, and
+    /// every leftover but the parts that stay (see [`Self::keep_temp`]).
+    pub fn prunable(&self, keep: &BTreeSet<String>) -> Vec<CacheEntry> {
+        self.entries()
+            .into_iter()
+            .filter(|entry| match entry {
+                CacheEntry::Blob { sha256, .. } | CacheEntry::Extracted { sha256 } => {
+                    !keep.contains(sha256)
+                }
+                CacheEntry::Temp { path } => !self.keep_temp(path, keep),
+                CacheEntry::Unknown { .. } => true,
+            })
+            .collect()
+    }
+
     /// Removes every entry whose digest is not in `keep`, and every leftover.
     pub fn prune(&self, keep: &BTreeSet<String>) -> io::Result<PruneReport> {
         let mut report = PruneReport::default();
-        for entry in self.entries() {
+        let prunable = self.prunable(keep);
+        report.kept = self
+            .entries()
+            .iter()
+            .filter(|e| matches!(e, CacheEntry::Blob { .. } | CacheEntry::Extracted { .. }))
+            .count()
+            - prunable
+                .iter()
+                .filter(|e| matches!(e, CacheEntry::Blob { .. } | CacheEntry::Extracted { .. }))
+                .count();
+        for entry in prunable {
             let (path, label) = match &entry {
-                CacheEntry::Blob { sha256, .. } | CacheEntry::Extracted { sha256 }
-                    if keep.contains(sha256) =>
-                {
-                    report.kept += 1;
-                    continue;
-                }
                 CacheEntry::Blob { sha256, .. } => (self.blob(sha256), format!("sha256/{sha256}")),
                 CacheEntry::Extracted { sha256 } => {
                     (self.extracted(sha256), format!("extracted/{sha256}"))
@@ -246,14 +291,27 @@ impl Cache {
                     (path.clone(), label)
                 }
             };
-            if matches!(entry, CacheEntry::Temp { .. }) && is_live_part(&path) {
-                continue;
-            }
             report.freed_bytes += disk_usage(&path);
             remove_any(&path)?;
             report.removed.push(label);
         }
         Ok(report)
+    }
+
+    /// Whether a temp entry stays through a prune: a part a live process writes, or a
+    /// dead run's part (and its origin record) of an asset still wanted, to be resumed.
+    fn keep_temp(&self, path: &Path, keep: &BTreeSet<String>) -> bool {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match TempName::of(&name) {
+            TempName::Part(sha) => keep.contains(sha) || super::download::is_locked(path),
+            TempName::Origin(sha) => {
+                keep.contains(sha) || super::download::is_locked(&self.part(sha))
+            }
+            TempName::Other => is_live_legacy_part(&name),
+        }
     }
 
     /// Hashes every blob (in parallel, `parallel` at a time) and returns those whose
@@ -284,12 +342,32 @@ fn is_hex_digest(name: &str) -> bool {
     name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// Whether a temp file belongs to a running process (`<hex>.<pid>.part`).
-fn is_live_part(path: &Path) -> bool {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+/// What a name in `tmp/` is.
+enum TempName<'a> {
+    /// `<hex>.part`
+    Part(&'a str),
+    /// `<hex>.part.json`
+    Origin(&'a str),
+    Other,
+}
+
+impl<'a> TempName<'a> {
+    fn of(name: &'a str) -> Self {
+        if let Some(sha) = name.strip_suffix(".part.json")
+            && is_hex_digest(sha)
+        {
+            return Self::Origin(sha);
+        }
+        match name.strip_suffix(".part") {
+            Some(sha) if is_hex_digest(sha) => Self::Part(sha),
+            _ => Self::Other,
+        }
+    }
+}
+
+/// Whether a temp file is an older agent's part of a running process
+/// (`<hex>.<pid>.part`).
+fn is_live_legacy_part(name: &str) -> bool {
     name.strip_suffix(".part")
         .and_then(|rest| rest.rsplit('.').next())
         .and_then(|pid| pid.parse::<u32>().ok())

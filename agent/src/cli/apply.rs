@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
-use super::DeadlineArg;
-use crate::bootstrap::{Options, SpecSource};
+use super::facts::FactsArgs;
+use super::{DeadlineArg, fail};
+use crate::boot::{Options, SpecSource};
 use crate::spec::Sha256Hex;
 
 #[derive(Debug, clap::Args)]
@@ -16,20 +17,27 @@ pub struct Args {
     #[arg(long, value_name = "HEX", value_parser = parse_sha256)]
     sha256: Option<Sha256Hex>,
     #[command(flatten)]
+    facts: FactsArgs,
+    #[command(flatten)]
     deadline: DeadlineArg,
 }
 
-pub fn parse_sha256(value: &str) -> Result<Sha256Hex, String> {
+pub fn parse_sha256(value: &str) -> Result<Sha256Hex, crate::spec::InvalidValue> {
     Sha256Hex::try_from(value)
 }
 
 pub async fn run(root: &Path, args: Args) -> u8 {
+    let facts = match args.facts.resolve() {
+        Ok(facts) => facts,
+        Err(error) => return fail(&error),
+    };
     let options = Options {
         root: root.to_owned(),
         source: SpecSource::Url {
             url: args.spec,
             sha256: args.sha256,
         },
+        facts,
         deadline: args.deadline.duration(),
         command: "apply".to_owned(),
         repair: false,

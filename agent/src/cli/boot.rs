@@ -2,8 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
+use super::exit;
 use super::{DeadlineArg, fail};
-use crate::bootstrap::{self, Options, SpecSource, exit};
+use crate::boot::{self, Options, SpecSource};
+use crate::source::facts::FactsFrom;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -19,7 +21,9 @@ pub async fn run(root: &Path, args: Args) -> u8 {
         root: root.to_owned(),
         source: SpecSource::UserData {
             file: args.user_data,
+            chain: super::providers(),
         },
+        facts: FactsFrom::Imds,
         deadline: args.deadline.duration(),
         command: "boot".to_owned(),
         repair: false,
@@ -31,7 +35,7 @@ pub async fn run(root: &Path, args: Args) -> u8 {
 
 /// Converges and prints the outcome with the timeline; shared with `apply`.
 pub async fn converge_and_report(options: &Options) -> u8 {
-    match bootstrap::converge(options).await {
+    match boot::converge(options).await {
         Ok(converged) => {
             let changes = converged.plan.steps.len();
             tracing::info!(changes, "converged");

@@ -5,10 +5,10 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::DeadlineArg;
+use super::exit;
 use crate::assets::Cache;
 use crate::assets::bake::BakeManifest;
 use crate::assets::cache::CacheEntry;
-use crate::bootstrap::exit;
 use crate::engine::State;
 use crate::host::Host;
 use crate::spec::Sha256Hex;
@@ -121,16 +121,8 @@ pub async fn run(root: &Path, args: Args) -> u8 {
                 }
             }
             if dry_run {
-                for entry in cache.entries() {
-                    let unused = match &entry {
-                        CacheEntry::Blob { sha256, .. } | CacheEntry::Extracted { sha256 } => {
-                            !keep.contains(sha256)
-                        }
-                        _ => true,
-                    };
-                    if unused {
-                        println!("would remove {entry:?}");
-                    }
+                for entry in cache.prunable(&keep) {
+                    println!("would remove {entry:?}");
                 }
                 return exit::OK;
             }
@@ -161,16 +153,16 @@ async fn referenced_by(
     url: &str,
     sha256: Option<&Sha256Hex>,
     deadline: std::time::Duration,
-) -> Result<Vec<String>, crate::bootstrap::BootError> {
-    let facts = crate::model::Facts::example();
-    let (spec, _, _) = crate::bootstrap::fetch_spec(
-        url,
-        sha256,
-        &facts,
-        &crate::cloud::NetworkSettings::default(),
-        deadline,
-        None,
-    )
-    .await?;
-    Ok(spec.assets.iter().map(|a| a.sha256.to_string()).collect())
+) -> Result<Vec<String>, crate::source::SourceError> {
+    // No instance here: the region of the example facts for an s3:// URL.
+    let region = crate::facts::Facts::example().instance.region;
+    let verified = crate::source::nodewright::StoreSource::new(url.to_owned(), sha256.cloned())
+        .fetch_spec(&region, &crate::cloud::NetworkSettings::default(), deadline)
+        .await?;
+    Ok(verified
+        .spec
+        .assets
+        .iter()
+        .map(|a| a.sha256.to_string())
+        .collect())
 }

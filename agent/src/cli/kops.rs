@@ -4,9 +4,10 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
-use crate::bootstrap::exit;
+use super::{exit, exit_code};
+use crate::error::Classified;
 use crate::kops::{KopsError, KubeEnv, NodeupConfig, translate, userdata};
-use crate::model::Facts;
+use crate::facts::Facts;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -100,7 +101,7 @@ pub fn run(args: Args) -> u8 {
             }
             Err(Failure::Kops(e)) => {
                 eprintln!("nodewright: {e}");
-                e.exit_code()
+                exit_code(e.kind())
             }
         },
     }

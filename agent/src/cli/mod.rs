@@ -4,7 +4,10 @@
 mod apply;
 mod boot;
 mod cache;
+mod check;
+mod facts;
 mod kops;
+mod nodeup;
 mod plan;
 mod prebake;
 mod repair;
@@ -22,7 +25,44 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::bootstrap::{BootError, exit};
+use crate::error::{Classified, ErrorKind};
+use crate::source::{Chain, nodewright};
+
+/// Exit codes; documented in `nodewright --help` ([`EXIT_CODES`]) and the README.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const INTERNAL: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const INVALID_INPUT: u8 = 3;
+    pub const UNREACHABLE: u8 = 4;
+    pub const APPLY_FAILED: u8 = 5;
+    pub const NO_STATE: u8 = 6;
+    pub const DRIFT: u8 = 7;
+    pub const BUSY: u8 = 8;
+}
+
+/// The exit code of a failure of this kind.
+pub fn exit_code(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::InvalidInput => exit::INVALID_INPUT,
+        ErrorKind::Unreachable => exit::UNREACHABLE,
+        ErrorKind::ChangeFailed => exit::APPLY_FAILED,
+        ErrorKind::NoState => exit::NO_STATE,
+        ErrorKind::Busy => exit::BUSY,
+        ErrorKind::Usage => exit::USAGE,
+        ErrorKind::Internal => exit::INTERNAL,
+    }
+}
+
+/// The input providers, asked in this order about user data. A new input format adds
+/// its provider here; nodewright's own comes last (it explains user data nobody
+/// recognised).
+pub fn providers() -> Chain {
+    Chain::new(vec![
+        Box::new(crate::kops::source::Provider),
+        Box::new(nodewright::Provider),
+    ])
+}
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -59,6 +99,9 @@ enum Command {
     Plan(plan::Args),
     /// Converge the node to a spec named on the command line.
     Apply(apply::Args),
+    /// Check a node spec on any machine: strict parse and every validation; no facts,
+    /// no IMDS, nothing written.
+    Check(check::Args),
     /// For image builds: download, verify and install what does not depend on the
     /// instance, and write the bake manifest.
     Prebake(prebake::Args),
@@ -106,7 +149,11 @@ impl DeadlineArg {
 }
 
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if nodeup::invoked_as_nodeup(argv.first()) {
+        return ExitCode::from(nodeup::main(argv));
+    }
+    let cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -133,6 +180,7 @@ pub fn main() -> ExitCode {
             Command::Boot(args) => boot::run(&cli.root, args).await,
             Command::Plan(args) => plan::run(&cli.root, args).await,
             Command::Apply(args) => apply::run(&cli.root, args).await,
+            Command::Check(args) => check::run(args).await,
             Command::Prebake(args) => prebake::run(&cli.root, args).await,
             Command::Cache(args) => cache::run(&cli.root, args).await,
             Command::Status(args) => status::run(&cli.root, args).await,
@@ -154,11 +202,11 @@ pub fn main() -> ExitCode {
 }
 
 /// Reports a failed run on stderr and in the log, and gives its exit code.
-fn fail(error: &BootError) -> u8 {
+fn fail(error: &(impl std::error::Error + Classified)) -> u8 {
     tracing::error!(error = %error, "run failed");
     eprintln!("nodewright: {error}");
-    if let Some(topic) = error.runbook() {
+    if let Some(topic) = error.topic() {
         eprintln!("{}", topic.hint());
     }
-    error.exit_code()
+    exit_code(error.kind())
 }

@@ -2,8 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
+use super::exit;
+use super::facts::FactsArgs;
 use super::{DeadlineArg, fail};
-use crate::bootstrap::{self, Options, SpecSource, exit};
+use crate::boot::{self, Options, SpecSource};
+use crate::source::facts::FactsFrom;
 use crate::spec::Sha256Hex;
 
 #[derive(Debug, clap::Args)]
@@ -21,10 +24,19 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    facts: FactsArgs,
+    #[command(flatten)]
     deadline: DeadlineArg,
 }
 
 pub async fn run(root: &Path, args: Args) -> u8 {
+    // Run by hand (a spec or user data named), maybe off EC2: IMDS only briefly.
+    let by_hand = args.spec.is_some() || args.user_data.is_some();
+    let facts = match args.facts.resolve() {
+        Ok(FactsFrom::ImdsBriefly(_)) if !by_hand => FactsFrom::Imds,
+        Ok(facts) => facts,
+        Err(error) => return fail(&error),
+    };
     let source = match args.spec {
         Some(url) => SpecSource::Url {
             url,
@@ -32,18 +44,20 @@ pub async fn run(root: &Path, args: Args) -> u8 {
         },
         None => SpecSource::UserData {
             file: args.user_data,
+            chain: super::providers(),
         },
     };
     let options = Options {
         root: root.to_owned(),
         source,
+        facts,
         deadline: args.deadline.duration(),
         command: "plan".to_owned(),
         repair: false,
         lock_wait: args.deadline.duration(),
         credentials: false,
     };
-    match bootstrap::plan_only(&options).await {
+    match boot::plan_only(&options).await {
         Ok((plan, prepared)) => {
             let control_plane = &prepared.control_plane_report;
             if args.json {

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
+use super::exit;
 use super::{DeadlineArg, fail};
-use crate::bootstrap::exit;
 use crate::prebake::{PrebakeOptions, prebake};
 use crate::spec::Sha256Hex;
 

@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::exit;
 use super::fail;
-use crate::bootstrap::{self, Options, SpecSource, exit};
+use crate::boot::{self, Options, SpecSource};
 use crate::engine::State;
 use crate::engine::verify::{self, Check};
 use crate::host::Host;
 use crate::runbook::Topic;
+use crate::source::facts::FactsFrom;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -29,6 +31,7 @@ pub async fn run(root: &Path, args: Args) -> u8 {
     let options = Options {
         root: root.to_owned(),
         source: SpecSource::Kept,
+        facts: FactsFrom::Imds,
         deadline: Duration::ZERO,
         command: "repair".to_owned(),
         credentials: false,
@@ -40,7 +43,7 @@ pub async fn run(root: &Path, args: Args) -> u8 {
         return dry_run(&options, args.json).await;
     }
     let host = Host::new(root);
-    let converged = match bootstrap::converge(&options).await {
+    let converged = match boot::converge(&options).await {
         Ok(converged) => converged,
         Err((error, _)) => return fail(&error),
     };
@@ -112,7 +115,7 @@ pub async fn run(root: &Path, args: Args) -> u8 {
 }
 
 async fn dry_run(options: &Options, as_json: bool) -> u8 {
-    match bootstrap::plan_only(options).await {
+    match boot::plan_only(options).await {
         Ok((plan, _)) => {
             if as_json {
                 match serde_json::to_string_pretty(&plan) {

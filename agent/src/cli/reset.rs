@@ -6,14 +6,15 @@ use std::time::SystemTime;
 
 use serde_json::json;
 
-use crate::bootstrap::exit;
+use super::exit;
+use crate::clock::rfc3339;
 use crate::engine::reset::{self, ResetOptions};
-use crate::engine::timeline::{Timeline, rfc3339};
+use crate::engine::timeline::Timeline;
 use crate::engine::{RunRecord, RunResult, State};
 use crate::host::Host;
 use crate::host::lock::{LockError, RunLock};
-use crate::progress;
 use crate::runbook::Topic;
+use crate::{progress, report};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -88,7 +89,7 @@ pub async fn run(root: &Path, args: Args) -> u8 {
     };
     let plan = reset::plan(&state, options);
     let mut timeline = Timeline::new();
-    progress::phase("reset");
+    report::phase("reset");
     let steps = reset::run(&plan, &host, &mut state, &mut timeline).await;
     let failures: Vec<String> = steps
         .iter()

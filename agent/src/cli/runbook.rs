@@ -1,6 +1,6 @@
 //! `nodewright runbook [TOPIC]`: the operator's runbook, built in (works offline).
 
-use crate::bootstrap::exit;
+use super::exit;
 use crate::runbook::{self, Topic};
 
 #[derive(Debug, clap::Args)]

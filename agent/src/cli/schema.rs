@@ -1,6 +1,6 @@
 //! `nodewright schema`: the JSON Schema generated from the spec types.
 
-use crate::bootstrap::exit;
+use super::exit;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::bootstrap::exit;
+use super::exit;
 use crate::engine::State;
 use crate::host::Host;
 use crate::ops::status;

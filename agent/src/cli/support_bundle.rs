@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::bootstrap::exit;
+use super::exit;
 use crate::host::Host;
 use crate::ops::bundle;
 

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::bootstrap::exit;
+use super::exit;
 use crate::engine::State;
 use crate::engine::applied::AppliedSpec;
 use crate::engine::verify::{self, Check};

@@ -3,8 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::DeadlineArg;
-use crate::bootstrap::{Options, SpecSource, exit};
+use super::{DeadlineArg, exit, fail};
 use crate::watch::{self, WatchOptions};
 
 #[derive(Debug, clap::Args)]
@@ -29,30 +28,17 @@ pub struct Args {
 }
 
 pub async fn run(root: &Path, args: Args) -> u8 {
-    let options = Options {
-        root: root.to_owned(),
-        source: SpecSource::UserData {
-            file: args.user_data,
-        },
-        deadline: args.deadline.duration(),
-        command: "watch".to_owned(),
-        credentials: false,
-        repair: false,
-        // A watch round waits for a boot in progress rather than racing it.
-        lock_wait: args.deadline.duration(),
-    };
     let watch = WatchOptions {
-        options,
+        root: root.to_owned(),
+        user_data: args.user_data,
+        chain: super::providers(),
+        deadline: args.deadline.duration(),
         interval: args.interval.map(|s| Duration::from_secs(s.max(1))),
         health: (!args.no_health).then_some(args.health),
         rounds: args.rounds,
     };
     match watch::run(watch).await {
         Ok(()) => exit::OK,
-        Err(e) => {
-            tracing::error!(error = %e, "watch failed");
-            eprintln!("nodewright: {e}");
-            e.exit_code()
-        }
+        Err(e) => fail(&e),
     }
 }

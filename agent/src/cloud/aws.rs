@@ -31,14 +31,11 @@ pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
 }
 
 fn host_is_literal(url: &str) -> bool {
-    let rest = url.split("://").nth(1).unwrap_or(url);
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let host = if authority.starts_with('[') {
-        return true; // an IPv6 literal
-    } else {
-        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
-    };
-    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok()
+    match url::Url::parse(url).ok().as_ref().and_then(url::Url::host) {
+        Some(url::Host::Domain(name)) => name == "localhost",
+        Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) => true,
+        None => false,
+    }
 }
 
 #[cfg(test)]

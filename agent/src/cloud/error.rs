@@ -9,7 +9,9 @@ use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_smithy_types::timeout::TimeoutConfig;
 
+use crate::error::{Classified, ErrorKind, TlsDates};
 use crate::retry::{RetryError, RetryPolicy, Verdict, retry};
+use crate::runbook::Topic;
 
 /// Error codes that mean "slow down" or "try again": AWS's throttling codes (Route53
 /// answers `Throttling` and `PriorRequestNotComplete`, EC2 `RequestLimitExceeded`) and
@@ -44,6 +46,8 @@ pub enum CloudError {
     Transport {
         operation: &'static str,
         detail: String,
+        /// A TLS certificate refused for its dates.
+        tls: Option<TlsDates>,
     },
     /// An answer that makes no sense (a paging loop, a missing field).
     #[error("{operation}: {detail}")]
@@ -107,7 +111,32 @@ impl CloudError {
             _ => Self::Transport {
                 operation,
                 detail: DisplayErrorContext(&error).to_string(),
+                tls: TlsDates::find(&error),
             },
+        }
+    }
+}
+
+/// A refusal by AWS is the input's fault (a volume that cannot be attached, a zone
+/// that is not ours); transport failures and deadlines mean AWS did not answer.
+impl Classified for CloudError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Service { .. } | Self::Protocol { .. } => ErrorKind::ChangeFailed,
+            Self::Transport { .. } | Self::Deadline { .. } => ErrorKind::Unreachable,
+        }
+    }
+
+    fn topic(&self) -> Option<Topic> {
+        match self {
+            Self::Service { code, .. } => match code.as_str() {
+                // EC2 says RequestExpired, S3 and Route53 RequestTimeTooSkewed.
+                "RequestTimeTooSkewed" | "RequestExpired" => Some(Topic::ClockSkew),
+                _ => None,
+            },
+            Self::Transport { tls, .. } => tls.map(TlsDates::topic),
+            Self::Deadline { last, .. } => last.topic(),
+            Self::Protocol { .. } => None,
         }
     }
 }
@@ -177,5 +206,21 @@ mod tests {
         assert!(!service("VolumeInUse", 400).is_transient());
         assert!(!service("InvalidChangeBatch", 400).is_transient());
         assert!(!service("AccessDenied", 403).is_transient());
+    }
+
+    #[test]
+    fn clock_skew_and_certificate_dates_point_at_the_runbook() {
+        assert_eq!(
+            service("RequestExpired", 400).topic(),
+            Some(Topic::ClockSkew)
+        );
+        assert_eq!(service("VolumeInUse", 400).topic(), None);
+        let tls = CloudError::Transport {
+            operation: "Test",
+            detail: "invalid peer certificate: NotValidYet".to_owned(),
+            tls: Some(TlsDates::NotYetValid),
+        };
+        assert_eq!(tls.kind(), ErrorKind::Unreachable);
+        assert_eq!(tls.topic(), Some(Topic::ClockSkew));
     }
 }

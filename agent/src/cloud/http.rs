@@ -6,6 +6,8 @@ use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider:
 use aws_smithy_http_client::{Builder, Connector};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
+use crate::error::{Classified, ErrorKind};
+use crate::runbook::Topic;
 use crate::spec::ProxySettings;
 
 /// IMDS addresses (IPv4 and IPv6) never go through a proxy.
@@ -28,6 +30,16 @@ pub enum NetworkError {
     },
     #[error("caBundle is not usable: {0}")]
     CaBundle(String),
+}
+
+/// Unusable settings come from the boot config: refused input.
+impl Classified for NetworkError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidInput
+    }
+    fn topic(&self) -> Option<Topic> {
+        Some(Topic::InvalidSpec)
+    }
 }
 
 impl NetworkSettings {
@@ -170,15 +182,14 @@ pub fn direct_http_client() -> SharedHttpClient {
         .expect("the default network settings are always valid")
 }
 
-/// The host of a URL such as `http://169.254.169.254:80/`.
+/// The host of a URL such as `http://169.254.169.254:80/` (an IPv6 address without
+/// its brackets).
 fn host_of(url: &str) -> Option<String> {
-    let rest = url.split("://").nth(1)?;
-    let authority = rest.split('/').next()?;
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next()?,
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    (!host.is_empty()).then(|| host.to_owned())
+    Some(match url::Url::parse(url).ok()?.host()? {
+        url::Host::Domain(name) => name.to_owned(),
+        url::Host::Ipv4(ip) => ip.to_string(),
+        url::Host::Ipv6(ip) => ip.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -13,8 +13,10 @@ use aws_config::provider_config::ProviderConfig;
 use serde::Deserialize;
 
 use super::http::direct_http_client;
-use crate::model::InstanceFacts;
+use crate::error::{Classified, ErrorKind};
+use crate::facts::InstanceFacts;
 use crate::retry::{RetryError, RetryPolicy, Verdict, retry};
+use crate::runbook::Topic;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {
@@ -30,6 +32,17 @@ pub enum MetadataError {
     Raw { path: String, detail: String },
     #[error("instance metadata {path}: unexpected content: {detail}")]
     Malformed { path: String, detail: String },
+}
+
+/// A permanent failure is an answer that makes no sense (refused input); giving up at
+/// the deadline is "unreachable". Either way the runbook's IMDS section helps.
+impl Classified for MetadataError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidInput
+    }
+    fn topic(&self) -> Option<Topic> {
+        Some(Topic::ImdsUnreachable)
+    }
 }
 
 impl MetadataError {

@@ -4,6 +4,8 @@
 pub mod aws;
 pub mod ec2;
 pub mod error;
+#[cfg(test)]
+pub mod fake;
 pub mod http;
 pub mod imds;
 pub mod route53;

@@ -7,8 +7,10 @@
 //! timeline. `plan` runs the same phase read-only: EC2 and Route53 reads, device
 //! probes, and a report of what a run would do.
 
+pub mod attach;
 pub mod claim;
 pub mod device;
+pub mod etcd;
 pub mod hosts;
 pub mod names;
 pub mod record;
@@ -22,9 +24,11 @@ use crate::cloud::CloudError;
 use crate::cloud::ec2::{Ec2, SdkEc2};
 use crate::cloud::route53::{Route53, SdkRoute53};
 use crate::engine::Timeline;
+use crate::error::{Classified, ErrorKind};
+use crate::facts::{ControlPlaneFacts, InstanceFacts};
 use crate::host::Host;
 use crate::host::disks;
-use crate::model::{ControlPlaneFacts, InstanceFacts};
+use crate::runbook::Topic;
 use crate::spec::{ControlPlaneSpec, DnsMode, DnsName, ForceDetach};
 
 pub use record::ControlPlaneRecord;
@@ -54,6 +58,21 @@ pub enum ControlPlaneError {
     Names(String),
 }
 
+/// Every failure here leaves the node unchanged or half-way: the change failed. The
+/// runbook says what to do about a volume or a name; a cloud error may name its own.
+impl Classified for ControlPlaneError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::ChangeFailed
+    }
+    fn topic(&self) -> Option<Topic> {
+        match self {
+            Self::Names(_) => Some(Topic::DnsPlaceholder),
+            Self::Cloud(e) => e.topic(),
+            _ => Some(Topic::VolumeStuck),
+        }
+    }
+}
+
 /// What one phase needs to know, shared by its steps.
 pub struct Context<'a, E: Ec2> {
     pub ec2: &'a E,
@@ -64,6 +83,28 @@ pub struct Context<'a, E: Ec2> {
     pub force_detach: ForceDetach,
     /// `plan`: read EC2, Route53 and the devices; change nothing.
     pub read_only: bool,
+    pub pace: Pace,
+}
+
+/// How often the claim looks at the volumes again and polls an attachment (each delay
+/// doubles up to its maximum). Tests make it quick.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    pub look: Duration,
+    pub max_look: Duration,
+    pub poll: Duration,
+    pub max_poll: Duration,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Self {
+            look: Duration::from_millis(500),
+            max_look: Duration::from_secs(10),
+            poll: Duration::from_millis(200),
+            max_poll: Duration::from_secs(5),
+        }
+    }
 }
 
 /// The phase's result: facts for the model, and the report lines.
@@ -130,6 +171,7 @@ pub async fn run<E: Ec2, R: Route53>(
             .map(|v| v.force_detach)
             .unwrap_or_default(),
         read_only,
+        pace: Pace::default(),
     };
     let mut outcome = Outcome::default();
     let mut record = ControlPlaneRecord {
@@ -138,7 +180,7 @@ pub async fn run<E: Ec2, R: Route53>(
     };
     let result = run_steps(&ctx, spec, route53, timeline, &mut outcome, &mut record).await;
     if !read_only {
-        record.at = crate::engine::timeline::rfc3339(std::time::SystemTime::now());
+        record.at = crate::clock::now();
         record.ok = result.is_ok();
         record.etcd_members = outcome.facts.etcd_members.clone();
         record.report = outcome.report.clone();

@@ -10,8 +10,8 @@ use super::records::{self, Publish};
 use super::{Context, ControlPlaneError};
 use crate::cloud::ec2::Ec2;
 use crate::cloud::route53::{Action, Route53};
+use crate::facts::EtcdMember;
 use crate::host::fs as hostfs;
-use crate::model::EtcdMember;
 use crate::spec::{DnsMode, DnsSpec, etcd_peer_name};
 
 /// How many times a batch refused because the zone changed meanwhile is recomputed.

@@ -9,9 +9,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::facts::EtcdMember;
 use crate::host::Host;
 use crate::host::fs as hostfs;
-use crate::model::EtcdMember;
 
 pub const FORMATS_FILE: &str = "etcd-formats.json";
 pub const RECORD_FILE: &str = "control-plane.json";
@@ -88,7 +88,7 @@ pub fn note_waiting(host: &Host, etcd_cluster: &str, reason: &str) {
         .waiting
         .insert(format!("etcd volume {etcd_cluster}"), reason.to_owned());
     record.ok = false;
-    record.at = crate::engine::timeline::rfc3339(std::time::SystemTime::now());
+    record.at = crate::clock::now();
     if let Err(e) = record.save(&state_dir) {
         tracing::warn!(error = %e, "could not record what the node waits for");
     }

@@ -1,18 +1,22 @@
-//! Claim, attach, find, format (only if blank), mount and grow one etcd volume per
-//! etcd cluster. The decisions are in [`super::claim`] and [`super::device`]; this
-//! module carries them out, or, read-only, says what it would do.
+//! One etcd volume per etcd cluster: claim and attach it ([`super::attach`]), then
+//! find its device, format it (only if blank), mount and grow it. The decisions are in
+//! [`super::claim`] and [`super::device`]; this module carries them out, or,
+//! read-only, says what it would do.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::claim::{self, Candidate, Decision};
+use tokio::time::Instant;
+
+use super::attach::{self, Claim};
+use super::claim::Candidate;
 use super::device::{self, Verdict};
 use super::record::{FormatRecord, Formats};
 use super::{Context, ControlPlaneError};
-use crate::cloud::ec2::{Ec2, Volume};
+use crate::cloud::ec2::Ec2;
+use crate::facts::EtcdMember;
 use crate::host::disks::{self, FoundDevice};
-use crate::model::EtcdMember;
 use crate::spec::{AbsPath, EtcdVolumesSpec, etcd_peer_name};
 
 /// Grow the filesystem when the device is this much bigger (resize2fs leaves a partial
@@ -33,98 +37,23 @@ pub(super) async fn ensure<E: Ec2>(
 ) -> Result<VolumeReport, ControlPlaneError> {
     let deadline = Instant::now() + Duration::from_secs(u64::from(spec.attach_deadline_seconds));
     let mut lines = Vec::new();
-    let mut delay = Duration::from_millis(500);
-    let (candidate, attached_as) = loop {
-        let (candidates, decision) = look(ctx, etcd_cluster).await?;
-        match decision {
-            Decision::Mine { candidate, extra } => {
-                if !extra.is_empty() {
-                    let warning = format!(
-                        "this instance also holds {} of etcd cluster {etcd_cluster}; left attached, using {}",
-                        extra.join(", "),
-                        candidate.volume.id
-                    );
-                    tracing::warn!(etcd_cluster, "{warning}");
-                    lines.push(warning);
-                }
-                let attached_as = wait_attached(ctx, &candidate.volume.id, deadline).await?;
-                break (candidate, attached_as);
+    let (candidate, attached_as) =
+        match attach::claim(ctx, etcd_cluster, deadline, &mut lines).await? {
+            Claim::Attached { candidate, device } => (candidate, device),
+            Claim::Would(candidate) => {
+                let member = planned_member(spec, etcd_cluster, domain, &candidate);
+                return Ok(VolumeReport {
+                    member: Some(member),
+                    lines,
+                });
             }
-            Decision::Attach(free) => {
-                if ctx.read_only {
-                    let first = &free[0];
-                    lines.push(format!(
-                        "would claim {} as member {} of {etcd_cluster} ({} free in {})",
-                        first.volume.id,
-                        first.tag.member,
-                        free.len(),
-                        ctx.instance.availability_zone
-                    ));
-                    let member = planned_member(ctx, spec, etcd_cluster, domain, first);
-                    return Ok(VolumeReport {
-                        member: Some(member),
-                        lines,
-                    });
-                }
-                if let Some((candidate, device)) =
-                    attach_first(ctx, etcd_cluster, &free, deadline, &mut lines).await?
-                {
-                    break (candidate, device);
-                }
-                tracing::info!(
-                    etcd_cluster,
-                    "lost every race for a free volume; looking again"
-                );
-                let _ = candidates;
+            Claim::Nothing => {
+                return Ok(VolumeReport {
+                    member: None,
+                    lines,
+                });
             }
-            Decision::TakeOver {
-                candidate,
-                holder,
-                holder_state,
-            } => {
-                let what = format!(
-                    "{} (member {} of {etcd_cluster}) from {holder} ({holder_state})",
-                    candidate.volume.id, candidate.tag.member
-                );
-                if ctx.read_only {
-                    lines.push(format!("would force-detach {what} and claim it"));
-                    let member = planned_member(ctx, spec, etcd_cluster, domain, &candidate);
-                    return Ok(VolumeReport {
-                        member: Some(member),
-                        lines,
-                    });
-                }
-                tracing::warn!(volume = %candidate.volume.id, %holder, %holder_state, "force-detaching an etcd volume");
-                ctx.ec2
-                    .detach_volume(&candidate.volume.id, &holder, true)
-                    .await
-                    .map_err(ControlPlaneError::Cloud)?;
-                lines.push(format!("force-detached {what}"));
-                wait_available(ctx, &candidate.volume.id, deadline).await?;
-                // The next look sees it free and races for it like any free volume.
-                continue;
-            }
-            Decision::Wait(reason) => {
-                if ctx.read_only {
-                    lines.push(format!("would wait: {reason}"));
-                    return Ok(VolumeReport {
-                        member: None,
-                        lines,
-                    });
-                }
-                if Instant::now() + delay >= deadline {
-                    return Err(ControlPlaneError::Waiting {
-                        etcd_cluster: etcd_cluster.to_owned(),
-                        reason,
-                    });
-                }
-                tracing::warn!(etcd_cluster, %reason, "waiting for an etcd volume");
-                super::record::note_waiting(ctx.host, etcd_cluster, &reason);
-            }
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(10));
-    };
+        };
     prepare_device(
         ctx,
         spec,
@@ -138,214 +67,6 @@ pub(super) async fn ensure<E: Ec2>(
     .await
 }
 
-/// DescribeVolumes, the holders' states, and the decision.
-async fn look<E: Ec2>(
-    ctx: &Context<'_, E>,
-    etcd_cluster: &str,
-) -> Result<(Vec<Candidate>, Decision), ControlPlaneError> {
-    let zone = ctx.instance.availability_zone.as_str();
-    let volumes = ctx
-        .ec2
-        .describe_volumes(&claim::volume_filters(
-            ctx.cluster_name,
-            etcd_cluster,
-            Some(zone),
-        ))
-        .await
-        .map_err(ControlPlaneError::Cloud)?;
-    let (candidates, ignored) =
-        claim::eligible(&volumes, ctx.cluster_name, etcd_cluster, Some(zone));
-    for i in &ignored {
-        tracing::warn!(volume = %i.volume_id, reason = %i.reason, "ignoring a volume EC2 returned");
-    }
-    let holders: Vec<String> = candidates
-        .iter()
-        .flat_map(|c| c.volume.attachments.iter())
-        .map(|a| a.instance_id.clone())
-        .filter(|id| *id != ctx.instance.instance_id)
-        .collect();
-    let mut states = BTreeMap::new();
-    if !holders.is_empty() {
-        let instances = ctx
-            .ec2
-            .describe_instances(&vec![("instance-id".to_owned(), holders)])
-            .await
-            .map_err(ControlPlaneError::Cloud)?;
-        for instance in instances {
-            states.insert(instance.id, instance.state);
-        }
-    }
-    let decision = claim::decide(
-        &ctx.instance.instance_id,
-        etcd_cluster,
-        zone,
-        &candidates,
-        &states,
-        ctx.force_detach,
-    );
-    Ok((candidates, decision))
-}
-
-/// AttachVolume on each free volume in turn until one is ours.
-async fn attach_first<E: Ec2>(
-    ctx: &Context<'_, E>,
-    etcd_cluster: &str,
-    free: &[Candidate],
-    deadline: Instant,
-    lines: &mut Vec<String>,
-) -> Result<Option<(Candidate, Option<String>)>, ControlPlaneError> {
-    let me = &ctx.instance.instance_id;
-    for candidate in free {
-        let in_use = devices_in_use(ctx).await?;
-        let Some(device) = claim::free_device_name(&in_use) else {
-            return Err(ControlPlaneError::Volume(
-                "no free device name (xvdf to xvdz) to attach a volume as".to_owned(),
-            ));
-        };
-        let id = &candidate.volume.id;
-        match ctx.ec2.attach_volume(id, me, &device).await {
-            Ok(()) => {}
-            Err(e)
-                if matches!(
-                    e.code(),
-                    Some(
-                        "VolumeInUse"
-                            | "IncorrectState"
-                            | "InvalidVolume.NotFound"
-                            | "InvalidVolume.ZoneMismatch"
-                    )
-                ) =>
-            {
-                tracing::info!(volume = %id, error = %e, "another node was first; trying the next volume");
-                continue;
-            }
-            Err(e) => return Err(ControlPlaneError::Cloud(e)),
-        }
-        match wait_attached(ctx, id, deadline).await {
-            Ok(attached_as) => {
-                lines.push(format!(
-                    "claimed {id} as member {} of {etcd_cluster} (attached as {device})",
-                    candidate.tag.member
-                ));
-                tracing::info!(volume = %id, member = %candidate.tag.member, etcd_cluster, "claimed an etcd volume");
-                return Ok(Some((candidate.clone(), attached_as)));
-            }
-            Err(ControlPlaneError::LostRace { holder, .. }) => {
-                tracing::info!(volume = %id, %holder, "lost the race for the volume; trying the next");
-                continue;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(None)
-}
-
-/// Device names this instance uses (block device mappings and attachments).
-async fn devices_in_use<E: Ec2>(ctx: &Context<'_, E>) -> Result<Vec<String>, ControlPlaneError> {
-    let me = &ctx.instance.instance_id;
-    let mut names: Vec<String> = ctx
-        .ec2
-        .describe_instances(&vec![("instance-id".to_owned(), vec![me.clone()])])
-        .await
-        .map_err(ControlPlaneError::Cloud)?
-        .into_iter()
-        .flat_map(|i| i.device_names)
-        .collect();
-    let attached = ctx
-        .ec2
-        .describe_volumes(&vec![(
-            "attachment.instance-id".to_owned(),
-            vec![me.clone()],
-        )])
-        .await
-        .map_err(ControlPlaneError::Cloud)?;
-    names.extend(
-        attached
-            .iter()
-            .flat_map(|v| v.attachments.iter())
-            .filter(|a| a.instance_id == *me)
-            .map(|a| a.device.clone()),
-    );
-    Ok(names)
-}
-
-async fn describe_one<E: Ec2>(
-    ctx: &Context<'_, E>,
-    volume_id: &str,
-) -> Result<Option<Volume>, ControlPlaneError> {
-    let volumes = ctx
-        .ec2
-        .describe_volumes(&vec![("volume-id".to_owned(), vec![volume_id.to_owned()])])
-        .await
-        .map_err(ControlPlaneError::Cloud)?;
-    Ok(volumes.into_iter().find(|v| v.id == volume_id))
-}
-
-/// Polls until the volume is attached here; returns the device name EC2 reports.
-async fn wait_attached<E: Ec2>(
-    ctx: &Context<'_, E>,
-    volume_id: &str,
-    deadline: Instant,
-) -> Result<Option<String>, ControlPlaneError> {
-    let me = &ctx.instance.instance_id;
-    let mut delay = Duration::from_millis(200);
-    loop {
-        let volume = describe_one(ctx, volume_id).await?;
-        let attachments = volume.map(|v| v.attachments).unwrap_or_default();
-        if let Some(other) = attachments.iter().find(|a| a.instance_id != *me) {
-            return Err(ControlPlaneError::LostRace {
-                volume_id: volume_id.to_owned(),
-                holder: other.instance_id.clone(),
-            });
-        }
-        let state = match attachments.iter().find(|a| a.instance_id == *me) {
-            Some(a) if a.state == "attached" => return Ok(Some(a.device.clone())),
-            Some(a) => a.state.clone(),
-            None => "not attached".to_owned(),
-        };
-        if ctx.read_only {
-            return Ok(None);
-        }
-        if Instant::now() + delay >= deadline {
-            return Err(ControlPlaneError::Volume(format!(
-                "{volume_id} is still {state} to {me}; gave up waiting"
-            )));
-        }
-        tracing::debug!(volume = volume_id, state, "waiting for the attachment");
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
-}
-
-/// Polls until a force-detached volume is available.
-async fn wait_available<E: Ec2>(
-    ctx: &Context<'_, E>,
-    volume_id: &str,
-    deadline: Instant,
-) -> Result<(), ControlPlaneError> {
-    let mut delay = Duration::from_millis(200);
-    loop {
-        let volume = describe_one(ctx, volume_id).await?;
-        match volume {
-            Some(v) if v.state == "available" && v.attachments.is_empty() => return Ok(()),
-            Some(v) if Instant::now() + delay >= deadline => {
-                return Err(ControlPlaneError::Volume(format!(
-                    "{volume_id} is still {} after the force-detach; gave up waiting",
-                    v.state
-                )));
-            }
-            None => {
-                return Err(ControlPlaneError::Volume(format!(
-                    "{volume_id} disappeared while being detached"
-                )));
-            }
-            Some(_) => {}
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
-}
-
 fn mount_path(
     spec: &EtcdVolumesSpec,
     etcd_cluster: &str,
@@ -353,7 +74,7 @@ fn mount_path(
 ) -> Result<AbsPath, ControlPlaneError> {
     spec.mount_root
         .join(&format!("etcd-{etcd_cluster}-{member}"))
-        .map_err(ControlPlaneError::Volume)
+        .map_err(|e| ControlPlaneError::Volume(e.to_string()))
 }
 
 fn member_facts(
@@ -381,8 +102,7 @@ fn member_facts(
     })
 }
 
-fn planned_member<E: Ec2>(
-    _ctx: &Context<'_, E>,
+fn planned_member(
     spec: &EtcdVolumesSpec,
     etcd_cluster: &str,
     domain: &str,
@@ -439,7 +159,7 @@ async fn prepare_device<E: Ec2>(
                     "{volume_id} (member {}) is attached but its device is not visible yet",
                     candidate.tag.member
                 ));
-                let member = planned_member(ctx, spec, etcd_cluster, domain, &candidate);
+                let member = planned_member(spec, etcd_cluster, domain, &candidate);
                 return Ok(VolumeReport {
                     member: Some(member),
                     lines,
@@ -554,7 +274,7 @@ impl DiskJob {
                         &self.formats_dir,
                         id,
                         FormatRecord {
-                            at: crate::engine::timeline::rfc3339(std::time::SystemTime::now()),
+                            at: crate::clock::now(),
                             instance: self.instance_id.clone(),
                             device: self.found.stable_path.clone(),
                             uuid,

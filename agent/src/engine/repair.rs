@@ -74,7 +74,7 @@ mod tests {
         let mut desired = builder.finish().unwrap();
 
         let record = |digest: &str| FileRecord {
-            kind: "file".to_owned(),
+            kind: crate::engine::keys::RecordKind::File,
             digest: digest.to_owned(),
             mode: 0o644,
             uid: Some(0),

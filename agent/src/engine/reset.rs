@@ -15,8 +15,8 @@ use serde::Serialize;
 
 use super::applied::AppliedSpec;
 use super::apply::Outcome;
-use super::blocks;
-use super::plan::BLOCK_KIND;
+use super::keys::{AppliedKey, RecordKind, split_block_key};
+use super::kinds::block;
 use super::protect::{Guard, Protected};
 use super::state::State;
 use super::timeline::Timeline;
@@ -110,10 +110,8 @@ pub fn plan(state: &State, options: ResetOptions) -> ResetPlan {
     let units: BTreeSet<&str> = state
         .applied
         .keys()
-        .filter_map(|k| {
-            k.strip_prefix("service:")
-                .or_else(|| k.strip_prefix("enable:"))
-        })
+        .filter_map(AppliedKey::unit)
+        .map(|unit| unit.as_str())
         .collect();
     plan.units = units.into_iter().map(str::to_owned).collect();
 
@@ -125,7 +123,7 @@ pub fn plan(state: &State, options: ResetOptions) -> ResetPlan {
         });
     };
     for (path, record) in &state.files {
-        if record.kind == "directory" {
+        if record.kind == RecordKind::Directory {
             continue;
         }
         match protected.covering(path) {
@@ -176,17 +174,21 @@ pub async fn run(
 
     for unit in &plan.units {
         let began = Instant::now();
-        let outcome = stop_and_disable(host, unit).await;
+        let outcome = Outcome::of_job(systemd::stop_unit(host.systemd(), unit, true).await);
         if !matches!(outcome, Outcome::Failed(_)) {
-            state.applied.remove(&format!("service:{unit}"));
-            state.applied.remove(&format!("enable:{unit}"));
+            state
+                .applied
+                .retain(|key, _| key.unit().is_none_or(|u| u.as_str() != unit));
         }
         record(timeline, began, format!("stop and disable {unit}"), outcome);
     }
     for path in &plan.files {
         let began = Instant::now();
-        if let Some((file, name)) = blocks::split_key(path)
-            && state.files.get(path).is_some_and(|r| r.kind == BLOCK_KIND)
+        if let Some((file, name)) = split_block_key(path)
+            && state
+                .files
+                .get(path)
+                .is_some_and(|r| r.kind == RecordKind::Block)
         {
             // A block in a shared file (e.g. /etc/hosts): take out our lines only.
             let outcome = match remove_block(&host.root().join(file.trim_start_matches('/')), name)
@@ -216,14 +218,8 @@ pub async fn run(
     }
     if !plan.units.is_empty() || plan.files.iter().any(|f| f.starts_with("/etc/systemd/")) {
         let began = Instant::now();
-        let outcome = match host.skip_reason() {
-            Some(reason) => Outcome::Skipped(reason.to_owned()),
-            None => match systemd::daemon_reload().await {
-                Ok(()) => Outcome::Done,
-                Err(e) => Outcome::Failed(e.to_string()),
-            },
-        };
-        state.applied.remove("daemon-reload");
+        let outcome = Outcome::of_job(host.systemd().daemon_reload().await);
+        state.applied.remove(&AppliedKey::DaemonReload);
         record(timeline, began, "daemon-reload".to_owned(), outcome);
     }
     // Kernel settings, packages and swap stay as they are (their earlier values are
@@ -264,7 +260,7 @@ pub async fn run(
         }
     }
     // Directories the spec declared but nodewright did not create stay, unmanaged.
-    state.files.retain(|_, r| r.kind != "directory");
+    state.files.retain(|_, r| r.kind != RecordKind::Directory);
 
     let began = Instant::now();
     let outcome = match AppliedSpec::remove(&host.state_dir()) {
@@ -284,29 +280,13 @@ pub async fn run(
     steps
 }
 
-async fn stop_and_disable(host: &Host, unit: &str) -> Outcome {
-    if let Some(reason) = host.skip_reason() {
-        return Outcome::Skipped(reason.to_owned());
-    }
-    // A unit already gone (an earlier reset removed its file) is fine.
-    if let Err(e) = systemd::stop(unit).await
-        && !e.unit_is_gone()
-    {
-        return Outcome::Failed(e.to_string());
-    }
-    match systemd::disable(unit).await {
-        Err(e) if !e.unit_is_gone() => Outcome::Failed(e.to_string()),
-        _ => Outcome::Done,
-    }
-}
-
 fn remove_block(path: &Path, name: &str) -> std::io::Result<()> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
-    let kept = blocks::remove(&text, name);
+    let kept = block::remove(&text, name);
     if kept == text {
         return Ok(());
     }
@@ -357,7 +337,7 @@ mod tests {
 
     fn file(kind: &str) -> FileRecord {
         FileRecord {
-            kind: kind.to_owned(),
+            kind: RecordKind::parse(kind),
             digest: String::new(),
             mode: 0o644,
             uid: Some(0),
@@ -378,7 +358,7 @@ mod tests {
             state.created_directories.insert(dir.to_owned());
         }
         state.applied.insert(
-            "service:app.service".to_owned(),
+            AppliedKey::Service(crate::spec::UnitName::try_from("app.service").unwrap()),
             AppliedRecord {
                 inputs: Default::default(),
                 at: String::new(),

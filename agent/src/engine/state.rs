@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::keys::{AppliedKey, AssetSource, RecordKind};
 use super::timeline::TimelineEntry;
 use crate::host::fs::{self, FileStat};
 
@@ -32,7 +33,7 @@ pub struct State {
     /// Trigger key (`service:kubelet.service`, `sysctls`, `modules`, `daemon-reload`)
     /// to the inputs it last acted on.
     #[serde(default)]
-    pub applied: BTreeMap<String, AppliedRecord>,
+    pub applied: BTreeMap<AppliedKey, AppliedRecord>,
     /// The assets the last spec named (name to sha256): `cache prune` keeps these.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub assets: BTreeMap<String, String>,
@@ -47,8 +48,8 @@ pub struct State {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FileRecord {
-    /// `file`, `directory` or `symlink`.
-    pub kind: String,
+    /// `file`, `directory`, `symlink` or `block`.
+    pub kind: RecordKind,
     /// Content digest for files; the target for symlinks; empty for directories.
     pub digest: String,
     pub mode: u32,
@@ -64,8 +65,21 @@ pub struct FileRecord {
     pub stat: Option<StatRecord>,
     /// For a file installed from an asset: `sha256:<asset>`, or
     /// `sha256:<archive>#<member>` for a member of an archive.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_source"
+    )]
+    pub source: Option<AssetSource>,
+}
+
+/// A source that does not parse is dropped, not the whole state: the file it belongs
+/// to is then installed again, as one whose source is unknown.
+fn lenient_source<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<AssetSource>, D::Error> {
+    let text = Option::<String>::deserialize(deserializer)?;
+    Ok(text.as_deref().and_then(AssetSource::parse))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,7 +96,7 @@ impl FileRecord {
     /// and the stat the digest was taken at; not secret, not from an asset.
     pub fn file(digest: String, perms: super::plan::Perms, stat: &FileStat) -> Self {
         Self {
-            kind: "file".to_owned(),
+            kind: RecordKind::File,
             digest,
             mode: perms.mode,
             uid: Some(perms.uid),
@@ -209,5 +223,77 @@ impl State {
             fs::write_atomic(p, &bytes, 0o600, uid, gid)
         };
         write(&path).map_err(|source| StateError::Write { path, source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{AbsPath, UnitName};
+
+    /// A worker's state.json as the agent before typed keys wrote it, with a secret
+    /// file, two files from assets, the assets and a protected path added by hand.
+    const WRITTEN_BEFORE: &str = include_str!("../../tests/fixtures/state/state-v1.json");
+
+    #[test]
+    fn a_state_written_by_an_earlier_agent_is_read_typed_and_written_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(State::path(dir.path()), WRITTEN_BEFORE).unwrap();
+        let mut state = State::load(dir.path()).unwrap();
+
+        let unit = |name: &str| UnitName::try_from(name).unwrap();
+        for key in [
+            AppliedKey::Service(unit("kubelet.service")),
+            AppliedKey::Enable(unit("node-problem-check.timer")),
+            AppliedKey::StaticPod(
+                AbsPath::try_from("/etc/kubernetes/manifests/kube-proxy.yaml").unwrap(),
+            ),
+            AppliedKey::DaemonReload,
+            AppliedKey::Modules,
+            AppliedKey::Sysctls,
+            AppliedKey::Packages,
+            AppliedKey::SwapOff,
+        ] {
+            assert!(state.applied.contains_key(&key), "{key}");
+        }
+        assert!(
+            !state
+                .applied
+                .keys()
+                .any(|k| matches!(k, AppliedKey::Other(_)))
+        );
+        let kind = |path: &str| state.files[path].kind.clone();
+        assert_eq!(kind("/etc/hosts#api"), RecordKind::Block);
+        assert_eq!(kind("/etc/cni/net.d"), RecordKind::Directory);
+        assert_eq!(kind("/etc/systemd/system/swap.target"), RecordKind::Symlink);
+        assert_eq!(kind("/etc/containerd/config.toml"), RecordKind::File);
+        let source = state.files["/var/lib/kube-proxy/kubeconfig"]
+            .source
+            .clone()
+            .unwrap();
+        assert_eq!(
+            source.member.as_deref(),
+            Some("kubernetes/node/bin/kube-proxy")
+        );
+        assert!(state.files["/var/lib/kubelet/credential-provider.yaml"].secret);
+
+        state.save(dir.path()).unwrap();
+        let written = std::fs::read_to_string(State::path(dir.path())).unwrap();
+        assert!(
+            written == WRITTEN_BEFORE,
+            "state.json is written differently"
+        );
+    }
+
+    #[test]
+    fn a_source_that_does_not_parse_drops_only_itself() {
+        let text = WRITTEN_BEFORE.replace("\"source\": \"sha256:aaaa", "\"source\": \"md5:aaaa");
+        let state: State = serde_json::from_str(&text).unwrap();
+        assert_eq!(state.files["/var/lib/kubelet/kubeconfig"].source, None);
+        assert!(
+            state.files["/var/lib/kube-proxy/kubeconfig"]
+                .source
+                .is_some()
+        );
     }
 }

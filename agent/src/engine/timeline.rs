@@ -80,14 +80,8 @@ impl Timeline {
     }
 }
 
-/// RFC 3339 UTC timestamp with milliseconds.
-pub fn rfc3339(at: SystemTime) -> String {
-    let at = time::OffsetDateTime::from(at);
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    at.format(&format).unwrap_or_else(|_| "unknown".to_owned())
-}
+/// Kept here for the engine's callers; the one definition is [`crate::clock`].
+pub use crate::clock::rfc3339;
 
 /// Renders entries as an aligned table for people.
 pub fn render(entries: &[TimelineEntry]) -> String {

@@ -11,8 +11,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::blocks;
-use super::plan::BLOCK_KIND;
+use super::keys::{RecordKind, split_block_key};
+use super::kinds::block;
 use super::protect::Protected;
 use super::state::{FileRecord, State};
 use crate::host::Host;
@@ -164,7 +164,7 @@ pub fn verify(host: &Host, state: &State, check: Check) -> Report {
 }
 
 fn check_one(host: &Host, path: &str, record: &FileRecord, check: Check) -> Option<Drift> {
-    if record.kind == BLOCK_KIND {
+    if record.kind == RecordKind::Block {
         return check_block(host, path, record);
     }
     let real = host.root().join(path.trim_start_matches('/'));
@@ -176,7 +176,7 @@ fn check_one(host: &Host, path: &str, record: &FileRecord, check: Check) -> Opti
     };
     (!problems.is_empty()).then(|| Drift {
         path: path.to_owned(),
-        kind: record.kind.clone(),
+        kind: record.kind.to_string(),
         problems,
         secret: record.secret,
         protected: None,
@@ -186,25 +186,25 @@ fn check_one(host: &Host, path: &str, record: &FileRecord, check: Check) -> Opti
 /// A block nodewright keeps inside a shared file (`<path>#<name>`): its lines must be
 /// there as recorded; the rest of the file is not ours to check.
 fn check_block(host: &Host, key: &str, record: &FileRecord) -> Option<Drift> {
-    let (path, name) = blocks::split_key(key)?;
+    let (path, name) = split_block_key(key)?;
     let real = host.root().join(path.trim_start_matches('/'));
     let problems = match std::fs::read_to_string(&real) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![Problem::Missing],
         Err(e) => vec![Problem::Unreadable {
             error: e.to_string(),
         }],
-        Ok(text) => match blocks::current(&text, name) {
+        Ok(text) => match block::current(&text, name) {
             None => vec![Problem::Missing],
-            Some(lines) if blocks::digest(lines) == record.digest => vec![],
+            Some(lines) if block::digest(lines) == record.digest => vec![],
             Some(lines) => vec![Problem::Changed {
                 recorded: Some(record.digest.clone()),
-                found: Some(blocks::digest(lines)),
+                found: Some(block::digest(lines)),
             }],
         },
     };
     (!problems.is_empty()).then(|| Drift {
         path: key.to_owned(),
-        kind: record.kind.clone(),
+        kind: record.kind.to_string(),
         problems,
         secret: record.secret,
         protected: None,
@@ -220,7 +220,7 @@ fn problems_of(
     let mut problems = Vec::new();
     let wrong_kind = |found: &str| {
         vec![Problem::WrongKind {
-            recorded: record.kind.clone(),
+            recorded: record.kind.to_string(),
             found: found.to_owned(),
         }]
     };
@@ -305,7 +305,7 @@ mod tests {
         state.files.insert(
             path.to_owned(),
             FileRecord {
-                kind: "file".to_owned(),
+                kind: RecordKind::File,
                 digest: crate::spec::digest(bytes),
                 mode: 0o644,
                 uid: Some(uid),
@@ -326,15 +326,15 @@ mod tests {
         let lines = "10.0.1.5\tapi.internal";
         std::fs::write(
             &hosts,
-            blocks::replace("127.0.0.1 localhost\n", "api", Some(lines)),
+            block::replace("127.0.0.1 localhost\n", "api", Some(lines)),
         )
         .unwrap();
         let mut state = State::default();
         state.files.insert(
             "/etc/hosts#api".to_owned(),
             FileRecord {
-                kind: BLOCK_KIND.to_owned(),
-                digest: blocks::digest(lines),
+                kind: RecordKind::Block,
+                digest: block::digest(lines),
                 mode: 0o644,
                 uid: None,
                 gid: None,
@@ -351,7 +351,7 @@ mod tests {
         // Our lines changed, then gone.
         std::fs::write(
             &hosts,
-            blocks::replace(&text, "api", Some("10.0.1.6\tapi.internal")),
+            block::replace(&text, "api", Some("10.0.1.6\tapi.internal")),
         )
         .unwrap();
         let report = verify(&host, &state, Check::Rehash);
@@ -359,7 +359,7 @@ mod tests {
             matches!(report.drift[0].problems[0], Problem::Changed { .. }),
             "{report:?}"
         );
-        std::fs::write(&hosts, blocks::remove(&text, "api")).unwrap();
+        std::fs::write(&hosts, block::remove(&text, "api")).unwrap();
         let report = verify(&host, &state, Check::Rehash);
         assert!(
             matches!(report.drift[0].problems[0], Problem::Missing),
@@ -384,7 +384,7 @@ mod tests {
         state.files.insert(
             "/etc/app/link".to_owned(),
             FileRecord {
-                kind: "symlink".to_owned(),
+                kind: RecordKind::Symlink,
                 digest: "/usr/bin/true".to_owned(),
                 mode: 0o777,
                 uid: None,

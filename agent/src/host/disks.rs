@@ -331,7 +331,7 @@ fn parse_mountinfo_line(line: &str) -> Option<MountEntry> {
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_octal(text: &str) -> String {
+pub fn unescape_octal(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -426,6 +426,13 @@ pub fn lock_exclusive(path: &Path) -> Result<Lock, DiskError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(unescape_octal(r"/a\040b"), "/a b");
+        assert_eq!(unescape_octal(r"/plain"), "/plain");
+        assert_eq!(unescape_octal(r"/x\134y"), r"/x\y");
+    }
 
     #[test]
     fn link_names_carry_the_serial() {

@@ -73,7 +73,7 @@ pub fn inspect(path: &Path) -> io::Result<Existing> {
 
 /// sha256 of a file's bytes, streamed.
 pub fn sha256_file(path: &Path) -> io::Result<String> {
-    crate::assets::hash::file(path)
+    super::hash::file(path)
 }
 
 pub fn temp_path(target: &Path) -> PathBuf {

@@ -4,6 +4,7 @@
 pub mod diag;
 pub mod disks;
 pub mod fs;
+pub mod hash;
 pub mod kernel;
 pub mod lock;
 pub mod os;
@@ -14,8 +15,10 @@ pub mod systemd;
 pub mod users;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::spec::{AbsPath, Principal};
+use systemd::Systemd;
 
 /// Whether actions on the running system (systemd, sysctl, modprobe) are performed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +33,8 @@ pub enum LiveMode {
 pub struct Host {
     root: PathBuf,
     live: LiveMode,
+    /// The running systemd when live; one that skips every job when files only.
+    systemd: Arc<dyn Systemd>,
     /// The container manager when the live system is a container (e.g. `systemd-nspawn`,
     /// `docker`): its kernel is the host's, so modules and kernel-wide sysctls are not ours.
     container: Option<String>,
@@ -52,11 +57,27 @@ impl Host {
             .flatten()
             .map(|kind| kind.trim().to_owned())
             .filter(|kind| !kind.is_empty());
+        let systemd: Arc<dyn Systemd> = match &live {
+            LiveMode::Live => Arc::new(systemd::Systemctl),
+            LiveMode::FilesOnly(reason) => Arc::new(systemd::FilesOnly::new(reason.clone())),
+        };
         Self {
             root,
             live,
+            systemd,
             container,
         }
+    }
+
+    /// The same host with another systemd (tests put a fake one on a temp root).
+    pub fn with_systemd(mut self, systemd: Arc<dyn Systemd>) -> Self {
+        self.systemd = systemd;
+        self
+    }
+
+    /// The units of this host: acted on when live, skipped (with the reason) when not.
+    pub fn systemd(&self) -> &dyn Systemd {
+        self.systemd.as_ref()
     }
 
     /// The container manager, when the live system runs in a container (systemd writes

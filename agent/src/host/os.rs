@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::model::HostFacts;
+use crate::facts::HostFacts;
 
 pub fn host_facts(root: &Path) -> HostFacts {
     let release = ["etc/os-release", "usr/lib/os-release"]

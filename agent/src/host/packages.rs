@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
-use crate::model::PackageManager;
+use crate::error::{Classified, ErrorKind};
+use crate::facts::PackageManager;
 use crate::retry::{RetryPolicy, Verdict, retry};
 
 /// How long an install may keep waiting and retrying.
@@ -47,6 +48,13 @@ pub struct PackageError {
     pub command: String,
     pub detail: String,
     kind: FailureKind,
+}
+
+/// A package that cannot be installed fails the change.
+impl Classified for PackageError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::ChangeFailed
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

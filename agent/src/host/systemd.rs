@@ -1,5 +1,11 @@
-//! systemd, through `systemctl`. Only used when the root is `/` and systemd runs.
+//! systemd, behind one trait: [`Systemctl`] asks and acts on the running systemd;
+//! [`FilesOnly`] stands for a root whose units are not ours to act on (a sandbox root,
+//! or a host where systemd is not running): it cannot tell a unit's state and skips
+//! every job, with the reason. The engine plans and applies through the trait only.
 
+use std::fmt;
+
+use futures_util::future::BoxFuture;
 use tokio::process::Command;
 
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +20,156 @@ impl SystemctlError {
     pub fn unit_is_gone(&self) -> bool {
         self.detail.contains("not loaded") || self.detail.contains("does not exist")
     }
+}
+
+/// What a job asked of systemd came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Job {
+    Done,
+    /// Not done, and why: this system's units are not ours to act on.
+    Skipped(String),
+}
+
+/// A systemd answer, later.
+pub type Answer<'a, T> = BoxFuture<'a, Result<T, SystemctlError>>;
+
+/// The units of the system nodewright runs on.
+pub trait Systemd: fmt::Debug + Send + Sync {
+    /// Whether `unit` is active; `None` when this system cannot tell.
+    fn is_active<'a>(&'a self, unit: &'a str) -> Answer<'a, Option<bool>>;
+    /// Whether `unit` is enabled (or needs no enabling); `None` when this system
+    /// cannot tell.
+    fn is_enabled<'a>(&'a self, unit: &'a str) -> Answer<'a, Option<bool>>;
+    fn daemon_reload(&self) -> Answer<'_, Job>;
+    fn enable<'a>(&'a self, unit: &'a str) -> Answer<'a, Job>;
+    fn disable<'a>(&'a self, unit: &'a str) -> Answer<'a, Job>;
+    /// Starts `unit`; with `queue`, only queues the start (see [`Systemctl`]).
+    fn start<'a>(&'a self, unit: &'a str, queue: bool) -> Answer<'a, Job>;
+    fn restart<'a>(&'a self, unit: &'a str, queue: bool) -> Answer<'a, Job>;
+    fn stop<'a>(&'a self, unit: &'a str) -> Answer<'a, Job>;
+}
+
+/// Stops `unit` and, with `disable`, disables it. A unit already gone (an earlier run
+/// removed its file and was killed before it could record so) counts as stopped.
+pub async fn stop_unit(
+    systemd: &dyn Systemd,
+    unit: &str,
+    disable: bool,
+) -> Result<Job, SystemctlError> {
+    match systemd.stop(unit).await {
+        Ok(Job::Skipped(reason)) => return Ok(Job::Skipped(reason)),
+        Err(e) if !e.unit_is_gone() => return Err(e),
+        _ => {}
+    }
+    if !disable {
+        return Ok(Job::Done);
+    }
+    match systemd.disable(unit).await {
+        Err(e) if !e.unit_is_gone() => Err(e),
+        Ok(Job::Skipped(reason)) => Ok(Job::Skipped(reason)),
+        _ => Ok(Job::Done),
+    }
+}
+
+/// No systemd to act on: every question is unanswered and every job skipped.
+#[derive(Debug, Clone)]
+pub struct FilesOnly {
+    reason: String,
+}
+
+impl FilesOnly {
+    /// `reason` is what each skipped job reports (e.g. `root is /tmp/x, not /`).
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+        }
+    }
+
+    fn skip<'a>(&'a self) -> Answer<'a, Job> {
+        Box::pin(async move { Ok(Job::Skipped(self.reason.clone())) })
+    }
+}
+
+impl Systemd for FilesOnly {
+    fn is_active<'a>(&'a self, _unit: &'a str) -> Answer<'a, Option<bool>> {
+        Box::pin(async { Ok(None) })
+    }
+    fn is_enabled<'a>(&'a self, _unit: &'a str) -> Answer<'a, Option<bool>> {
+        Box::pin(async { Ok(None) })
+    }
+    fn daemon_reload(&self) -> Answer<'_, Job> {
+        self.skip()
+    }
+    fn enable<'a>(&'a self, _unit: &'a str) -> Answer<'a, Job> {
+        self.skip()
+    }
+    fn disable<'a>(&'a self, _unit: &'a str) -> Answer<'a, Job> {
+        self.skip()
+    }
+    fn start<'a>(&'a self, _unit: &'a str, _queue: bool) -> Answer<'a, Job> {
+        self.skip()
+    }
+    fn restart<'a>(&'a self, _unit: &'a str, _queue: bool) -> Answer<'a, Job> {
+        self.skip()
+    }
+    fn stop<'a>(&'a self, _unit: &'a str) -> Answer<'a, Job> {
+        self.skip()
+    }
+}
+
+/// The running systemd, through `systemctl`. Used only when the root is `/` and
+/// systemd is PID 1.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Systemctl;
+
+impl Systemd for Systemctl {
+    fn is_active<'a>(&'a self, unit: &'a str) -> Answer<'a, Option<bool>> {
+        Box::pin(async move { is_active(unit).await.map(Some) })
+    }
+    fn is_enabled<'a>(&'a self, unit: &'a str) -> Answer<'a, Option<bool>> {
+        Box::pin(async move { is_enabled(unit).await.map(Some) })
+    }
+    fn daemon_reload(&self) -> Answer<'_, Job> {
+        Box::pin(async { done(run(&["daemon-reload"]).await) })
+    }
+    /// Enables `unit` without systemd reloading itself: the links are what makes it
+    /// start at the next boot, and the engine has already run the one `daemon-reload`
+    /// a changed unit file needs (starting it comes next, explicitly). A reload per
+    /// enable costs 0.1–0.6 s each, most of a first boot's agent time.
+    fn enable<'a>(&'a self, unit: &'a str) -> Answer<'a, Job> {
+        Box::pin(async move { done(run(&["--no-reload", "enable", unit]).await) })
+    }
+    fn disable<'a>(&'a self, unit: &'a str) -> Answer<'a, Job> {
+        Box::pin(async move { done(run(&["disable", unit]).await) })
+    }
+    /// Starts `unit` and waits until it is ready; or only queues the start
+    /// (`--no-block`): when asked (`queue`: a unit that is ready only with its peers,
+    /// an etcd member at quorum), and when `unit` is ordered after the unit this
+    /// process runs in (`nodewright-watch.service` is `After=nodewright.service`): its
+    /// job waits for our own unit's, so waiting for it here would wait for ourselves.
+    /// systemd starts it as soon as this run ends.
+    fn start<'a>(&'a self, unit: &'a str, queue: bool) -> Answer<'a, Job> {
+        Box::pin(async move { done(job("start", unit, queue).await) })
+    }
+    fn restart<'a>(&'a self, unit: &'a str, queue: bool) -> Answer<'a, Job> {
+        Box::pin(async move { done(job("restart", unit, queue).await) })
+    }
+    fn stop<'a>(&'a self, unit: &'a str) -> Answer<'a, Job> {
+        Box::pin(async move { done(run(&["stop", unit]).await) })
+    }
+}
+
+fn done(result: Result<(), SystemctlError>) -> Result<Job, SystemctlError> {
+    result.map(|()| Job::Done)
+}
+
+/// `systemctl start|restart`, queued (`--no-block`) when asked or when `unit` is
+/// ordered after our own unit.
+async fn job(verb: &str, unit: &str, queue: bool) -> Result<(), SystemctlError> {
+    if queue || ordered_after_us(unit).await {
+        return run(&[verb, "--no-block", unit]).await;
+    }
+    run(&[verb, unit]).await
 }
 
 async fn systemctl(args: &[&str]) -> Result<std::process::Output, SystemctlError> {
@@ -43,14 +199,14 @@ async fn run(args: &[&str]) -> Result<(), SystemctlError> {
     }
 }
 
-pub async fn is_active(unit: &str) -> Result<bool, SystemctlError> {
+async fn is_active(unit: &str) -> Result<bool, SystemctlError> {
     Ok(systemctl(&["is-active", "--quiet", unit])
         .await?
         .status
         .success())
 }
 
-pub async fn is_enabled(unit: &str) -> Result<bool, SystemctlError> {
+async fn is_enabled(unit: &str) -> Result<bool, SystemctlError> {
     let output = systemctl(&["is-enabled", unit]).await?;
     let state = String::from_utf8_lossy(&output.stdout);
     // "static", "alias" and "generated" units cannot be enabled and need not be.
@@ -58,43 +214,6 @@ pub async fn is_enabled(unit: &str) -> Result<bool, SystemctlError> {
         state.trim(),
         "enabled" | "enabled-runtime" | "static" | "alias" | "generated" | "indirect"
     ))
-}
-
-pub async fn daemon_reload() -> Result<(), SystemctlError> {
-    run(&["daemon-reload"]).await
-}
-
-/// Enables `unit` without systemd reloading itself: the links are what makes it start
-/// at the next boot, and the engine has already run the one `daemon-reload` a changed
-/// unit file needs (starting it comes next, explicitly). A reload per enable costs
-/// 0.1–0.6 s each, most of a first boot's agent time.
-pub async fn enable(unit: &str) -> Result<(), SystemctlError> {
-    run(&["--no-reload", "enable", unit]).await
-}
-
-pub async fn disable(unit: &str) -> Result<(), SystemctlError> {
-    run(&["disable", unit]).await
-}
-
-/// Starts `unit` and waits until it is ready; or only queues the start (`--no-block`):
-/// when asked (`queue`: a unit that is ready only with its peers, an etcd member at
-/// quorum), and when `unit` is ordered after the unit this process runs in
-/// (`nodewright-watch.service` is `After=nodewright.service`): its job waits for our own
-/// unit's, so waiting for it here would wait for ourselves. systemd starts it as soon
-/// as this run ends.
-pub async fn start(unit: &str, queue: bool) -> Result<(), SystemctlError> {
-    if queue || ordered_after_us(unit).await {
-        return run(&["start", "--no-block", unit]).await;
-    }
-    run(&["start", unit]).await
-}
-
-/// Like [`start`], for a restart.
-pub async fn restart(unit: &str, queue: bool) -> Result<(), SystemctlError> {
-    if queue || ordered_after_us(unit).await {
-        return run(&["restart", "--no-block", unit]).await;
-    }
-    run(&["restart", unit]).await
 }
 
 /// Whether `unit` is ordered after the service this process runs in.
@@ -123,10 +242,6 @@ fn service_of_cgroups(cgroups: &str) -> Option<String> {
             .find(|part| part.ends_with(".service"))
             .map(str::to_owned)
     })
-}
-
-pub async fn stop(unit: &str) -> Result<(), SystemctlError> {
-    run(&["stop", unit]).await
 }
 
 /// A unit's state as systemd reports it.
@@ -197,6 +312,122 @@ pub fn parse_show(text: &str) -> Vec<UnitStatus> {
         .collect()
 }
 
+/// A systemd in memory for tests: units are active or enabled as the test sets them
+/// (and as the jobs leave them), every call is recorded, and a call can be made to fail.
+#[cfg(test)]
+pub mod fake {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Mutex;
+
+    use super::{Answer, Job, SystemctlError, Systemd};
+
+    #[derive(Debug, Default)]
+    pub struct FakeSystemd {
+        units: Mutex<Units>,
+    }
+
+    #[derive(Debug, Default)]
+    struct Units {
+        active: BTreeSet<String>,
+        enabled: BTreeSet<String>,
+        calls: Vec<String>,
+        /// Call (`stop app.service`) to the error systemctl prints.
+        failing: BTreeMap<String, String>,
+    }
+
+    impl FakeSystemd {
+        fn units(&self) -> std::sync::MutexGuard<'_, Units> {
+            self.units.lock().unwrap_or_else(|e| e.into_inner())
+        }
+
+        pub fn set_active(&self, unit: &str, active: bool) {
+            let mut units = self.units();
+            if active {
+                units.active.insert(unit.to_owned());
+            } else {
+                units.active.remove(unit);
+            }
+        }
+
+        /// The jobs asked, in order (`start app.service`, `daemon-reload`...).
+        pub fn calls(&self) -> Vec<String> {
+            self.units().calls.clone()
+        }
+
+        /// Makes `call` fail with `detail` from now on.
+        pub fn fail(&self, call: &str, detail: &str) {
+            self.units()
+                .failing
+                .insert(call.to_owned(), detail.to_owned());
+        }
+
+        fn job(&self, call: String, change: impl FnOnce(&mut Units)) -> Answer<'_, Job> {
+            let mut units = self.units();
+            let result = match units.failing.get(&call) {
+                Some(detail) => Err(SystemctlError {
+                    args: call.clone(),
+                    detail: detail.clone(),
+                }),
+                None => {
+                    change(&mut units);
+                    Ok(Job::Done)
+                }
+            };
+            units.calls.push(call);
+            Box::pin(async move { result })
+        }
+    }
+
+    impl Systemd for FakeSystemd {
+        fn is_active<'a>(&'a self, unit: &'a str) -> Answer<'a, Option<bool>> {
+            let active = self.units().active.contains(unit);
+            Box::pin(async move { Ok(Some(active)) })
+        }
+        fn is_enabled<'a>(&'a self, unit: &'a str) -> Answer<'a, Option<bool>> {
+            let enabled = self.units().enabled.contains(unit);
+            Box::pin(async move { Ok(Some(enabled)) })
+        }
+        fn daemon_reload(&self) -> Answer<'_, Job> {
+            self.job("daemon-reload".to_owned(), |_| {})
+        }
+        fn enable<'a>(&'a self, unit: &'a str) -> Answer<'a, Job> {
+            self.job(format!("enable {unit}"), |u| {
+                u.enabled.insert(unit.to_owned());
+            })
+        }
+        fn disable<'a>(&'a self, unit: &'a str) -> Answer<'a, Job> {
+            self.job(format!("disable {unit}"), |u| {
+                u.enabled.remove(unit);
+            })
+        }
+        fn start<'a>(&'a self, unit: &'a str, queue: bool) -> Answer<'a, Job> {
+            let call = if queue {
+                format!("start --no-block {unit}")
+            } else {
+                format!("start {unit}")
+            };
+            self.job(call, |u| {
+                u.active.insert(unit.to_owned());
+            })
+        }
+        fn restart<'a>(&'a self, unit: &'a str, queue: bool) -> Answer<'a, Job> {
+            let call = if queue {
+                format!("restart --no-block {unit}")
+            } else {
+                format!("restart {unit}")
+            };
+            self.job(call, |u| {
+                u.active.insert(unit.to_owned());
+            })
+        }
+        fn stop<'a>(&'a self, unit: &'a str) -> Answer<'a, Job> {
+            self.job(format!("stop {unit}"), |u| {
+                u.active.remove(unit);
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,5 +443,49 @@ mod tests {
         assert_eq!(units[1].active_state, "failed");
         assert_eq!(units[1].result, "exit-code");
         assert_eq!(units[1].restarts, 5);
+    }
+
+    #[tokio::test]
+    async fn files_only_cannot_tell_and_skips_every_job_with_its_reason() {
+        let files = FilesOnly::new("root is /tmp/x, not /");
+        assert_eq!(files.is_active("a.service").await.unwrap(), None);
+        assert_eq!(files.is_enabled("a.service").await.unwrap(), None);
+        let skipped = Job::Skipped("root is /tmp/x, not /".to_owned());
+        assert_eq!(files.daemon_reload().await.unwrap(), skipped);
+        assert_eq!(files.enable("a.service").await.unwrap(), skipped);
+        assert_eq!(files.start("a.service", true).await.unwrap(), skipped);
+        assert_eq!(files.restart("a.service", false).await.unwrap(), skipped);
+        assert_eq!(stop_unit(&files, "a.service", true).await.unwrap(), skipped);
+    }
+
+    #[tokio::test]
+    async fn stopping_a_unit_whose_file_is_gone_is_done() {
+        let systemd = fake::FakeSystemd::default();
+        systemd.fail("stop a.service", "Unit a.service not loaded.");
+        systemd.fail("disable a.service", "Unit file a.service does not exist.");
+        assert_eq!(
+            stop_unit(&systemd, "a.service", true).await.unwrap(),
+            Job::Done
+        );
+        systemd.fail("stop b.service", "Access denied");
+        let error = stop_unit(&systemd, "b.service", true).await.unwrap_err();
+        assert_eq!(error.to_string(), "systemctl stop b.service: Access denied");
+        // Not disabled after a refused stop.
+        assert_eq!(
+            systemd.calls(),
+            ["stop a.service", "disable a.service", "stop b.service"]
+        );
+    }
+
+    #[test]
+    fn the_own_service_is_read_from_the_cgroup() {
+        assert_eq!(
+            service_of_cgroups("0::/system.slice/nodewright.service\n").as_deref(),
+            Some("nodewright.service")
+        );
+        assert_eq!(
+            service_of_cgroups("0::/user.slice/user-0.slice/session-1.scope\n"),
+            None
+        );
     }
 }

@@ -7,14 +7,14 @@
 //!   `NodeupConfigHash` before it is parsed, every field typed.
 //! - [`translate()`]: the pure translation into a [`NodeSpec`](crate::spec::NodeSpec), or
 //!   a refusal naming each kops field it cannot honour.
-//! - [`controller`]: the kops-controller client (node config and the node's
-//!   certificates, for keys made on the node).
+//! - [`source`]: the provider the boot flow asks (kops's user data, or kube_env itself
+//!   when run as `nodeup`).
 
 pub mod boot_config;
-pub mod controller;
 pub mod kubelet_config;
 pub mod nodeup_config;
 pub mod refusals;
+pub mod source;
 pub mod translate;
 pub mod userdata;
 
@@ -23,6 +23,7 @@ pub use nodeup_config::NodeupConfig;
 pub use refusals::{Note, Refusal};
 pub use translate::{Translation, translate};
 
+use crate::error::{Classified, ErrorKind};
 use crate::spec::SpecError;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,9 @@ pub enum KopsError {
     Document(SpecError),
     #[error("{source_name}: {detail}")]
     Invalid { source_name: String, detail: String },
+    /// kube_env asks for something nodewright does not do (yet): named by its field.
+    #[error("{field}: {detail}")]
+    Unsupported { field: String, detail: String },
     #[error(
         "{source_name}: its sha256 (base64) is {actual}, but kube_env's NodeupConfigHash is {expected}: \
          refusing it (changed since the launch template was written, or not this instance group's)"
@@ -65,13 +69,12 @@ fn list(refusals: &[Refusal]) -> String {
         .join("\n")
 }
 
-impl KopsError {
-    /// The process exit code (see `nodewright --help`): refused input is 3.
-    pub fn exit_code(&self) -> u8 {
-        use crate::bootstrap::exit;
+impl Classified for KopsError {
+    /// Refused input (exit 3), except a translation that built no valid spec: a bug.
+    fn kind(&self) -> ErrorKind {
         match self {
-            Self::Translation(_) => exit::INTERNAL,
-            _ => exit::INVALID_INPUT,
+            Self::Translation(_) => ErrorKind::Internal,
+            _ => ErrorKind::InvalidInput,
         }
     }
 }

@@ -7,8 +7,9 @@ use super::ModelError;
 use super::desired::{
     Content, DesiredAsset, DesiredAssetFile, DesiredBlock, DesiredDirectory, DesiredFile,
     DesiredPackages, DesiredService, DesiredState, DesiredStaticPod, DesiredSymlink, FileKind,
-    INPUTS_PLACEHOLDER, Ownership, PackageManager, ProtectedPath,
+    INPUTS_PLACEHOLDER, Ownership, ProtectedPath,
 };
+use crate::facts::PackageManager;
 use crate::spec::{AbsPath, UnitName};
 
 #[derive(Default)]
@@ -108,7 +109,7 @@ impl StateBuilder {
         inputs: Vec<AbsPath>,
     ) -> Result<(), ModelError> {
         if text.matches(INPUTS_PLACEHOLDER).count() != 1 {
-            return Err(ModelError::Render(format!(
+            return Err(ModelError::Spec(format!(
                 "{manifest}: a static pod manifest must hold the inputs placeholder once"
             )));
         }
@@ -383,20 +384,20 @@ impl StateBuilder {
     fn check_asset_files(&self) -> Result<(), ModelError> {
         for file in &self.state.asset_files {
             let Some(asset) = self.state.assets.get(&file.asset) else {
-                return Err(ModelError::Render(format!(
+                return Err(ModelError::Spec(format!(
                     "{} is installed from asset {:?}, which the spec's assets do not declare",
                     file.path, file.asset
                 )));
             };
             match (asset.archive.is_plain(), &file.member) {
                 (true, Some(member)) => {
-                    return Err(ModelError::Render(format!(
+                    return Err(ModelError::Spec(format!(
                         "{} is installed from member {member} of asset {}, which is a plain file, not an archive",
                         file.path, file.asset
                     )));
                 }
                 (false, None) => {
-                    return Err(ModelError::Render(format!(
+                    return Err(ModelError::Spec(format!(
                         "{} is installed from asset {}, an archive: a member must be named",
                         file.path, file.asset
                     )));
@@ -422,5 +423,5 @@ pub fn unit_path(unit: &UnitName, drop_in: Option<&str>) -> Result<AbsPath, Mode
         None => format!("{UNIT_DIR}/{unit}"),
         Some(name) => format!("{UNIT_DIR}/{unit}.d/{name}"),
     };
-    AbsPath::try_from(path).map_err(ModelError::Render)
+    Ok(AbsPath::try_from(path)?)
 }

@@ -22,9 +22,10 @@ pub fn render(spec: &NodeSpec, out: &mut StateBuilder) -> Result<(), ModelError>
     };
     let dir = cni.plugins.directory_or(DEFAULT_DIR);
     for name in &cni.install {
-        let path = dir
-            .join(name)
-            .map_err(|e| ModelError::Render(format!("cni.install: {e}")))?;
+        let path = dir.join(name).map_err(|source| ModelError::Field {
+            at: "cni.install",
+            source,
+        })?;
         out.asset_file(
             COMPONENT,
             path,

@@ -29,9 +29,10 @@ pub fn render(spec: &NodeSpec, out: &mut StateBuilder) -> Result<(), ModelError>
     };
     let bin_dir = containerd.binaries.directory_or(DEFAULT_BIN_DIR);
     let executable = |name: &str| {
-        bin_dir
-            .join(name)
-            .map_err(|e| ModelError::Render(format!("containerd.binaries.directory: {e}")))
+        bin_dir.join(name).map_err(|source| ModelError::Field {
+            at: "containerd.binaries.directory",
+            source,
+        })
     };
     if let Some(asset) = &containerd.binaries.asset {
         for name in BINARIES {
@@ -88,7 +89,7 @@ pub fn render(spec: &NodeSpec, out: &mut StateBuilder) -> Result<(), ModelError>
     )?;
 
     let containerd_bin = executable("containerd")?;
-    let unit = UnitName::try_from(UNIT).map_err(ModelError::Render)?;
+    let unit = UnitName::try_from(UNIT)?;
     let unit_file = out.unit_file(COMPONENT, &unit, &unit_text(&containerd_bin))?;
     // hosts.toml files are read at every pull: changing them needs no restart.
     out.service(
@@ -183,16 +184,18 @@ pub fn config_toml(
     }
     if let Some(text) = &spec.extra_config {
         let overlay: Table = toml::from_str(text).map_err(|e| {
-            ModelError::Render(format!(
+            ModelError::Spec(format!(
                 "containerd.extraConfig: {}",
                 crate::spec::containerd_toml_error(text, &e)
             ))
         })?;
         merge_toml(&mut config, &overlay)
-            .map_err(|e| ModelError::Render(format!("containerd.extraConfig: {e}")))?;
+            .map_err(|e| ModelError::Spec(format!("containerd.extraConfig: {e}")))?;
     }
-    let body = toml::to_string(&config)
-        .map_err(|e| ModelError::Render(format!("containerd config.toml: {e}")))?;
+    let body = toml::to_string(&config).map_err(|e| ModelError::Encode {
+        what: "containerd config.toml",
+        detail: e.to_string(),
+    })?;
     Ok(format!("{MANAGED}{body}"))
 }
 
@@ -223,7 +226,7 @@ fn hosts_toml_path(registry: &RegistryHost) -> Result<AbsPath, ModelError> {
     };
     fixed_path(CERTS_DIR)
         .join(&format!("{dir}/hosts.toml"))
-        .map_err(ModelError::Render)
+        .map_err(ModelError::Value)
 }
 
 /// Mirrors in the spec's order, which is the order containerd tries them. (A TOML

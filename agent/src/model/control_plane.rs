@@ -8,7 +8,7 @@
 use super::ModelError;
 use super::builder::{StateBuilder, unit_path};
 use super::desired::DesiredService;
-use super::facts::{EtcdMember, Facts};
+use crate::facts::{EtcdMember, Facts};
 use crate::spec::{AbsPath, NodeSpec, UnitName};
 
 const COMPONENT: &str = "control-plane";
@@ -25,7 +25,7 @@ pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<
     for (etcd_cluster, member) in &facts.control_plane.etcd_members {
         mount_unit(etcd_cluster, member, out)?;
     }
-    let unit = UnitName::try_from(WATCH_UNIT_NAME).map_err(ModelError::Render)?;
+    let unit = UnitName::try_from(WATCH_UNIT_NAME)?;
     let path = out.unit_file(COMPONENT, &unit, WATCH_UNIT)?;
     out.service(
         COMPONENT,
@@ -46,7 +46,7 @@ fn mount_unit(
     out: &mut StateBuilder,
 ) -> Result<(), ModelError> {
     let name = format!("{}.mount", escape_path(member.mount_path.as_str()));
-    let unit = UnitName::try_from(name.as_str()).map_err(ModelError::Render)?;
+    let unit = UnitName::try_from(name.as_str())?;
     let text = format!(
         "# Managed by nodewright: the data volume of etcd member {member_name} ({etcd_cluster}).\n\
          # nodewright mounts it at boot after checking it; this unit lets systemd know the\n\
@@ -71,11 +71,8 @@ fn mount_unit(
     let path = out.unit_file(COMPONENT, &unit, &text)?;
     // `systemctl enable`, done as the link it makes, so that no engine step ever
     // starts, restarts or stops the mount.
-    let wants = unit_path(
-        &UnitName::try_from("local-fs.target").map_err(ModelError::Render)?,
-        None,
-    )?;
-    let link = AbsPath::try_from(format!("{wants}.wants/{name}")).map_err(ModelError::Render)?;
+    let wants = unit_path(&UnitName::try_from("local-fs.target")?, None)?;
+    let link = AbsPath::try_from(format!("{wants}.wants/{name}"))?;
     out.symlink(COMPONENT, link, path)?;
     Ok(())
 }

@@ -4,18 +4,19 @@
 
 use nodewright_shim::config::{
     AwsSettings, CONFIG_API_VERSION, CONFIG_KIND, CertificateSettings, KeyPairFiles, Limits,
-    NodeGroupSettings, NodeNaming, ShimConfig, StateSettings,
+    NodeGroupsSource, ShimConfig, StateSettings,
 };
+use nodewright_shim::groups::{NodeGroup, NodeNaming, Rebootstrap};
 use nodewright_shim::manifest::StaticPodSettings;
 use nodewright_shim::protocol::HEALTH_PATH;
 
 use super::ModelError;
 use super::builder::{StateBuilder, fixed_path};
 use super::desired::{DesiredService, Ownership};
-use super::facts::Facts;
 use super::pki_paths as pki;
 use super::pod::{HostMount, Probe, StaticPod, requests};
 use super::render::MANAGED;
+use crate::facts::Facts;
 use crate::spec::{ControllerShimSpec, NodeSpec, RunMode, ShimNodeName, UnitName};
 
 const COMPONENT: &str = "controller-shim";
@@ -32,8 +33,10 @@ pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<
         return Ok(());
     };
     let config = shim_config(spec, shim, facts);
-    let text = yaml_serde::to_string(&config)
-        .map_err(|e| ModelError::Render(format!("controller-shim config: {e}")))?;
+    let text = yaml_serde::to_string(&config).map_err(|e| ModelError::Encode {
+        what: "controller-shim config",
+        detail: e.to_string(),
+    })?;
     out.file(
         COMPONENT,
         fixed_path(CONFIG),
@@ -51,7 +54,7 @@ pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<
     match shim.mode {
         RunMode::StaticPod => {
             let image = shim.image.as_ref().ok_or_else(|| {
-                ModelError::Render("controller-shim in staticPod mode needs an image".to_owned())
+                ModelError::Spec("controller-shim in staticPod mode needs an image".to_owned())
             })?;
             // The shim's own settings name the files its pod must mount.
             let mut settings = StaticPodSettings::new(image.as_str());
@@ -87,7 +90,7 @@ pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<
             .add(COMPONENT, out)
         }
         RunMode::Systemd => {
-            let unit = UnitName::try_from(UNIT_NAME).map_err(ModelError::Render)?;
+            let unit = UnitName::try_from(UNIT_NAME)?;
             let text = format!(
                 "# Managed by nodewright: controller-shim serves the bootstrap of this cluster's workers.\n\
                  [Unit]\n\
@@ -150,6 +153,10 @@ fn shim_config(spec: &NodeSpec, shim: &ControllerShimSpec, facts: &Facts) -> Shi
         kind: CONFIG_KIND.to_owned(),
         cluster_name: cluster.clone(),
         listen: format!("0.0.0.0:{}", shim.port),
+        admin_listen: format!(
+            "127.0.0.1:{}",
+            nodewright_shim::protocol::DEFAULT_ADMIN_PORT
+        ),
         tls: KeyPairFiles {
             cert_file: pki::SHIM_SERVING_CERT.into(),
             key_file: pki::SHIM_SERVING_KEY.into(),
@@ -171,20 +178,33 @@ fn shim_config(spec: &NodeSpec, shim: &ControllerShimSpec, facts: &Facts) -> Shi
                 .clone()
                 .unwrap_or_else(|| format!("{cluster}/controller-shim/nodes/")),
         },
-        node_groups: shim
-            .node_groups
-            .iter()
-            .map(|g| NodeGroupSettings {
-                name: g.name.clone(),
-                node_spec: g.node_spec.clone(),
-                roles: g.roles.clone(),
-                node_name: match g.node_name {
-                    Some(ShimNodeName::InstanceId) => NodeNaming::InstanceId,
-                    _ => NodeNaming::PrivateDnsName,
-                },
-                allow_rebootstrap: g.allow_rebootstrap,
-            })
-            .collect(),
+        // Listed in the spec: fixed here. Left out: read from the store at run time.
+        node_groups: if shim.node_groups.is_empty() {
+            NodeGroupsSource::Store(format!(
+                "s3://{}/{cluster}/controller-shim/node-groups.yaml",
+                shim.state_bucket
+            ))
+        } else {
+            NodeGroupsSource::Inline(
+                shim.node_groups
+                    .iter()
+                    .map(|g| NodeGroup {
+                        name: g.name.clone(),
+                        node_specs: g.node_specs.clone(),
+                        roles: g.roles.clone(),
+                        node_name: match g.node_name {
+                            Some(ShimNodeName::InstanceId) => NodeNaming::InstanceId,
+                            _ => NodeNaming::PrivateDnsName,
+                        },
+                        rebootstrap: if g.allow_rebootstrap {
+                            Rebootstrap::Allowed
+                        } else {
+                            Rebootstrap::Never
+                        },
+                    })
+                    .collect(),
+            )
+        },
         node_group_tag: shim
             .node_group_tag
             .clone()

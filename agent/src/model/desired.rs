@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::facts::PackageManager;
 use crate::spec::{AbsPath, ArchiveKind, AssetUrl, FileMode, Principal, Sha256Hex, UnitName};
 
 /// The content of a file, with its digest computed once.
@@ -165,39 +166,6 @@ pub fn inputs_digest<'a>(inputs: impl IntoIterator<Item = (&'a str, &'a str)>) -
     crate::spec::digest(text.as_bytes())
 }
 
-/// The OS package manager of the node's distribution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PackageManager {
-    Apt,
-    Dnf,
-}
-
-impl PackageManager {
-    /// The manager of a distribution (`ID` and `VERSION_ID` from os-release), if
-    /// nodewright knows it. Releases that only have yum (Amazon Linux 2, the RHEL
-    /// family before 8) are not supported.
-    pub fn for_distro(distro: &str, version: &str) -> Option<Self> {
-        let major: Option<u32> = version.split('.').next().and_then(|m| m.parse().ok());
-        match distro {
-            "debian" | "ubuntu" => Some(Self::Apt),
-            "amzn" if major.is_some_and(|m| m >= 2022) => Some(Self::Dnf),
-            "rhel" | "centos" | "rocky" | "almalinux" | "ol" if major.is_some_and(|m| m >= 8) => {
-                Some(Self::Dnf)
-            }
-            "fedora" => Some(Self::Dnf),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Apt => "apt",
-            Self::Dnf => "dnf",
-        }
-    }
-}
-
 /// OS packages to have installed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredPackages {
@@ -242,9 +210,6 @@ pub struct DesiredState {
     pub protected: Vec<ProtectedPath>,
     /// Static pod manifests whose inputs digest the engine fills in.
     pub static_pods: Vec<DesiredStaticPod>,
-    /// Control-plane nodes: the certificates to issue from the cluster's CAs. The
-    /// issuing step turns them into `files` (keeping what on disk is still good).
-    pub certificates: Vec<super::pki::DesiredCertificate>,
 }
 
 impl DesiredState {

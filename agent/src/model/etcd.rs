@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 use super::ModelError;
 use super::builder::{StateBuilder, fixed_path};
 use super::desired::{DesiredService, Ownership};
-use super::facts::{EtcdMember, Facts};
 use super::pki_paths::{
     ETCD_CA_CERT, etcd_peer_cert, etcd_peer_key, etcd_server_cert, etcd_server_key,
 };
 use super::pod::{HostMount, Probe, StaticPod, flag_map, flags, requests};
+use crate::facts::{EtcdMember, Facts};
 use crate::spec::{
     ControlPlaneSpec, EtcdClusterSpec, EtcdPorts, EtcdSpec, NodeSpec, RunMode, UnitName,
     etcd_peer_name,
@@ -42,13 +42,13 @@ pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<
     };
     for (cluster, member) in &facts.control_plane.etcd_members {
         let Some(settings) = etcd.clusters.get(cluster) else {
-            return Err(ModelError::Render(format!(
+            return Err(ModelError::Node(format!(
                 "this node holds a volume of etcd cluster {cluster}, which controlPlane.etcd.clusters does not list"
             )));
         };
         let ports = settings
             .ports(cluster)
-            .ok_or_else(|| ModelError::Render(format!("etcd cluster {cluster} has no ports")))?;
+            .ok_or_else(|| ModelError::Spec(format!("etcd cluster {cluster} has no ports")))?;
         let member_flags = member_flags(spec, control_plane, cluster, member, settings, ports);
         let data = fixed_path(&data_dir(member));
         // etcd refuses a data directory others can read.
@@ -184,7 +184,7 @@ fn systemd_unit(
     certs: &[String],
     out: &mut StateBuilder,
 ) -> Result<(), ModelError> {
-    let unit = UnitName::try_from(unit_name(cluster).as_str()).map_err(ModelError::Render)?;
+    let unit = UnitName::try_from(unit_name(cluster).as_str())?;
     let mut exec = format!("ExecStart={}", etcd.binary);
     for flag in member_flags {
         // systemd would expand `$` and `%` in the command line.

@@ -4,8 +4,9 @@
 
 use super::ModelError;
 use super::builder::{StateBuilder, fixed_path};
-use super::desired::{DesiredService, Ownership, PackageManager};
-use super::facts::Facts;
+use super::desired::{DesiredService, Ownership};
+use crate::facts::Facts;
+use crate::facts::PackageManager;
 use crate::spec::{NodeIpFamily, NodeSpec, TimeDaemon, UnitName};
 
 const COMPONENT: &str = "host";
@@ -85,7 +86,7 @@ pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<
     if !host.packages.is_empty() {
         let (distro, version) = (&facts.host.distro, &facts.host.distro_version);
         let manager = PackageManager::for_distro(distro, version).ok_or_else(|| {
-            ModelError::Render(format!(
+            ModelError::Node(format!(
                 "host.packages: no package manager known for {distro} {version} (apt for debian and ubuntu, dnf for Amazon Linux 2023, Fedora and the RHEL family from 8)"
             ))
         })?;
@@ -117,7 +118,7 @@ fn time_sync_files(
         TimeDaemon::Chrony => {
             let distro = facts.host.distro.as_str();
             if !matches!(distro, "debian" | "ubuntu") {
-                return Err(ModelError::Render(format!(
+                return Err(ModelError::Node(format!(
                     "host.timeSync: chrony's sources directory is known for debian and ubuntu, not {distro:?} (Amazon Linux already uses {AWS_TIME_IPV4})"
                 )));
             }
@@ -144,7 +145,7 @@ fn time_sync_files(
     out.service(
         COMPONENT,
         DesiredService {
-            unit: UnitName::try_from(unit).map_err(ModelError::Render)?,
+            unit: UnitName::try_from(unit)?,
             enabled: true,
             running: true,
             inputs: vec![path],

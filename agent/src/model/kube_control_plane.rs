@@ -8,10 +8,10 @@ use super::ModelError;
 use super::builder::{StateBuilder, fixed_path};
 use super::desired::Ownership;
 use super::etcd::local_client_urls;
-use super::facts::Facts;
 use super::kubeconfig::Kubeconfig;
 use super::pki_paths as pki;
 use super::pod::{HostMount, Probe, StaticPod, flag_map, flags, requests};
+use crate::facts::Facts;
 use crate::spec::{ControlPlaneSpec, NodeSpec};
 
 const COMPONENT: &str = "kube-control-plane";
@@ -241,11 +241,11 @@ fn api_server(
     let etcd = control_plane
         .etcd
         .as_ref()
-        .ok_or_else(|| ModelError::Render("the API server needs controlPlane.etcd".to_owned()))?;
+        .ok_or_else(|| ModelError::Spec("the API server needs controlPlane.etcd".to_owned()))?;
     let urls = local_client_urls(etcd);
     let main = urls
         .get("main")
-        .ok_or_else(|| ModelError::Render("the API server needs etcd cluster main".to_owned()))?;
+        .ok_or_else(|| ModelError::Spec("the API server needs etcd cluster main".to_owned()))?;
     let api_name = spec.cluster.api.as_ref().map_or_else(
         || {
             control_plane.dns.as_ref().map_or_else(

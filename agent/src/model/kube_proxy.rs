@@ -8,11 +8,11 @@ use super::ModelError;
 use super::builder::{StateBuilder, fixed_path};
 use super::cluster::CA_CERT;
 use super::desired::{Content, INPUTS_ANNOTATION, INPUTS_PLACEHOLDER, Ownership};
-use super::facts::Facts;
 use super::kubeconfig::Kubeconfig;
 use super::kubelet::{MANIFESTS, node_name};
 use super::merge::merge_json;
 use super::render::to_yaml;
+use crate::facts::Facts;
 use crate::spec::{NodeSpec, ProxyMode};
 
 const COMPONENT: &str = "kube-proxy";
@@ -33,7 +33,7 @@ pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<
         return Ok(());
     };
     let (Some(kubelet), Some(api)) = (&spec.kubelet, &spec.cluster.api) else {
-        return Err(ModelError::Render(
+        return Err(ModelError::Spec(
             "kube-proxy needs the kubelet and cluster.api".to_owned(),
         ));
     };
@@ -142,9 +142,7 @@ pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<
         super::FileKind::Plain,
         false,
     )?;
-    let manifest_path = fixed_path(MANIFESTS)
-        .join(MANIFEST_NAME)
-        .map_err(ModelError::Render)?;
+    let manifest_path = fixed_path(MANIFESTS).join(MANIFEST_NAME)?;
     // The pod reads these; the engine puts the digest of their bytes as written into
     // the manifest, so a change to any of them (the CA too, wherever it comes from:
     // the spec, controller-shim or the control plane's PKI) recreates the pod.

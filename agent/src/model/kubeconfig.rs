@@ -19,6 +19,20 @@ pub struct Kubeconfig<'a> {
 
 impl Kubeconfig<'_> {
     pub fn render(&self) -> String {
+        self.render_with(json!({
+            "client-certificate": self.client_certificate,
+            "client-key": self.client_key,
+        }))
+    }
+
+    /// The same, authenticating with the token in `token_file` instead of a client
+    /// certificate (the kubelet's bootstrap kubeconfig); the certificate fields are
+    /// not used.
+    pub fn render_token_file(&self, token_file: &str) -> String {
+        self.render_with(json!({ "tokenFile": token_file }))
+    }
+
+    fn render_with(&self, user: serde_json::Value) -> String {
         let value = json!({
             "apiVersion": "v1",
             "kind": "Config",
@@ -31,10 +45,7 @@ impl Kubeconfig<'_> {
             }],
             "users": [{
                 "name": self.user,
-                "user": {
-                    "client-certificate": self.client_certificate,
-                    "client-key": self.client_key,
-                },
+                "user": user,
             }],
             "contexts": [{
                 "name": self.user,

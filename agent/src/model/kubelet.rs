@@ -9,11 +9,12 @@ use super::ModelError;
 use super::builder::{StateBuilder, fixed_path};
 use super::cluster::CA_CERT;
 use super::desired::{DesiredService, Ownership};
-use super::facts::Facts;
 use super::kubeconfig::Kubeconfig;
 use super::merge::merge_json;
+use super::pki_paths::{KUBELET_SERVING_CERT, KUBELET_SERVING_KEY};
 use super::render::{MANAGED, to_yaml};
-use crate::spec::{AbsPath, KubeletSpec, NodeIpFamily, NodeNameSource, NodeSpec, UnitName};
+use crate::facts::Facts;
+use crate::spec::{AbsPath, KubeletSpec, NodeIpFamily, NodeNameSource, NodeSpec, Role, UnitName};
 
 const COMPONENT: &str = "kubelet";
 
@@ -26,6 +27,10 @@ pub const KUBECONFIG: &str = "/var/lib/kubelet/kubeconfig";
 /// node itself on control-plane nodes. Not written here; an input of the service.
 pub const CLIENT_CERT: &str = "/var/lib/kubelet/pki/kubelet-client.crt";
 pub const CLIENT_KEY: &str = "/var/lib/kubelet/pki/kubelet-client.key";
+/// TLS bootstrapping: the kubeconfig the kubelet first authenticates with (a bootstrap
+/// token, by file); the kubelet then writes [`KUBECONFIG`] itself, pointing at the
+/// certificate it was issued (`pki/kubelet-client-current.pem`, rotated).
+pub const BOOTSTRAP_KUBECONFIG: &str = "/var/lib/kubelet/bootstrap-kubeconfig";
 pub const CREDENTIAL_PROVIDER_CONFIG: &str = "/var/lib/kubelet/credential-provider.yaml";
 pub const DEFAULT_ECR_PROVIDER: &str =
     "/usr/local/libexec/kubelet-credential-providers/ecr-credential-provider";
@@ -53,7 +58,7 @@ pub fn node_ips(kubelet: &KubeletSpec, facts: &Facts) -> Result<Vec<IpAddr>, Mod
     let v4 = IpAddr::V4(facts.instance.private_ipv4);
     let v6 = || {
         facts.instance.ipv6.map(IpAddr::V6).ok_or_else(|| {
-            ModelError::Render(format!(
+            ModelError::Node(format!(
                 "kubelet.nodeIp asks for IPv6 but instance {} has no IPv6 address",
                 facts.instance.instance_id
             ))
@@ -110,12 +115,29 @@ pub fn configuration(
         "staticPodPath": MANIFESTS,
     });
     if !kubelet.taints.is_empty() {
-        let taints = serde_json::to_value(&kubelet.taints)
-            .map_err(|e| ModelError::Render(format!("kubelet.taints: {e}")))?;
+        let taints = serde_json::to_value(&kubelet.taints).map_err(|e| ModelError::Encode {
+            what: "kubelet.taints",
+            detail: e.to_string(),
+        })?;
         merge_json(&mut config, &json!({ "registerWithTaints": taints }));
     }
-    let typed = serde_json::to_value(&kubelet.config)
-        .map_err(|e| ModelError::Render(format!("kubelet.config: {e}")))?;
+    let typed = serde_json::to_value(&kubelet.config).map_err(|e| ModelError::Encode {
+        what: "kubelet.config",
+        detail: e.to_string(),
+    })?;
+    if kubelet.tls_bootstrap.is_some() {
+        // The certificate it was issued expires: the kubelet renews it itself. Its
+        // serving certificate stays self-signed (serverTLSBootstrap needs an approver).
+        merge_json(&mut config, &json!({"rotateCertificates": true}));
+    } else if serving_certificate_issued(spec) {
+        merge_json(
+            &mut config,
+            &json!({
+                "tlsCertFile": KUBELET_SERVING_CERT,
+                "tlsPrivateKeyFile": KUBELET_SERVING_KEY,
+            }),
+        );
+    }
     merge_json(&mut config, &typed);
     merge_json(&mut config, &Value::Object(kubelet.extra_config.clone()));
     // Our parallel-pull default is only valid with parallel pulls: the kubelet refuses
@@ -129,6 +151,17 @@ pub fn configuration(
         map.remove("maxParallelImagePulls");
     }
     Ok(config)
+}
+
+/// Whether the kubelet's serving pair (`kubelet-server.crt`/`.key`) is issued for this
+/// node: by the control plane's PKI, or by controller-shim for a worker that does not
+/// bootstrap itself (a worker from the state store without TLS bootstrapping is refused
+/// before the model: `NodeSpec::kubelet_credentials_problem`).
+fn serving_certificate_issued(spec: &NodeSpec) -> bool {
+    match spec.role {
+        Role::Worker => true,
+        Role::ControlPlane => spec.control_plane.as_ref().is_some_and(|c| c.pki.is_some()),
+    }
 }
 
 /// The flags that have no KubeletConfiguration field.
@@ -145,6 +178,9 @@ pub fn flags(kubelet: &KubeletSpec, facts: &Facts) -> Result<Vec<String>, ModelE
         format!("--hostname-override={}", node_name(kubelet, facts)),
         format!("--node-ip={}", ips.join(",")),
     ];
+    if kubelet.tls_bootstrap.is_some() {
+        flags.push(format!("--bootstrap-kubeconfig={BOOTSTRAP_KUBECONFIG}"));
+    }
     if !kubelet.labels.is_empty() {
         let labels: Vec<String> = kubelet
             .labels
@@ -156,7 +192,7 @@ pub fn flags(kubelet: &KubeletSpec, facts: &Facts) -> Result<Vec<String>, ModelE
     if let Some(ecr) = &kubelet.ecr_credential_provider {
         let binary = ecr.binary.path_or(DEFAULT_ECR_PROVIDER);
         let dir = binary.parent().ok_or_else(|| {
-            ModelError::Render("kubelet.ecrCredentialProvider.binary.path is /".to_owned())
+            ModelError::Spec("kubelet.ecrCredentialProvider.binary.path is /".to_owned())
         })?;
         flags.push(format!(
             "--image-credential-provider-config={CREDENTIAL_PROVIDER_CONFIG}"
@@ -171,9 +207,7 @@ pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<
         return Ok(());
     };
     let Some(api) = &spec.cluster.api else {
-        return Err(ModelError::Render(
-            "the kubelet needs cluster.api".to_owned(),
-        ));
+        return Err(ModelError::Spec("the kubelet needs cluster.api".to_owned()));
     };
     let binary = kubelet.binary.path_or(DEFAULT_BIN);
     if let Some(asset) = &kubelet.binary.asset {
@@ -204,12 +238,34 @@ pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<
         client_certificate: CLIENT_CERT,
         client_key: CLIENT_KEY,
     };
-    out.file(
-        COMPONENT,
-        fixed_path(KUBECONFIG),
-        kubeconfig.render(),
-        Ownership::root(0o600),
-    )?;
+    // What the kubelet authenticates with: its kubeconfig, then what that names.
+    let (kubeconfig_input, credential_inputs) = match &kubelet.tls_bootstrap {
+        // The kubelet writes its kubeconfig once it holds a certificate.
+        Some(bootstrap) => {
+            out.file(
+                COMPONENT,
+                fixed_path(BOOTSTRAP_KUBECONFIG),
+                kubeconfig.render_token_file(bootstrap.token_file.as_str()),
+                Ownership::root(0o600),
+            )?;
+            (
+                fixed_path(BOOTSTRAP_KUBECONFIG),
+                vec![bootstrap.token_file.clone()],
+            )
+        }
+        None => {
+            out.file(
+                COMPONENT,
+                fixed_path(KUBECONFIG),
+                kubeconfig.render(),
+                Ownership::root(0o600),
+            )?;
+            (
+                fixed_path(KUBECONFIG),
+                vec![fixed_path(CLIENT_CERT), fixed_path(CLIENT_KEY)],
+            )
+        }
+    };
 
     let mut inputs: Vec<AbsPath> = Vec::new();
     if let Some(ecr) = &kubelet.ecr_credential_provider {
@@ -249,7 +305,7 @@ pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<
         inputs.push(fixed_path(CREDENTIAL_PROVIDER_CONFIG));
     }
 
-    let unit = UnitName::try_from(UNIT).map_err(ModelError::Render)?;
+    let unit = UnitName::try_from(UNIT)?;
     let unit_file = out.unit_file(COMPONENT, &unit, &unit_text(&binary))?;
     let drop_in = out.drop_in(
         COMPONENT,
@@ -261,12 +317,11 @@ pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<
         unit_file,
         drop_in,
         fixed_path(CONFIG),
-        fixed_path(KUBECONFIG),
+        kubeconfig_input,
         fixed_path(CA_CERT),
-        fixed_path(CLIENT_CERT),
-        fixed_path(CLIENT_KEY),
-        binary,
     ]);
+    inputs.extend(credential_inputs);
+    inputs.push(binary);
     out.service(
         COMPONENT,
         DesiredService {

@@ -9,9 +9,9 @@ pub mod cni;
 pub mod containerd;
 pub mod control_plane;
 pub mod controller_shim;
+pub mod credentials;
 mod desired;
 pub mod etcd;
-mod facts;
 pub mod host;
 pub mod kube_control_plane;
 pub mod kube_proxy;
@@ -23,15 +23,21 @@ pub mod pki_paths;
 pub mod pod;
 pub mod render;
 
+/// The facts the model renders from (re-exported: they live below the model).
+pub use crate::facts::{
+    ControlPlaneFacts, EtcdMember, Facts, HostFacts, InstanceFacts, PackageManager,
+};
 pub use builder::{MODULES_FILE, SYSCTL_FILE, StateBuilder, UNIT_DIR, fixed_path, unit_path};
+pub use credentials::{CredentialFile, Origin};
 pub use desired::{
     Content, DesiredAsset, DesiredAssetFile, DesiredBlock, DesiredDirectory, DesiredFile,
     DesiredPackages, DesiredService, DesiredState, DesiredStaticPod, DesiredSymlink, FileKind,
-    INPUTS_ANNOTATION, INPUTS_PLACEHOLDER, Ownership, PackageManager, ProtectedPath, inputs_digest,
+    INPUTS_ANNOTATION, INPUTS_PLACEHOLDER, Ownership, ProtectedPath, inputs_digest,
 };
-pub use facts::{ControlPlaneFacts, EtcdMember, Facts, HostFacts, InstanceFacts};
 
-use crate::spec::NodeSpec;
+use crate::error::{Classified, ErrorKind};
+use crate::runbook::Topic;
+use crate::spec::{InvalidValue, NodeSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -41,8 +47,39 @@ pub enum ModelError {
         first: &'static str,
         second: &'static str,
     },
+    /// A path or name the model builds is not valid.
     #[error("rendering: {0}")]
-    Render(String),
+    Value(#[from] InvalidValue),
+    /// The same, for a path built from a field of the spec.
+    #[error("rendering: {at}: {source}")]
+    Field {
+        at: &'static str,
+        #[source]
+        source: InvalidValue,
+    },
+    /// The spec asks for something the model cannot render: a section it needs is
+    /// missing, an overlay does not merge.
+    #[error("rendering: {0}")]
+    Spec(String),
+    /// The node cannot have what the spec asks (no IPv6 address, a distribution
+    /// without a known package manager).
+    #[error("rendering: {0}")]
+    Node(String),
+    /// A rendered document could not be written out.
+    #[error("rendering: {what}: {detail}")]
+    Encode { what: &'static str, detail: String },
+    #[error("{path} is issued by {by}, so the spec must not declare it")]
+    Credential { path: String, by: String },
+}
+
+/// A spec the model cannot render is refused input.
+impl Classified for ModelError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidInput
+    }
+    fn topic(&self) -> Option<Topic> {
+        Some(Topic::InvalidSpec)
+    }
 }
 
 /// Renders the node's desired state. Services are listed in start order: the
@@ -61,8 +98,18 @@ pub fn desired_state(spec: &NodeSpec, facts: &Facts) -> Result<DesiredState, Mod
     etcd::render(spec, facts, &mut out)?;
     kube_control_plane::render(spec, facts, &mut out)?;
     controller_shim::render(spec, facts, &mut out)?;
-    let mut state = out.finish()?;
-    state.certificates = pki::desired_certificates(spec, facts)?;
+    out.finish()
+}
+
+/// The desired state with the node's credentials (issued, fetched or kept) among its
+/// files: what the engine makes true.
+pub fn render(
+    spec: &NodeSpec,
+    facts: &Facts,
+    credentials: Vec<CredentialFile>,
+) -> Result<DesiredState, ModelError> {
+    let mut state = desired_state(spec, facts)?;
+    credentials::add(&mut state, credentials)?;
     Ok(state)
 }
 

@@ -8,9 +8,9 @@ use nodewright_shim::pki::{KeyAlgorithm, Subject, Usage};
 
 use super::ModelError;
 use super::builder::fixed_path;
-use super::facts::Facts;
 use super::kubelet;
 use super::pki_paths as paths;
+use crate::facts::Facts;
 use crate::spec::{AbsPath, NodeSpec, PkiKeyAlgorithm, PkiSpec, Role, etcd_peer_name};
 
 /// The CA that signs a certificate.
@@ -115,7 +115,7 @@ pub fn desired_certificates(
 
     let mut out = Vec::new();
     let first_service_ip = first_ip(&cluster.service_cidr).ok_or_else(|| {
-        ModelError::Render(format!(
+        ModelError::Spec(format!(
             "cluster.serviceCidr {} has no first address for the API service",
             cluster.service_cidr
         ))
@@ -188,6 +188,15 @@ pub fn desired_certificates(
             ),
             dns,
             ips,
+        ));
+    }
+    if spec.kube_proxy.as_ref().is_some_and(|p| p.enabled) {
+        out.push(cert(
+            super::kube_proxy::CLIENT_CERT,
+            super::kube_proxy::CLIENT_KEY,
+            Signer::Cluster,
+            Subject::new("system:kube-proxy", &[]),
+            Usage::Client,
         ));
     }
     for (component, client_cert, client_key, serving_cert, serving_key) in [
@@ -366,7 +375,6 @@ mod tests {
                 .is_empty()
         );
         let state = crate::model::desired_state(&spec, &Facts::example()).unwrap();
-        assert!(state.certificates.is_empty());
         assert!(state.file(paths::CA_KEY).is_none());
     }
 

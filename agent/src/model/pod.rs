@@ -93,7 +93,7 @@ impl StaticPod<'_> {
         for mount in &self.mounts {
             let name = volume_name(&mount.path);
             if let Some(other) = names.insert(name.clone(), mount.path.clone()) {
-                return Err(ModelError::Render(format!(
+                return Err(ModelError::Spec(format!(
                     "pod {}: {} and {other} get the same volume name {name}",
                     self.name, mount.path
                 )));
@@ -159,9 +159,7 @@ impl StaticPod<'_> {
 
     /// Adds the manifest (`<MANIFESTS>/<name>.yaml`) to the state.
     pub fn add(&self, component: &'static str, out: &mut StateBuilder) -> Result<(), ModelError> {
-        let path = fixed_path(MANIFESTS)
-            .join(&format!("{}.yaml", self.name))
-            .map_err(ModelError::Render)?;
+        let path = fixed_path(MANIFESTS).join(&format!("{}.yaml", self.name))?;
         out.static_pod(component, path, self.render()?, self.inputs())
     }
 }

@@ -250,7 +250,7 @@ async fn system_text(host: &Host) -> String {
         "nodewright {}\nhost: {}\ncollected at: {}\n\n",
         crate::VERSION,
         diag::hostname(),
-        crate::engine::timeline::rfc3339(SystemTime::now())
+        crate::clock::rfc3339(SystemTime::now())
     );
     text.push_str(&diag::capture("uname", &["-a"]).await);
     text.push_str("\n$ cat /proc/uptime\n");

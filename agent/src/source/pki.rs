@@ -9,7 +9,9 @@ use aws_config::SdkConfig;
 use nodewright_shim::pki::{CertificateAuthority, CertificateInfo, PrivateKey, check_pem_block};
 
 use super::store::{StoreError, fetch};
+use crate::error::{Classified, ErrorKind};
 use crate::retry::RetryError;
+use crate::runbook::Topic;
 use crate::spec::{PkiSpec, SpecLocation};
 
 /// The objects under the store prefix (docs/pki.md).
@@ -38,10 +40,26 @@ pub const OBJECTS: [&str; 9] = [
 #[derive(Debug, thiserror::Error)]
 pub enum PkiSourceError {
     #[error("{0}")]
-    Store(RetryError<StoreError>),
+    Store(Box<RetryError<StoreError>>),
     /// The object is there but unusable.
     #[error("{location}: {detail}")]
     Invalid { location: String, detail: String },
+}
+
+/// Fetching is classified as the store's reads are; an unusable object is refused input.
+impl Classified for PkiSourceError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Store(e) => e.kind(),
+            Self::Invalid { .. } => ErrorKind::InvalidInput,
+        }
+    }
+    fn topic(&self) -> Option<Topic> {
+        match self {
+            Self::Store(e) => e.topic(),
+            Self::Invalid { .. } => Some(Topic::StateStoreUnreachable),
+        }
+    }
 }
 
 /// A CA as read from the store: its certificate and key (both PEM, as stored) and the
@@ -94,9 +112,9 @@ pub async fn fetch_material(
     let locations: Vec<SpecLocation> = OBJECTS
         .iter()
         .map(|name| {
-            pki.object(name).map_err(|detail| PkiSourceError::Invalid {
+            pki.object(name).map_err(|e| PkiSourceError::Invalid {
                 location: format!("{}{name}", pki.store),
-                detail,
+                detail: e.to_string(),
             })
         })
         .collect::<Result<_, _>>()?;
@@ -108,7 +126,7 @@ pub async fn fetch_material(
     .await;
     let mut texts = Vec::with_capacity(OBJECTS.len());
     for (location, bytes) in locations.iter().zip(fetched) {
-        let bytes = bytes.map_err(PkiSourceError::Store)?;
+        let bytes = bytes.map_err(|e| PkiSourceError::Store(Box::new(e)))?;
         let text = String::from_utf8(bytes).map_err(|_| PkiSourceError::Invalid {
             location: location.to_string(),
             detail: "is not text (PEM or YAML expected)".to_owned(),

@@ -3,8 +3,12 @@
 //! A worker that has no kubelet client certificate yet (or one about to expire)
 //! generates its keys here, on the node, keeps them (0600) before asking, and sends only
 //! CSRs: a retry after a lost answer reuses the same keys, which the shim recognises.
-//! A worker that already holds good credentials (every re-boot) asks for the spec only.
-//! `plan` always asks for the spec only and writes nothing.
+//! A worker that already holds good credentials (every re-boot) asks for the spec only,
+//! presenting its client certificate in the TLS handshake: once a node has bootstrapped,
+//! the shim answers only the holder of its certificate. Every request names the spec
+//! digest the boot config pins; the shim serves exactly that spec.
+//! `plan` always asks for the spec only and writes nothing. What the shim issues is
+//! written by the engine, like any desired file, once the spec is verified.
 //!
 //! Paths follow the kubelet's own conventions, so its certificate rotation takes over:
 //! `kubelet-client-current.pem` / `kubelet-server-current.pem` hold certificate and key
@@ -16,12 +20,17 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aws_config::SdkConfig;
-use nodewright_shim::client::{ClientError, ClientSettings, ShimClient, StsSigner};
+use nodewright_shim::client::{ClientError, ClientSettings, ShimClient, StsSigner, kube_proxy_csr};
 use nodewright_shim::pki::{CertificateInfo, KeyAlgorithm, PrivateKey, Subject, verify_issued_by};
 use nodewright_shim::protocol::{BootstrapRequest, CredentialRequest, PROTOCOL_VERSION};
 
+use super::{Context, Fetched, SourceError, spec};
+use crate::cloud::aws;
+use crate::error::{Classified, ErrorKind};
 use crate::host::fs;
-use crate::spec::{BootConfig, ControllerShimSource};
+use crate::model::{CredentialFile, Origin};
+use crate::runbook::Topic;
+use crate::spec::{BootConfig, ControllerShimSource, NodeSpec, SpecError};
 
 /// The kubelet's client key, generated on the node; never sent anywhere.
 pub const CLIENT_KEY: &str = crate::model::kubelet::CLIENT_KEY;
@@ -51,6 +60,21 @@ pub enum ShimSourceError {
     Answer(String),
 }
 
+/// The deadline passed: the shim did not answer (unreachable); anything else it said
+/// is a refusal of this node's inputs.
+impl Classified for ShimSourceError {
+    fn kind(&self) -> ErrorKind {
+        if self.is_unreachable() {
+            ErrorKind::Unreachable
+        } else {
+            ErrorKind::InvalidInput
+        }
+    }
+    fn topic(&self) -> Option<Topic> {
+        Some(Topic::ControllerShim)
+    }
+}
+
 impl ShimSourceError {
     /// The deadline passed on transient failures (the shim never answered usefully).
     pub fn is_unreachable(&self) -> bool {
@@ -78,6 +102,119 @@ pub struct NewCredentials {
     /// pairs the kubelet's kubeconfig and config name, as on control-plane nodes.
     pub client_cert: String,
     pub serving_cert: String,
+    /// kube-proxy's client certificate (`CN=system:kube-proxy`), checked against the key
+    /// [`Fetch::kube_proxy_key`] gave, when one was given.
+    pub kube_proxy_cert: Option<String>,
+}
+
+impl NewCredentials {
+    /// The files to write. The CA bundle only when the spec does not carry the cluster
+    /// CA itself (then the model writes the spec's, which must be the same).
+    pub fn files(&self, spec: &NodeSpec) -> Vec<CredentialFile> {
+        let issued = || Origin::Issued {
+            by: "controller-shim".to_owned(),
+        };
+        let why = || Some("issued by controller-shim".to_owned());
+        let mut files = Vec::new();
+        if spec.cluster.ca_certificate.is_none() {
+            files.push(CredentialFile::new(
+                CA_BUNDLE,
+                self.ca_bundle.clone(),
+                0o644,
+                false,
+                None,
+                issued(),
+            ));
+        }
+        files.extend([
+            CredentialFile::new(
+                SERVING_PEM,
+                self.serving_pem.clone(),
+                0o600,
+                true,
+                why(),
+                issued(),
+            ),
+            CredentialFile::new(
+                CLIENT_PEM,
+                self.client_pem.clone(),
+                0o600,
+                true,
+                why(),
+                issued(),
+            ),
+            // The kubeconfig's pair: this certificate with the key kept at CLIENT_KEY.
+            CredentialFile::new(
+                CLIENT_CERT,
+                self.client_cert.clone(),
+                0o644,
+                false,
+                why(),
+                issued(),
+            ),
+            CredentialFile::new(
+                SERVING_CERT,
+                self.serving_cert.clone(),
+                0o644,
+                false,
+                why(),
+                issued(),
+            ),
+        ]);
+        files
+    }
+}
+
+/// The spec phase of a worker: asks the shim, then checks the spec's bytes against the
+/// boot config's digest before anything the shim sent is used.
+pub async fn fetch_verified(
+    boot: &BootConfig,
+    source: &ControllerShimSource,
+    context: &Context<'_>,
+) -> Result<Fetched, SourceError> {
+    let sdk = aws::sdk_config(&context.facts.instance.region, context.network).await?;
+    let answer = fetch(Fetch {
+        root: context.root,
+        boot,
+        source,
+        hostname: &context.facts.instance.hostname,
+        sdk: &sdk,
+        proxies: context.network.reqwest_proxies()?,
+        deadline: context.deadline,
+        bootstrap: context.credentials,
+        kube_proxy_key: None,
+    })
+    .await?;
+    let name = format!("the node spec from {}", boot.node_spec.describe());
+    let verified = spec::verify(
+        &name,
+        boot.node_spec.describe(),
+        answer.spec,
+        Some(&boot.node_spec.sha256),
+        Some(boot),
+    )?;
+    // The spec names the cluster CA; the shim signs with its own: they must agree, or
+    // the kubelet would trust one CA and hold a certificate from another.
+    if let (Some(spec_ca), Some(credentials)) =
+        (&verified.spec.cluster.ca_certificate, &answer.credentials)
+        && !same_certificates(spec_ca, &credentials.ca_bundle)
+    {
+        return Err(SpecError::Parse {
+            source_name: name,
+            detail: "cluster.caCertificate differs from the CA controller-shim issued the \
+                     kubelet certificates with; refusing both"
+                .to_owned(),
+        }
+        .into());
+    }
+    let credentials = answer
+        .credentials
+        .map(|c| c.files(&verified.spec))
+        .unwrap_or_default();
+    Ok(Fetched {
+        spec: verified,
+        credentials,
+    })
 }
 
 /// What [`fetch`] needs.
@@ -92,6 +229,9 @@ pub struct Fetch<'a> {
     pub deadline: Duration,
     /// Whether to ask for credentials when the node holds no good ones.
     pub bootstrap: bool,
+    /// kube-proxy's own key (made on the node): when credentials are asked for, the shim
+    /// also signs a `system:kube-proxy` client certificate for it.
+    pub kube_proxy_key: Option<&'a PrivateKey>,
 }
 
 /// Asks the shim for the node spec, and for credentials when `bootstrap` and the node
@@ -106,9 +246,11 @@ pub async fn fetch(what: Fetch<'_>) -> Result<ShimAnswer, ShimSourceError> {
         proxies,
         deadline,
         bootstrap,
+        kube_proxy_key,
     } = what;
     let mut settings = ClientSettings::new(source.servers.clone(), source.ca.clone(), deadline);
     settings.proxies = proxies;
+    settings.identity_pem = current_identity(root);
     let client = ShimClient::new(settings)?;
     let signer = StsSigner::from_sdk_config(sdk)?;
     let keys = if bootstrap && !holds_good_credentials(root) {
@@ -128,9 +270,16 @@ pub async fn fetch(what: Fetch<'_>) -> Result<ShimAnswer, ShimSourceError> {
                 key.certificate_request(&subject, &[], &[])
                     .map_err(|e| ShimSourceError::Answer(format!("a CSR we could not build: {e}")))
             };
+            let kube_proxy_csr = match kube_proxy_key {
+                Some(key) => Some(kube_proxy_csr(key).map_err(|e| {
+                    ShimSourceError::Answer(format!("a CSR we could not build: {e}"))
+                })?),
+                None => None,
+            };
             Some(CredentialRequest {
                 client_csr: csr(client_key)?,
                 serving_csr: csr(serving_key)?,
+                kube_proxy_csr,
             })
         }
         None => None,
@@ -138,6 +287,8 @@ pub async fn fetch(what: Fetch<'_>) -> Result<ShimAnswer, ShimSourceError> {
     let request = BootstrapRequest {
         api_version: PROTOCOL_VERSION.to_owned(),
         node_group: boot.node_group.to_string(),
+        node_spec_sha256: boot.node_spec.sha256.as_str().to_owned(),
+        nonce: String::new(), // the client sets a fresh one for every attempt
         credentials,
     };
     let answer = client.bootstrap(&signer, &request).await?;
@@ -156,6 +307,18 @@ pub async fn fetch(what: Fetch<'_>) -> Result<ShimAnswer, ShimSourceError> {
                 &serving_key,
                 &answer.ca_bundle,
             )?,
+            kube_proxy_cert: match (kube_proxy_key, &issued.kube_proxy_certificate) {
+                (Some(key), Some(cert)) => {
+                    checked_pair("kube-proxy", cert, key, &answer.ca_bundle)?;
+                    Some(cert.clone())
+                }
+                (Some(_), None) => {
+                    return Err(ShimSourceError::Answer(
+                        "no kube-proxy certificate although we asked for one".to_owned(),
+                    ));
+                }
+                (None, _) => None,
+            },
             client_cert: issued.client_certificate.clone(),
             serving_cert: issued.serving_certificate.clone(),
             ca_bundle: answer.ca_bundle.clone(),
@@ -202,30 +365,6 @@ fn checked_pair(
     ))
 }
 
-/// Writes the new credentials: the CA bundle, then the two certificate+key files.
-/// Writes the issued certificates. The CA bundle is written only when the node spec does
-/// not carry the cluster CA itself (then the model writes it, and the shim's must match).
-pub fn install(
-    root: &Path,
-    credentials: &NewCredentials,
-    write_ca: bool,
-) -> Result<(), ShimSourceError> {
-    if write_ca {
-        write(root, CA_BUNDLE, credentials.ca_bundle.as_bytes(), 0o644)?;
-    }
-    write(root, SERVING_PEM, credentials.serving_pem.as_bytes(), 0o600)?;
-    write(root, CLIENT_PEM, credentials.client_pem.as_bytes(), 0o600)?;
-    // The kubeconfig's pair: this certificate with the key kept at CLIENT_KEY.
-    write(root, CLIENT_CERT, credentials.client_cert.as_bytes(), 0o644)?;
-    write(
-        root,
-        SERVING_CERT,
-        credentials.serving_cert.as_bytes(),
-        0o644,
-    )?;
-    Ok(())
-}
-
 /// Whether two PEM bundles hold the same certificates (order and text layout aside).
 pub fn same_certificates(a: &str, b: &str) -> bool {
     let ders = |pem: &str| {
@@ -235,6 +374,16 @@ pub fn same_certificates(a: &str, b: &str) -> bool {
     };
     let (a, b) = (ders(a), ders(b));
     !a.is_empty() && a == b
+}
+
+/// The kubelet's client certificate and key, while the certificate is valid: what the
+/// node presents to prove it is the node the shim recorded.
+fn current_identity(root: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(under(root, CLIENT_PEM)).ok()?;
+    let info = CertificateInfo::from_pem(CLIENT_PEM, &text).ok()?;
+    let now = time::OffsetDateTime::now_utc();
+    (info.not_before <= now && now < info.not_after && text.contains("PRIVATE KEY-----"))
+        .then_some(text)
 }
 
 fn holds_good_credentials(root: &Path) -> bool {

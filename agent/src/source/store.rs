@@ -7,30 +7,102 @@ use aws_config::SdkConfig;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 use crate::cloud::aws::s3_client;
+use crate::error::{self, Classified, ErrorKind};
 use crate::retry::{RetryError, RetryPolicy, Verdict, retry};
+use crate::runbook::Topic;
 use crate::spec::SpecLocation;
 
 /// Largest document read from a store; specs are KiB, so this only stops a mistake.
 const MAX_BYTES: u64 = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
-#[error("reading {location}: {detail}")]
+#[error("reading {location}: {cause}")]
 pub struct StoreError {
     pub location: String,
-    pub detail: String,
+    pub cause: StoreCause,
     /// Whether retrying may help (access still propagating, throttling, 5xx, network).
     pub transient: bool,
     /// The bucket's region when S3 says it lives elsewhere.
     redirect_region: Option<String>,
 }
 
+/// What went wrong reading a document.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreCause {
+    /// S3 answered with an error code.
+    #[error("{code}{}: {message}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
+    Service {
+        code: String,
+        status: Option<u16>,
+        message: String,
+    },
+    /// No answer at all: DNS, connection, timeouts, credentials not yet available.
+    #[error("{detail}")]
+    Transport {
+        detail: String,
+        /// A TLS certificate refused for its dates (the clock, or the certificate).
+        tls: Option<error::TlsDates>,
+    },
+    /// A local file could not be read.
+    #[error("{0}")]
+    File(std::io::Error),
+    /// The body broke off.
+    #[error("reading the body: {0}")]
+    Body(String),
+    #[error("{0} bytes is more than the {MAX_BYTES} allowed")]
+    TooLarge(u64),
+    #[error("object is larger than the {MAX_BYTES} bytes allowed")]
+    ObjectTooLarge,
+    #[error("no AWS configuration is available for s3:// locations")]
+    NoAws,
+}
+
 impl StoreError {
-    fn new(location: &SpecLocation, detail: String, transient: bool) -> Self {
+    fn new(location: &SpecLocation, cause: StoreCause, transient: bool) -> Self {
         Self {
             location: location.to_string(),
-            detail,
+            cause,
             transient,
             redirect_region: None,
+        }
+    }
+
+    /// S3's error code, if it answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match &self.cause {
+            StoreCause::Service { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// A permanent answer is a refused input (a missing object, access denied for good),
+/// except a server error; running out of time is "unreachable" (see `RetryError`).
+impl Classified for StoreError {
+    fn kind(&self) -> ErrorKind {
+        match &self.cause {
+            StoreCause::Service {
+                status: Some(500..),
+                ..
+            } => ErrorKind::Unreachable,
+            _ => ErrorKind::InvalidInput,
+        }
+    }
+
+    fn topic(&self) -> Option<Topic> {
+        let s3 = self.location.starts_with("s3://");
+        match &self.cause {
+            StoreCause::Service { code, .. } => match code.as_str() {
+                "RequestTimeTooSkewed" | "RequestExpired" => Some(Topic::ClockSkew),
+                "AccessDenied" | "Forbidden" | "InvalidAccessKeyId" if s3 => {
+                    Some(Topic::S3AccessDenied)
+                }
+                _ => Some(Topic::StateStoreUnreachable),
+            },
+            StoreCause::Transport {
+                tls: Some(dates), ..
+            } => Some(dates.topic()),
+            _ => Some(Topic::StateStoreUnreachable),
         }
     }
 }
@@ -58,7 +130,7 @@ pub async fn fetch(
             let Some(config) = aws else {
                 return Err(RetryError::Permanent(StoreError::new(
                     location,
-                    "no AWS configuration is available for s3:// locations".to_owned(),
+                    StoreCause::NoAws,
                     false,
                 )));
             };
@@ -105,17 +177,17 @@ pub async fn fetch(
 async fn read_file(location: &SpecLocation, path: &str) -> Result<Vec<u8>, StoreError> {
     let meta = tokio::fs::metadata(path)
         .await
-        .map_err(|e| StoreError::new(location, e.to_string(), false))?;
+        .map_err(|e| StoreError::new(location, StoreCause::File(e), false))?;
     if meta.len() > MAX_BYTES {
         return Err(StoreError::new(
             location,
-            format!("{} bytes is more than the {MAX_BYTES} allowed", meta.len()),
+            StoreCause::TooLarge(meta.len()),
             false,
         ));
     }
     tokio::fs::read(path)
         .await
-        .map_err(|e| StoreError::new(location, e.to_string(), false))
+        .map_err(|e| StoreError::new(location, StoreCause::File(e), false))
 }
 
 async fn get_object(
@@ -132,17 +204,13 @@ async fn get_object(
         .await
         .map_err(|e| classify_s3(location, e))?;
     if response.content_length().unwrap_or(0) as u64 > MAX_BYTES {
-        return Err(StoreError::new(
-            location,
-            format!("object is larger than the {MAX_BYTES} bytes allowed"),
-            false,
-        ));
+        return Err(StoreError::new(location, StoreCause::ObjectTooLarge, false));
     }
     let body = response
         .body
         .collect()
         .await
-        .map_err(|e| StoreError::new(location, format!("reading the body: {e}"), true))?;
+        .map_err(|e| StoreError::new(location, StoreCause::Body(e.to_string()), true))?;
     Ok(body.into_bytes().to_vec())
 }
 
@@ -173,37 +241,83 @@ where
         .and_then(|r| r.headers().get("x-amz-bucket-region"))
         .map(str::to_owned);
     let status = error.raw_response().map(|r| r.status().as_u16());
-    let (detail, transient) = match &error {
+    let (cause, transient) = match &error {
         SdkError::ServiceError(service) => {
             let code = service.err().code().unwrap_or("Unknown");
             let message = service.err().message().unwrap_or("");
             let transient = TRANSIENT_CODES.contains(&code) || status.is_some_and(|s| s >= 500);
-            let status = status.map(|s| format!(" (HTTP {s})")).unwrap_or_default();
-            (format!("{code}{status}: {message}"), transient)
+            (
+                StoreCause::Service {
+                    code: code.to_owned(),
+                    status,
+                    message: message.to_owned(),
+                },
+                transient,
+            )
         }
         // No response at all: DNS, connection, timeouts, or credentials not yet
         // available from the instance role. All worth retrying at boot.
-        other => (error_chain(other), true),
+        other => (
+            StoreCause::Transport {
+                detail: error::chain(other),
+                tls: error::TlsDates::find(other),
+            },
+            true,
+        ),
     };
     StoreError {
         location: location.to_string(),
-        detail,
+        cause,
         transient,
         redirect_region: redirect_region.filter(|_| matches!(status, Some(301 | 307 | 400))),
     }
 }
 
-/// An error and its causes on one line; the SDK's top-level messages alone are vague.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s3_error(code: &str, status: u16) -> StoreError {
+        let location = SpecLocation::parse("s3://bucket/spec.yaml").unwrap();
+        StoreError::new(
+            &location,
+            StoreCause::Service {
+                code: code.to_owned(),
+                status: Some(status),
+                message: "m".to_owned(),
+            },
+            false,
+        )
     }
-    text
+
+    #[test]
+    fn errors_carry_their_class_and_runbook_topic() {
+        let denied = s3_error("AccessDenied", 403);
+        assert_eq!(
+            denied.to_string(),
+            "reading s3://bucket/spec.yaml: AccessDenied (HTTP 403): m"
+        );
+        assert_eq!(denied.kind(), ErrorKind::InvalidInput);
+        assert_eq!(denied.topic(), Some(Topic::S3AccessDenied));
+        let skewed = s3_error("RequestTimeTooSkewed", 403);
+        assert_eq!(skewed.topic(), Some(Topic::ClockSkew));
+        let down = s3_error("ServiceUnavailable", 503);
+        assert_eq!(down.kind(), ErrorKind::Unreachable);
+        assert_eq!(down.topic(), Some(Topic::StateStoreUnreachable));
+        let file = SpecLocation::parse("file:///spec.yaml").unwrap();
+        let missing = StoreError::new(
+            &file,
+            StoreCause::File(std::io::Error::from(std::io::ErrorKind::NotFound)),
+            false,
+        );
+        assert_eq!(missing.kind(), ErrorKind::InvalidInput);
+        // Running out of time is "unreachable", whatever the last error was.
+        let deadline = RetryError::Deadline {
+            last: denied,
+            attempts: 3,
+            elapsed: std::time::Duration::from_secs(1),
+        };
+        assert_eq!(deadline.kind(), ErrorKind::Unreachable);
+        assert_eq!(deadline.topic(), Some(Topic::S3AccessDenied));
+    }
 }

@@ -11,6 +11,9 @@ use std::io::Read;
 
 use flate2::read::GzDecoder;
 
+use crate::error::{Classified, ErrorKind};
+use crate::runbook::Topic;
+
 /// The MIME content type that marks our part of a multipart user data message.
 pub const BOOT_CONFIG_CONTENT_TYPE: &str = "application/vnd.nodewright.bootconfig+yaml";
 
@@ -36,6 +39,16 @@ pub enum UserDataError {
     SeveralBootConfigParts(usize),
     #[error("the boot config in user data is not UTF-8 text")]
     NotText,
+}
+
+/// User data that cannot be read is refused input: the launch template is wrong.
+impl Classified for UserDataError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidInput
+    }
+    fn topic(&self) -> Option<Topic> {
+        Some(Topic::InvalidSpec)
+    }
 }
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];

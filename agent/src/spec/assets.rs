@@ -26,7 +26,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::types::{AbsPath, AssetName, AssetUrl, FileMode, MemberPath, Principal, Sha256Hex};
+use super::numbers::FileMode;
+use super::types::{AbsPath, AssetName, AssetUrl, MemberPath, Principal, Sha256Hex};
 use super::validate::Problems;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -94,7 +94,7 @@ impl BootConfig {
         match (&config.node_spec.url, &config.node_spec.controller_shim) {
             (Some(url), None) => {
                 if let Err(message) = super::location::SpecLocation::parse(url) {
-                    problems.add("nodeSpec.url", message);
+                    problems.add("nodeSpec.url", message.to_string());
                 }
             }
             (None, Some(shim)) => {

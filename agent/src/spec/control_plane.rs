@@ -7,9 +7,9 @@ use std::net::IpAddr;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::component_checks::{Components, check_binary_asset};
 use super::components::{
-    ApiServerSpec, Components, ControllerManagerSpec, ControllerShimSpec, EtcdSpec, RunMode,
-    SchedulerSpec, check_binary_asset,
+    ApiServerSpec, ControllerManagerSpec, ControllerShimSpec, EtcdSpec, RunMode, SchedulerSpec,
 };
 use super::pki::PkiSpec;
 use super::types::{AbsPath, DnsName};

@@ -47,6 +47,21 @@ pub struct KubeletSpec {
     /// Pull images from ECR with the instance role (the ecr-credential-provider plugin).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ecr_credential_provider: Option<EcrCredentialProvider>,
+    /// Join by Kubernetes TLS bootstrapping: the kubelet asks the API server for its
+    /// client certificate with a bootstrap token, writes its own kubeconfig and rotates
+    /// the certificate. The way in for workers booted from the state store (controller-
+    /// shim issues a worker's certificates otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_bootstrap: Option<TlsBootstrap>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TlsBootstrap {
+    /// The file holding the bootstrap token (`<id>.<secret>`, kubeadm's format): one of
+    /// this spec's `files`, with `secret: true` and mode 0600. The bootstrap kubeconfig
+    /// names it (`tokenFile`), so the token is written in one place only.
+    pub token_file: AbsPath,
 }
 
 fn default_verbosity() -> u8 {

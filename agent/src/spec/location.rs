@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use super::types::InvalidValue;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SpecLocation {
     S3 { bucket: String, key: String },
@@ -9,20 +11,22 @@ pub enum SpecLocation {
 }
 
 impl SpecLocation {
-    pub fn parse(url: &str) -> Result<Self, String> {
+    pub fn parse(url: &str) -> Result<Self, InvalidValue> {
         if let Some(rest) = url.strip_prefix("s3://") {
-            let (bucket, key) = rest
-                .split_once('/')
-                .ok_or_else(|| format!("{url:?} has no object key after the bucket"))?;
+            let (bucket, key) = rest.split_once('/').ok_or_else(|| {
+                InvalidValue(format!("{url:?} has no object key after the bucket"))
+            })?;
             let bucket_ok = (3..=63).contains(&bucket.len())
                 && bucket
                     .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
             if !bucket_ok {
-                return Err(format!("{url:?}: {bucket:?} is not a valid S3 bucket name"));
+                return Err(InvalidValue(format!(
+                    "{url:?}: {bucket:?} is not a valid S3 bucket name"
+                )));
             }
             if key.is_empty() {
-                return Err(format!("{url:?} has an empty object key"));
+                return Err(InvalidValue(format!("{url:?} has an empty object key")));
             }
             return Ok(Self::S3 {
                 bucket: bucket.to_owned(),
@@ -31,17 +35,17 @@ impl SpecLocation {
         }
         if let Some(path) = url.strip_prefix("file://") {
             if !path.starts_with('/') {
-                return Err(format!(
+                return Err(InvalidValue(format!(
                     "{url:?} must name an absolute path (file:///path/to/spec.yaml)"
-                ));
+                )));
             }
             return Ok(Self::File {
                 path: path.to_owned(),
             });
         }
-        Err(format!(
+        Err(InvalidValue(format!(
             "{url:?} is not a supported location (use s3://bucket/key or file:///path)"
-        ))
+        )))
     }
 }
 

@@ -5,15 +5,20 @@
 mod assets;
 mod boot;
 mod cni;
+mod component_checks;
 mod components;
+mod consistency;
 mod containerd;
 mod control_plane;
+mod entries;
+mod etcd_backup;
 mod host;
 mod kube_proxy;
 mod kubelet;
 mod locate;
 mod location;
 mod node;
+mod numbers;
 mod pki;
 mod program;
 mod types;
@@ -21,6 +26,9 @@ mod validate;
 mod values;
 
 use schemars::JsonSchema;
+
+use crate::error::{Classified, ErrorKind};
+use crate::runbook::Topic;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +47,11 @@ pub use control_plane::{
     ControlPlaneSpec, DnsMode, DnsSpec, EtcdVolumesSpec, Filesystem, ForceDetach, WatchSpec,
     etcd_peer_name,
 };
+pub use entries::{
+    DirectoryEntry, DropInEntry, FileEntry, SymlinkEntry, SysctlValue, SystemdSpec, UnitEntry,
+    UnitState,
+};
+pub use etcd_backup::{BACKUP_INTERVALS_MINUTES, EtcdBackupSpec};
 pub use host::{HostSpec, TimeDaemon, TimeSync};
 pub use kube_proxy::{KubeProxySpec, ProxyMode};
 pub use kubelet::{
@@ -47,15 +60,13 @@ pub use kubelet::{
 };
 pub use locate::line_of;
 pub use location::SpecLocation;
-pub use node::{
-    ApiEndpoint, ClusterSpec, DirectoryEntry, DropInEntry, FileEntry, NODE_SPEC_KIND, NodeSpec,
-    SymlinkEntry, SysctlValue, SystemdSpec, UnitEntry, UnitState,
-};
+pub use node::{ApiEndpoint, ClusterSpec, NODE_SPEC_KIND, NodeSpec};
+pub use numbers::{FileMode, KubernetesVersion};
 pub use pki::{PkiKeyAlgorithm, PkiSpec};
 pub use program::{Program, ProgramSet};
 pub use types::{
-    AbsPath, AssetName, AssetUrl, DnsName, DropInName, FileMode, KubernetesVersion, MemberPath,
-    ModuleName, Principal, Sha256Hex, SysctlKey, UnitName,
+    AbsPath, AssetName, AssetUrl, DnsName, DropInName, InvalidValue, MemberPath, ModuleName,
+    Principal, Sha256Hex, SysctlKey, UnitName,
 };
 pub use validate::Problem;
 pub use values::{
@@ -101,6 +112,19 @@ pub enum SpecError {
         expected: String,
         actual: String,
     },
+}
+
+/// A spec that does not parse, validate or match its digest is refused input.
+impl Classified for SpecError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidInput
+    }
+    fn topic(&self) -> Option<Topic> {
+        match self {
+            Self::DigestMismatch { .. } => Some(Topic::SpecHashMismatch),
+            Self::Parse { .. } | Self::Invalid { .. } => Some(Topic::InvalidSpec),
+        }
+    }
 }
 
 fn list(problems: &[Problem]) -> String {

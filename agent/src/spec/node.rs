@@ -11,13 +11,12 @@ use super::assets::{AssetEntry, DownloadSettings};
 use super::cni::CniSpec;
 use super::containerd::ContainerdSpec;
 use super::control_plane::ControlPlaneSpec;
+use super::entries::{DirectoryEntry, FileEntry, SymlinkEntry, SysctlValue, SystemdSpec};
 use super::host::HostSpec;
 use super::kube_proxy::KubeProxySpec;
-use super::kubelet::{KubeletSpec, PROTECTED_KERNEL_DEFAULTS};
-use super::types::{
-    AbsPath, DnsName, DropInName, FileMode, KubernetesVersion, ModuleName, Principal, SysctlKey,
-    UnitName,
-};
+use super::kubelet::KubeletSpec;
+use super::numbers::KubernetesVersion;
+use super::types::{AbsPath, DnsName, ModuleName, SysctlKey};
 use super::validate::Problems;
 use super::{Role, SpecError, parse_yaml};
 
@@ -140,123 +139,6 @@ fn default_cluster_domain() -> DnsName {
 }
 
 /// A sysctl value: YAML numbers are accepted and kept as their text.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(untagged)]
-pub enum SysctlValue {
-    Number(i64),
-    Text(String),
-}
-
-impl SysctlValue {
-    pub fn render(&self) -> String {
-        match self {
-            Self::Number(n) => n.to_string(),
-            Self::Text(t) => t.clone(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct DirectoryEntry {
-    pub path: AbsPath,
-    #[serde(default = "default_dir_mode")]
-    pub mode: FileMode,
-    #[serde(default = "root")]
-    pub owner: Principal,
-    #[serde(default = "root")]
-    pub group: Principal,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct FileEntry {
-    pub path: AbsPath,
-    /// The file's text, written byte for byte.
-    pub content: String,
-    #[serde(default = "default_file_mode")]
-    pub mode: FileMode,
-    #[serde(default = "root")]
-    pub owner: Principal,
-    #[serde(default = "root")]
-    pub group: Principal,
-    /// Holds a secret: never logged, redacted from support bundles, mode 0600 at most.
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub secret: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct SymlinkEntry {
-    pub path: AbsPath,
-    pub target: AbsPath,
-}
-
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct SystemdSpec {
-    #[serde(default)]
-    pub units: Vec<UnitEntry>,
-}
-
-impl SystemdSpec {
-    fn is_empty(&self) -> bool {
-        self.units.is_empty()
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct UnitEntry {
-    pub name: UnitName,
-    /// The unit file. Leave it out to manage only drop-ins of a unit the OS ships.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub drop_ins: Vec<DropInEntry>,
-    /// Enable the unit so that it starts at boot.
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    #[serde(default)]
-    pub state: UnitState,
-    /// Files whose change restarts this unit (its unit file and drop-ins always do).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub restart_on: Vec<AbsPath>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct DropInEntry {
-    pub name: DropInName,
-    pub content: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum UnitState {
-    /// Running; restarted when one of its inputs changes.
-    #[default]
-    Started,
-    /// Installed but left stopped (e.g. started by a timer or another unit).
-    Stopped,
-}
-
-fn default_dir_mode() -> FileMode {
-    FileMode::new(0o755)
-}
-fn default_file_mode() -> FileMode {
-    FileMode::new(0o644)
-}
-fn root() -> Principal {
-    Principal::try_from("root").expect("a valid constant")
-}
-fn yes() -> bool {
-    true
-}
-fn is_false(value: &bool) -> bool {
-    !*value
-}
-
 impl NodeSpec {
     /// Parses and checks a node spec. `source` names the document in errors.
     pub fn parse(source: &str, text: &str) -> Result<Self, SpecError> {
@@ -405,127 +287,6 @@ impl NodeSpec {
             }
         }
     }
-}
-
-impl NodeSpec {
-    /// Checks of the node components' sections, alone and against each other.
-    fn check_components(&self, problems: &mut Problems) {
-        let cluster = &self.cluster;
-        self.host.check(problems);
-        if let Some(containerd) = &self.containerd {
-            containerd.check(problems);
-        }
-        if let Some(cni) = &self.cni {
-            cni.check(problems);
-        }
-        if let Some(pem) = &cluster.ca_certificate
-            && let Err(message) = check_pem_certificate(pem)
-        {
-            problems.add("cluster.caCertificate", message);
-        }
-        if let Some(api) = &cluster.api {
-            let mut seen = BTreeSet::new();
-            for (i, ip) in api.load_balancer_ips.iter().enumerate() {
-                if !seen.insert(ip) {
-                    problems.add(
-                        &format!("cluster.api.loadBalancerIps[{i}]"),
-                        format!("{ip} is listed twice"),
-                    );
-                }
-            }
-        }
-        let kube_proxy = self.kube_proxy.as_ref().filter(|k| k.enabled);
-        if let Some(kube_proxy) = &self.kube_proxy {
-            kube_proxy.check(problems);
-        }
-        if kube_proxy.is_some() && self.kubelet.is_none() {
-            problems.add(
-                "kubeProxy",
-                "kube-proxy runs as a static pod of the kubelet: add a kubelet section".to_owned(),
-            );
-        }
-        let Some(kubelet) = &self.kubelet else {
-            return;
-        };
-        kubelet.check(problems);
-        if self.containerd.is_none() {
-            problems.add(
-                "kubelet",
-                "the kubelet needs a container runtime: add a containerd section".to_owned(),
-            );
-        }
-        if cluster.api.is_none() {
-            problems.add(
-                "cluster",
-                "the kubelet needs cluster.api (the API server's name) to reach the cluster"
-                    .to_owned(),
-            );
-        }
-        // A control-plane node with controlPlane.pki writes ca.crt from the store.
-        let pki_ca = self.role == Role::ControlPlane
-            && self.control_plane.as_ref().is_some_and(|c| c.pki.is_some());
-        if cluster.ca_certificate.is_none() && !pki_ca {
-            problems.add(
-                "cluster",
-                "the kubelet needs cluster.caCertificate (or, on control-plane nodes, \
-                 controlPlane.pki) to trust the API server"
-                    .to_owned(),
-            );
-        }
-        if kubelet.protects_kernel_defaults() {
-            for (key, wanted) in PROTECTED_KERNEL_DEFAULTS {
-                let set = self
-                    .sysctls
-                    .iter()
-                    .find(|(k, _)| k.as_str() == *key)
-                    .map(|(k, v)| (k, v.render()));
-                match set {
-                    Some((k, value)) if value.trim() != *wanted => problems.add(
-                        &format!("sysctls[{:?}]", k.as_str()),
-                        format!(
-                            "the kubelet (protectKernelDefaults) refuses to start unless {key} = {wanted}"
-                        ),
-                    ),
-                    None if !self.host.default_sysctls => problems.add(
-                        "host.defaultSysctls",
-                        format!(
-                            "the kubelet (protectKernelDefaults) refuses to start unless {key} = {wanted}: set it in sysctls or keep the default sysctls"
-                        ),
-                    ),
-                    _ => {}
-                }
-            }
-        }
-    }
-}
-
-/// PEM certificates: one, or several (a CA bundle during a rotation, as kops keeps
-/// them), each the armour and a base64 body, with nothing else around them.
-fn check_pem_certificate(pem: &str) -> Result<(), String> {
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-    const END: &str = "-----END CERTIFICATE-----";
-    let mut rest = pem.trim();
-    if rest.is_empty() {
-        return Err(format!("must be PEM certificates ({BEGIN} ... {END})"));
-    }
-    while !rest.is_empty() {
-        let body = rest
-            .strip_prefix(BEGIN)
-            .and_then(|r| r.split_once(END))
-            .map(|(body, after)| {
-                rest = after.trim_start();
-                body
-            })
-            .ok_or_else(|| format!("must be PEM certificates ({BEGIN} ... {END})"))?;
-        let base64_ok = body
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c));
-        if !base64_ok || body.trim().is_empty() || body.contains("-----") {
-            return Err("holds something other than base64 certificate bodies".to_owned());
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -737,14 +498,14 @@ mod tests {
                 "kubelet.config.shutdownGracePeriod",
             ),
             (
-                "kubeProxy:\n  mode: iptables",
-                "kubeProxy:\n  mode: iptables\n  extraConfig:\n    hostnameOverride: x",
+                "  enabled: false\n  mode: iptables",
+                "  enabled: false\n  mode: iptables\n  extraConfig:\n    hostnameOverride: x",
                 "kubeProxy.extraConfig.hostnameOverride: is set by nodewright",
             ),
             (
                 "    -----BEGIN CERTIFICATE-----\n",
                 "    -----BEGIN CERTIFICATE----\n",
-                "cluster.caCertificate: must be one PEM certificate",
+                "cluster.caCertificate: must be PEM certificates",
             ),
             (
                 "      - https://mirror.gcr.io",
@@ -757,7 +518,29 @@ mod tests {
                 "package name \"--force-yes\"",
             ),
         ];
-        for (from, to, wanted) in cases {
+        let tls_bootstrap: &[(&str, &str, &str)] = &[
+            (
+                "    tokenFile: /etc/kubernetes/bootstrap-token",
+                "    tokenFile: /etc/kubernetes/other-token",
+                "kubelet.tlsBootstrap.tokenFile: /etc/kubernetes/other-token is none of this spec's files",
+            ),
+            (
+                "    secret: true\n    content: \"07401b",
+                "    content: \"07401b",
+                "holds a bootstrap token: mark that file secret: true",
+            ),
+            (
+                "07401b.f395accd246ae52d",
+                "07401b-f395accd246ae52d",
+                "does not hold a bootstrap token",
+            ),
+            (
+                "  enabled: false\n  mode: iptables",
+                "  enabled: true\n  mode: iptables",
+                "kubeProxy.enabled: a worker that joins by TLS bootstrapping holds no kube-proxy certificate",
+            ),
+        ];
+        for (from, to, wanted) in cases.iter().chain(tls_bootstrap) {
             let text = example().replace(from, to);
             assert_ne!(text, example(), "{from} is not in the example");
             let err = error_of(&text);
@@ -781,7 +564,8 @@ mod tests {
         // kube-proxy without a kubelet has nothing to run it.
         let start = example().find("kubelet:\n  binary").unwrap();
         let end = example().find("kubeProxy:").unwrap();
-        let text = format!("{}{}", &example()[..start], &example()[end..]);
+        let text = format!("{}{}", &example()[..start], &example()[end..])
+            .replace("  enabled: false\n", "");
         assert!(error_of(&text).contains("kube-proxy runs as a static pod of the kubelet"));
     }
 }

@@ -5,6 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::location::SpecLocation;
+use super::types::InvalidValue;
 use super::validate::Problems;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -43,7 +44,7 @@ fn default_backdate_minutes() -> u32 {
 
 impl PkiSpec {
     /// The location of object `name` (e.g. `ca.key`) in the store.
-    pub fn object(&self, name: &str) -> Result<SpecLocation, String> {
+    pub fn object(&self, name: &str) -> Result<SpecLocation, InvalidValue> {
         SpecLocation::parse(&format!("{}{name}", self.store))
     }
 
@@ -61,7 +62,7 @@ impl PkiSpec {
                 format!("{store:?} is a prefix and must end with '/'"),
             );
         } else if let Err(e) = self.object("ca.crt") {
-            problems.add(&format!("{at}.store"), e);
+            problems.add(&format!("{at}.store"), e.to_string());
         }
         if !(1..=3650).contains(&self.validity_days) {
             problems.add(

@@ -3,12 +3,18 @@
 //! Each type checks its value while the YAML is being deserialized, so a bad value is
 //! reported by the parser with the field path and the line, like a type error.
 
-use std::borrow::Cow;
-use std::fmt;
 use std::path::{Component, Path};
 
-use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
-use serde::{Deserialize, Serialize};
+/// A value refused by its type's check: what is wrong with it, naming the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidValue(pub String);
+
+impl From<String> for InvalidValue {
+    fn from(reason: String) -> Self {
+        Self(reason)
+    }
+}
 
 /// Declares a string newtype that is checked by `$check` on the way in.
 macro_rules! checked_string {
@@ -25,16 +31,16 @@ macro_rules! checked_string {
         }
 
         impl TryFrom<String> for $name {
-            type Error = String;
-            fn try_from(value: String) -> Result<Self, String> {
+            type Error = $crate::spec::InvalidValue;
+            fn try_from(value: String) -> Result<Self, Self::Error> {
                 $check(&value)?;
                 Ok(Self(value))
             }
         }
 
         impl TryFrom<&str> for $name {
-            type Error = String;
-            fn try_from(value: &str) -> Result<Self, String> {
+            type Error = $crate::spec::InvalidValue;
+            fn try_from(value: &str) -> Result<Self, Self::Error> {
                 Self::try_from(value.to_owned())
             }
         }
@@ -180,7 +186,7 @@ impl AbsPath {
     }
 
     /// Joins a relative, already-checked file name under this directory.
-    pub fn join(&self, name: &str) -> Result<AbsPath, String> {
+    pub fn join(&self, name: &str) -> Result<AbsPath, InvalidValue> {
         let joined = if self.0 == "/" {
             format!("/{name}")
         } else {
@@ -443,120 +449,10 @@ fn check_principal(value: &str) -> Result<(), String> {
     }
 }
 
-/// A file mode written as an octal string, e.g. `"0644"`.
-///
-/// YAML reads a bare `0644` as decimal 644 or octal 420 depending on the version of the
-/// YAML spec a tool follows; a string leaves no doubt, so only strings are accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct FileMode(u32);
-
-impl FileMode {
-    pub const fn new(bits: u32) -> Self {
-        Self(bits & 0o7777)
-    }
-    pub fn bits(self) -> u32 {
-        self.0
-    }
-}
-
-impl TryFrom<String> for FileMode {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, String> {
-        let digits = value.trim();
-        if !(3..=4).contains(&digits.len()) || !digits.chars().all(|c| ('0'..='7').contains(&c)) {
-            return Err(format!(
-                "mode {value:?} must be an octal string such as \"0644\""
-            ));
-        }
-        let bits = u32::from_str_radix(digits, 8).map_err(|e| e.to_string())?;
-        Ok(Self(bits))
-    }
-}
-
-impl From<FileMode> for String {
-    fn from(value: FileMode) -> String {
-        format!("{:04o}", value.0)
-    }
-}
-
-impl fmt::Display for FileMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:04o}", self.0)
-    }
-}
-
-impl JsonSchema for FileMode {
-    fn schema_name() -> Cow<'static, str> {
-        "FileMode".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "string",
-            "description": "A file mode as an octal string, e.g. \"0644\"",
-            "pattern": "^[0-7]{3,4}$"
-        })
-    }
-}
-
-/// A Kubernetes version such as `1.33.4` (a leading `v` is accepted and dropped).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct KubernetesVersion(semver::Version);
-
-impl KubernetesVersion {
-    pub fn version(&self) -> &semver::Version {
-        &self.0
-    }
-    /// `major.minor`, e.g. `1.33`.
-    pub fn minor(&self) -> String {
-        format!("{}.{}", self.0.major, self.0.minor)
-    }
-}
-
-impl TryFrom<String> for KubernetesVersion {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, String> {
-        let bare = value.strip_prefix('v').unwrap_or(&value);
-        let version = semver::Version::parse(bare)
-            .map_err(|e| format!("{value:?} is not a version such as 1.33.4: {e}"))?;
-        if version.major != 1 || version.minor < 28 {
-            return Err(format!(
-                "Kubernetes version {value:?} is not supported (1.28 or newer)"
-            ));
-        }
-        Ok(Self(version))
-    }
-}
-
-impl From<KubernetesVersion> for String {
-    fn from(value: KubernetesVersion) -> String {
-        value.0.to_string()
-    }
-}
-
-impl fmt::Display for KubernetesVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl JsonSchema for KubernetesVersion {
-    fn schema_name() -> Cow<'static, str> {
-        "KubernetesVersion".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "string",
-            "description": "A Kubernetes version, 1.28 or newer, e.g. \"1.33.4\"",
-            "pattern": "^v?1\\.[0-9]+\\.[0-9]+"
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::{FileMode, KubernetesVersion};
 
     #[test]
     fn abs_path_rules() {

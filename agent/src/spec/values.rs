@@ -10,7 +10,7 @@ use std::fmt;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
-use super::types::checked_string;
+use super::types::{InvalidValue, checked_string};
 
 checked_string!(
     /// A Go duration such as `30s`, `1m30s` or `12h`.
@@ -308,24 +308,24 @@ impl ContainerdVersion {
 }
 
 impl TryFrom<String> for ContainerdVersion {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, String> {
+    type Error = InvalidValue;
+    fn try_from(value: String) -> Result<Self, InvalidValue> {
         let bare = value.strip_prefix('v').unwrap_or(&value);
         let version = semver::Version::parse(bare)
-            .map_err(|e| format!("{value:?} is not a version such as 2.1.4: {e}"))?;
+            .map_err(|e| InvalidValue(format!("{value:?} is not a version such as 2.1.4: {e}")))?;
         let supported = (version.major == 1 && version.minor >= 6) || version.major == 2;
         if !supported {
-            return Err(format!(
+            return Err(InvalidValue(format!(
                 "containerd {value:?} is not supported (1.6, 1.7 or 2.x)"
-            ));
+            )));
         }
         Ok(Self(version))
     }
 }
 
 impl TryFrom<&str> for ContainerdVersion {
-    type Error = String;
-    fn try_from(value: &str) -> Result<Self, String> {
+    type Error = InvalidValue;
+    fn try_from(value: &str) -> Result<Self, InvalidValue> {
         Self::try_from(value.to_owned())
     }
 }

@@ -15,15 +15,25 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinHandle;
 
-use crate::bootstrap::{self, BootError, Inputs, Options};
-use crate::cloud::aws;
+use std::path::PathBuf;
+
+use crate::cloud::{Metadata, NetworkSettings, aws};
 use crate::controlplane::{self, ControlPlaneRecord};
 use crate::engine::Timeline;
+use crate::error::{Classified, ErrorKind};
+use crate::facts::Facts;
 use crate::host::Host;
-use crate::spec::{ControlPlaneSpec, Role, SpecError};
+use crate::runbook::Topic;
+use crate::source::{self, Chain, Context, SourceError};
+use crate::spec::{ControlPlaneSpec, NodeSpec, Role, SpecError};
 
 pub struct WatchOptions {
-    pub options: Options,
+    pub root: PathBuf,
+    /// User data from this file instead of IMDS.
+    pub user_data: Option<PathBuf>,
+    pub chain: Chain,
+    /// How long each remote source is retried, in a round and when reading inputs.
+    pub deadline: Duration,
     /// Overrides `controlPlane.watch.intervalSeconds`.
     pub interval: Option<Duration>,
     /// `127.0.0.1:PORT` for `GET /healthz`; none to serve nothing.
@@ -35,7 +45,7 @@ pub struct WatchOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
     #[error(transparent)]
-    Boot(#[from] BootError),
+    Source(#[from] SourceError),
     #[error("health endpoint {address}: {source}")]
     Health {
         address: String,
@@ -47,13 +57,19 @@ pub enum WatchError {
     Round(String),
 }
 
-impl WatchError {
-    pub fn exit_code(&self) -> u8 {
+impl Classified for WatchError {
+    fn kind(&self) -> ErrorKind {
         match self {
-            Self::Boot(e) => e.exit_code(),
-            Self::Health { .. } => bootstrap::exit::USAGE,
-            Self::Signals(_) => bootstrap::exit::INTERNAL,
-            Self::Round(_) => bootstrap::exit::APPLY_FAILED,
+            Self::Source(e) => e.kind(),
+            Self::Health { .. } => ErrorKind::Usage,
+            Self::Signals(_) => ErrorKind::Internal,
+            Self::Round(_) => ErrorKind::ChangeFailed,
+        }
+    }
+    fn topic(&self) -> Option<Topic> {
+        match self {
+            Self::Source(e) => e.topic(),
+            Self::Round(_) | Self::Health { .. } | Self::Signals(_) => None,
         }
     }
 }
@@ -62,46 +78,73 @@ impl WatchError {
 #[derive(Clone)]
 struct RoundInputs {
     control_plane: ControlPlaneSpec,
-    inputs: Arc<Inputs>,
+    spec: Arc<NodeSpec>,
+    facts: Arc<Facts>,
+    network: NetworkSettings,
 }
 
-async fn load(options: &Options, host: &Host) -> Result<RoundInputs, BootError> {
-    let mut timeline = Timeline::new();
-    let inputs = bootstrap::read_inputs(options, host, &mut timeline).await?;
-    let control_plane = match (&inputs.spec.control_plane, inputs.spec.role) {
+/// The boot's first phases (inputs, facts, spec), asking for no credentials.
+async fn load(watch: &WatchOptions, host: &Host) -> Result<RoundInputs, SourceError> {
+    let metadata = Metadata::new(watch.deadline);
+    let user_data = source::user_data(watch.user_data.as_deref(), &metadata).await?;
+    let source = watch.chain.recognise(&user_data)?;
+    let network = source.network();
+    let facts = match source.facts() {
+        Some(facts) => facts,
+        None => {
+            source::facts::gather(&source::facts::FactsFrom::Imds, watch.deadline, host.root())
+                .await?
+        }
+    };
+    let fetched = source
+        .fetch(&Context {
+            root: host.root(),
+            facts: &facts,
+            network: &network,
+            deadline: watch.deadline,
+            credentials: false,
+        })
+        .await?;
+    let spec = fetched.spec.spec;
+    let control_plane = match (&spec.control_plane, spec.role) {
         (Some(cp), Role::ControlPlane) => cp.clone(),
         _ => {
-            return Err(BootError::Spec(SpecError::Parse {
-                source_name: inputs.spec_url.clone(),
+            return Err(SpecError::Parse {
+                source_name: fetched.spec.url.clone(),
                 detail: "controlPlane: nothing to watch: this node spec has no controlPlane section (or is not a control-plane spec)".to_owned(),
-            }));
+            }
+            .into());
         }
     };
     Ok(RoundInputs {
         control_plane,
-        inputs: Arc::new(inputs),
+        spec: Arc::new(spec),
+        facts: Arc::new(facts),
+        network,
     })
 }
 
-async fn round(options: Options, host: Host, inputs: RoundInputs) -> ControlPlaneRecord {
+async fn round(deadline: Duration, host: Host, inputs: RoundInputs) -> ControlPlaneRecord {
     let began = Instant::now();
     let mut timeline = Timeline::new();
-    let facts = &inputs.inputs.facts;
+    let facts = &inputs.facts;
     let result = async {
-        let sdk = aws::sdk_config(&facts.instance.region, &inputs.inputs.network).await?;
+        let sdk = aws::sdk_config(&facts.instance.region, &inputs.network)
+            .await
+            .map_err(|e| e.to_string())?;
         controlplane::run_with_aws(
             &inputs.control_plane,
-            &inputs.inputs.spec.cluster.name,
+            &inputs.spec.cluster.name,
             &facts.instance,
             &host,
             &sdk,
-            options.deadline,
+            deadline,
             false,
             "watch",
             &mut timeline,
         )
         .await
-        .map_err(BootError::from)
+        .map_err(|e| e.to_string())
     }
     .await;
     let mut record = ControlPlaneRecord::load(&host.state_dir()).unwrap_or_default();
@@ -123,9 +166,8 @@ async fn round(options: Options, host: Host, inputs: RoundInputs) -> ControlPlan
 }
 
 pub async fn run(watch: WatchOptions) -> Result<(), WatchError> {
-    let options = watch.options;
-    let host = Host::new(&options.root);
-    let mut inputs = load(&options, &host).await?;
+    let host = Host::new(&watch.root);
+    let mut inputs = load(&watch, &host).await?;
     let interval = watch.interval.unwrap_or(Duration::from_secs(u64::from(
         inputs.control_plane.watch.interval_seconds,
     )));
@@ -208,7 +250,7 @@ pub async fn run(watch: WatchOptions) -> Result<(), WatchError> {
         }
         if reload {
             reload = false;
-            match load(&options, &host).await {
+            match load(&watch, &host).await {
                 Ok(fresh) => inputs = fresh,
                 Err(e) => {
                     tracing::error!(error = %e, "re-reading the inputs failed; keeping the last ones")
@@ -216,7 +258,7 @@ pub async fn run(watch: WatchOptions) -> Result<(), WatchError> {
             }
         }
         running = Some(tokio::spawn(round(
-            options.clone(),
+            watch.deadline,
             host.clone(),
             inputs.clone(),
         )));

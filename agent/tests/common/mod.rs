@@ -24,6 +24,11 @@ pub const CASES: &[Case] = &[
         facts: Facts::example,
     },
     Case {
+        name: "example-shim-worker",
+        spec: "examples/controller-shim/worker-nodespec.yaml",
+        facts: Facts::example,
+    },
+    Case {
         name: "example-control-plane",
         spec: "examples/control-plane/nodespec.yaml",
         facts: control_plane_facts,

@@ -96,9 +96,11 @@ impl Ec2 {
     }
 }
 
-/// One `DescribeInstances` for a batch; every waiter gets its own answer.
+/// One `DescribeInstances` for a batch; every waiter gets its own answer. One instance
+/// may be asked for by several waiters at once (a node retrying, racing bootstraps): its
+/// id is sent once and its answer given to each.
 async fn describe_batch(client: &aws_sdk_ec2::Client, batch: Vec<Lookup>) {
-    let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
+    let ids: Vec<String> = unique_ids(&batch);
     let mut found: HashMap<String, InstanceView> = HashMap::new();
     let mut pages = client
         .describe_instances()
@@ -127,12 +129,27 @@ async fn describe_batch(client: &aws_sdk_ec2::Client, batch: Vec<Lookup>) {
         }
     }
     for (id, answer) in batch {
-        let result = match (&failure, found.remove(&id)) {
-            (Some(error), _) => Err(error.clone()),
-            (None, Some(view)) => Ok(view),
-            (None, None) => Err(Ec2Error::NotFound(id)),
-        };
-        let _ = answer.send(result);
+        let _ = answer.send(outcome(&found, failure.as_ref(), id));
+    }
+}
+
+fn unique_ids(batch: &[Lookup]) -> Vec<String> {
+    let mut ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// One waiter's answer from the batch's (never consumed: ids repeat).
+fn outcome(
+    found: &HashMap<String, InstanceView>,
+    failure: Option<&Ec2Error>,
+    id: String,
+) -> Result<InstanceView, Ec2Error> {
+    match (failure, found.get(&id)) {
+        (Some(error), _) => Err(error.clone()),
+        (None, Some(view)) => Ok(view.clone()),
+        (None, None) => Err(Ec2Error::NotFound(id)),
     }
 }
 
@@ -186,4 +203,46 @@ where
         return Ec2Error::Unavailable(format!("{code}: {}", service.err().message().unwrap_or("")));
     }
     Ec2Error::Unavailable(crate::client::error_chain(&error))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn an_id_asked_for_twice_in_one_batch_is_sent_once_and_answered_twice() {
+        let (a1, _) = oneshot::channel();
+        let (a2, _) = oneshot::channel();
+        let (b, _) = oneshot::channel();
+        let batch = vec![
+            ("i-0aaaaaaaaaaaaaaaa".to_owned(), a1),
+            ("i-0bbbbbbbbbbbbbbbb".to_owned(), b),
+            ("i-0aaaaaaaaaaaaaaaa".to_owned(), a2),
+        ];
+        assert_eq!(
+            unique_ids(&batch),
+            ["i-0aaaaaaaaaaaaaaaa", "i-0bbbbbbbbbbbbbbbb"]
+        );
+        let view = InstanceView {
+            instance_id: "i-0aaaaaaaaaaaaaaaa".to_owned(),
+            state: "running".to_owned(),
+            tags: BTreeMap::new(),
+            private_dns_name: String::new(),
+            ips: Vec::new(),
+        };
+        let found: HashMap<String, InstanceView> = [(view.instance_id.clone(), view.clone())]
+            .into_iter()
+            .collect();
+        for _ in 0..2 {
+            assert_eq!(
+                outcome(&found, None, "i-0aaaaaaaaaaaaaaaa".to_owned()).unwrap(),
+                view
+            );
+        }
+        assert!(matches!(
+            outcome(&found, None, "i-0bbbbbbbbbbbbbbbb".to_owned()),
+            Err(Ec2Error::NotFound(_))
+        ));
+    }
 }

@@ -1,11 +1,13 @@
-//! Prometheus metrics: requests by outcome, latency, the shim's own time, and the time
-//! spent waiting on STS, EC2 and the state store.
+//! Prometheus metrics: requests by outcome, latency, the shim's own time, the time spent
+//! waiting on STS, EC2 and the state store, connections refused, and the node groups'
+//! loading. No label names a node: the fleet view is where nodes are.
 
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -25,6 +27,11 @@ struct UpstreamLabels {
     service: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -40,6 +47,12 @@ pub struct Metrics {
     upstream: Histograms<UpstreamLabels>,
     certificates: Counter,
     ec2_calls: Counter,
+    connections_refused: Family<ReasonLabels, Counter>,
+    connections_open: Gauge,
+    node_groups: Gauge,
+    node_groups_loaded_at: Gauge,
+    node_groups_errors: Family<ReasonLabels, Counter>,
+    log_lines_suppressed: Counter,
 }
 
 impl Default for Metrics {
@@ -78,7 +91,7 @@ impl Metrics {
         let certificates = Counter::default();
         registry.register(
             "certificates_issued",
-            "Kubelet certificates issued (client and serving)",
+            "Certificates issued (kubelet client and serving, kube-proxy)",
             certificates.clone(),
         );
         let ec2_calls = Counter::default();
@@ -87,7 +100,49 @@ impl Metrics {
             "DescribeInstances calls (concurrent lookups are batched into one)",
             ec2_calls.clone(),
         );
+        let connections_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed before a request: per_source (over a source's share), tls_handshake, tls_handshake_timeout, accept_error",
+            connections_refused.clone(),
+        );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Connections open now, on both listeners (a scrape counts itself)",
+            connections_open.clone(),
+        );
+        let node_groups = Gauge::default();
+        registry.register(
+            "node_groups",
+            "Node groups served (from the last good definitions)",
+            node_groups.clone(),
+        );
+        let node_groups_loaded_at = Gauge::default();
+        registry.register(
+            "node_groups_loaded_timestamp_seconds",
+            "When the node groups were last loaded (Unix time)",
+            node_groups_loaded_at.clone(),
+        );
+        let node_groups_errors = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "node_groups_errors",
+            "Node-group definitions that could not be read (unavailable) or were refused (invalid); the last good copy is kept",
+            node_groups_errors.clone(),
+        );
+        let log_lines_suppressed = Counter::default();
+        registry.register(
+            "log_lines_suppressed",
+            "Refusals not logged because refusals came faster than the log budget",
+            log_lines_suppressed.clone(),
+        );
         Self {
+            connections_refused,
+            connections_open,
+            node_groups,
+            node_groups_loaded_at,
+            node_groups_errors,
+            log_lines_suppressed,
             ec2_calls,
             registry,
             requests,
@@ -124,6 +179,43 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    pub fn connection_refused(&self, reason: &str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a connection as open until the guard is dropped.
+    pub fn connection_opened(&self) -> OpenConnection {
+        self.connections_open.inc();
+        OpenConnection(self.connections_open.clone())
+    }
+
+    pub fn node_groups_loaded(&self, count: usize, at: std::time::SystemTime) {
+        self.node_groups
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+        let seconds = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.node_groups_loaded_at
+            .set(i64::try_from(seconds).unwrap_or(i64::MAX));
+    }
+
+    pub fn node_groups_error(&self, reason: &str) {
+        self.node_groups_errors
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn log_lines_suppressed(&self, n: u64) {
+        self.log_lines_suppressed.inc_by(n);
+    }
+
     pub fn certificates_issued(&self, n: u64) {
         self.certificates.inc_by(n);
     }
@@ -143,6 +235,15 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+/// An open connection, counted in `connections_open` while it lives.
+pub struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

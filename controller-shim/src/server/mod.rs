@@ -1,8 +1,15 @@
 //! The controller-shim service: HTTPS on the control plane, bootstrapping workers.
 
 pub mod app;
+pub mod bootstrap;
+pub mod checks;
 pub mod ec2;
+pub mod groups;
+pub mod listener;
 pub mod metrics;
+pub mod refusal;
+pub mod replay;
+pub mod sources;
 pub mod specs;
 pub mod store;
 pub mod sts;
@@ -18,7 +25,7 @@ use crate::identity::StsEndpoint;
 use crate::pki::CertificateAuthority;
 
 pub use crate::config::{self, ShimConfig};
-pub use app::{Shim, router};
+pub use app::{Shim, admin_router, router};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -80,9 +87,13 @@ pub async fn build(config: ShimConfig) -> Result<(Arc<Shim>, Arc<tls::ServingCer
     let sts = sts::Sts::new(endpoint).map_err(ServeError::Sts)?;
     let ec2 = ec2::Ec2::new(aws_sdk_ec2::Client::new(&sdk));
     let s3 = s3_client(&sdk);
-    let store = store::NodeStore::new(s3.clone(), &config.state.bucket, &config.state.prefix);
-    let specs = specs::SpecCache::new(s3, Duration::from_secs(config.limits.spec_cache_seconds));
-    let shim = Shim::new(config, ca, sts, ec2, store, specs);
+    let shim = Shim::new(app::Parts {
+        config,
+        ca,
+        sts,
+        ec2,
+        s3,
+    });
     Ok((Arc::new(shim), serving))
 }
 
@@ -108,30 +119,66 @@ fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     )
 }
 
-/// Runs the service until SIGTERM or SIGINT.
+/// Runs the service until SIGTERM or SIGINT: the workers' HTTPS listener, the loopback
+/// listener for operators, and the upkeep beside them.
 pub async fn run(config_path: &Path) -> Result<(), ServeError> {
     let config = ShimConfig::load(config_path)?;
-    let address = config.listen.clone();
+    let open_files = listener::raise_open_files_limit();
     let (shim, serving) = build(config).await?;
-    let listener = tokio::net::TcpListener::bind(&address)
-        .await
-        .map_err(|source| ServeError::Listen {
-            address: address.clone(),
-            source,
-        })?;
-    let local = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or(address);
-    tracing::info!(address = %local, cluster = %shim.config.cluster_name, "controller-shim serving");
-    tls::serve(
-        listener,
-        serving,
-        router(shim),
-        shutdown_signal(),
-        Duration::from_secs(10),
-    )
-    .await;
+    let config = &shim.config;
+    let bind = |address: String| async move {
+        tokio::net::TcpListener::bind(&address)
+            .await
+            .map_err(|source| ServeError::Listen { address, source })
+    };
+    let workers = bind(config.listen.clone()).await?;
+    let admin = bind(config.admin_listen.clone()).await?;
+    let limits = &config.limits;
+    let connection_limits = listener::ConnectionLimits {
+        max_connections: listener::connection_budget(limits.max_connections, open_files),
+        per_source: limits.per_source_connections,
+        handshake_timeout: Duration::from_secs(limits.handshake_timeout_seconds),
+        max_age: Duration::from_secs(limits.connection_max_age_seconds),
+        grace: Duration::from_secs(10),
+    };
+    let acceptor = serving.acceptor(shim.ca.cert_pem())?;
+    let address =
+        |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(address = %address(&workers), admin = %address(&admin), cluster = %config.cluster_name,
+        node_groups = %shim.groups.describe(), max_connections = connection_limits.max_connections,
+        open_files = ?open_files, "controller-shim serving");
+    let mut upkeep = shim.start_upkeep();
+    upkeep.push(serving.watch());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stopping = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    let admin_task = tokio::spawn(listener::serve(
+        admin,
+        None,
+        admin_router(shim.clone()),
+        listener::ConnectionLimits {
+            max_connections: 64,
+            per_source: 64,
+            ..connection_limits.clone()
+        },
+        shim.metrics.clone(),
+        stopping(stopped.clone()),
+    ));
+    let workers_task = tokio::spawn(listener::serve(
+        workers,
+        Some(acceptor),
+        router(shim.clone()),
+        connection_limits,
+        shim.metrics.clone(),
+        stopping(stopped),
+    ));
+    shutdown_signal().await;
+    let _ = stop.send(true);
+    let _ = tokio::join!(admin_task, workers_task);
+    for task in upkeep {
+        task.abort();
+    }
     tracing::info!("controller-shim stopped");
     Ok(())
 }

@@ -1,13 +1,16 @@
-//! The node groups' specs, read from the state store (or a file) and kept for a short
-//! while, so that a fleet booting at once reads each spec once, not once per node.
+//! Node specs by digest: a group's spec with sha256 D is `<prefix>nodespec/<D>.yaml`,
+//! written once and never replaced. A spec read is checked against its name and kept:
+//! what a digest names never changes, so a fleet booting at once reads it once, and a
+//! spec read once is served through a store outage.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
 
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use sha2::{Digest, Sha256};
-use tokio::sync::Mutex;
+use tokio::sync::OnceCell;
+
+use crate::groups::spec_url;
 
 #[derive(Debug, Clone)]
 pub struct SpecBytes {
@@ -16,86 +19,105 @@ pub struct SpecBytes {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("reading the node spec {url}: {detail}")]
-pub struct SpecError {
-    pub url: String,
-    pub detail: String,
+pub enum SpecError {
+    /// No spec with that digest under the group's prefix.
+    #[error("no node spec at {url}")]
+    NotFound { url: String },
+    #[error("reading the node spec {url}: {detail}")]
+    Unavailable { url: String, detail: String },
+    /// The object under a digest's name holds other bytes: the store is damaged.
+    #[error("the node spec {url} has sha256 {actual}, not the one its name says")]
+    Corrupt { url: String, actual: String },
 }
 
 const MAX_SPEC_BYTES: usize = 4 << 20;
+/// Specs kept in memory (a few KiB each): every group's recent digests.
+const MAX_ENTRIES: usize = 512;
 
-pub struct SpecCache {
+type Entry = Arc<OnceCell<SpecBytes>>;
+
+pub struct SpecStore {
     s3: aws_sdk_s3::Client,
-    ttl: Duration,
-    entries: Mutex<HashMap<String, (Instant, SpecBytes)>>,
+    entries: Mutex<HashMap<String, Entry>>,
 }
 
-impl SpecCache {
-    pub fn new(s3: aws_sdk_s3::Client, ttl: Duration) -> Self {
+impl SpecStore {
+    pub fn new(s3: aws_sdk_s3::Client) -> Self {
         Self {
             s3,
-            ttl,
             entries: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The spec at `url`: from the cache while fresh; when a re-read fails, the last
-    /// good copy is served and the failure logged (the spec rarely changes; S3 blips do).
-    pub async fn get(&self, url: &str) -> Result<SpecBytes, SpecError> {
-        // Holding the lock while reading makes concurrent misses wait for one read.
-        let mut entries = self.entries.lock().await;
-        if let Some((at, spec)) = entries.get(url)
-            && at.elapsed() < self.ttl
-        {
-            return Ok(spec.clone());
-        }
-        match self.read(url).await {
-            Ok(bytes) => {
-                let spec = SpecBytes {
-                    sha256: hex::encode(Sha256::digest(&bytes)),
-                    bytes: Arc::new(bytes),
-                };
-                entries.insert(url.to_owned(), (Instant::now(), spec.clone()));
-                Ok(spec)
+    /// The spec with `sha256` under `prefix`. Concurrent requests for one digest share
+    /// one read; a failed read is not kept (the next request reads again).
+    pub async fn get(&self, prefix: &str, sha256: &str) -> Result<SpecBytes, SpecError> {
+        let url = spec_url(prefix, sha256);
+        let entry = {
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            if entries.len() >= MAX_ENTRIES && !entries.contains_key(&url) {
+                // Immutable entries: dropping any is only a re-read later.
+                entries.retain(|_, cell| cell.initialized() && fastrand::bool());
             }
-            Err(e) => match entries.get(url) {
-                Some((_, stale)) => {
-                    tracing::warn!(error = %e, "serving the last good copy of the node spec");
-                    Ok(stale.clone())
+            entries.entry(url.clone()).or_default().clone()
+        };
+        entry
+            .get_or_try_init(|| async {
+                let bytes = self.read(&url).await?;
+                let actual = hex::encode(Sha256::digest(&bytes));
+                if actual != sha256 {
+                    return Err(SpecError::Corrupt { url, actual });
                 }
-                None => Err(e),
-            },
-        }
+                Ok(SpecBytes {
+                    bytes: Arc::new(bytes),
+                    sha256: actual,
+                })
+            })
+            .await
+            .cloned()
     }
 
     async fn read(&self, url: &str) -> Result<Vec<u8>, SpecError> {
-        let fail = |detail: String| SpecError {
+        let fail = |detail: String| SpecError::Unavailable {
             url: url.to_owned(),
             detail,
         };
         let bytes = if let Some(path) = url.strip_prefix("file://") {
-            tokio::fs::read(path)
-                .await
-                .map_err(|e| fail(e.to_string()))?
+            match tokio::fs::read(path).await {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(SpecError::NotFound {
+                        url: url.to_owned(),
+                    });
+                }
+                Err(e) => return Err(fail(e.to_string())),
+            }
         } else if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, key) = rest
                 .split_once('/')
                 .ok_or_else(|| fail("no key after the bucket".to_owned()))?;
-            let output = self
-                .s3
-                .get_object()
-                .bucket(bucket)
-                .key(key)
-                .send()
-                .await
-                .map_err(|e| match e.as_service_error() {
-                    Some(s) => fail(format!(
-                        "{}: {}",
-                        s.code().unwrap_or("Unknown"),
-                        s.message().unwrap_or("")
-                    )),
-                    None => fail(crate::client::error_chain(&e)),
-                })?;
+            let output = match self.s3.get_object().bucket(bucket).key(key).send().await {
+                Ok(output) => output,
+                Err(e) => {
+                    return Err(match e.as_service_error() {
+                        Some(s) if s.is_no_such_key() => SpecError::NotFound {
+                            url: url.to_owned(),
+                        },
+                        Some(s) => fail(format!(
+                            "{}: {}",
+                            s.code().unwrap_or("Unknown"),
+                            s.message().unwrap_or("")
+                        )),
+                        None => fail(crate::client::error_chain(&e)),
+                    });
+                }
+            };
+            if output
+                .content_length()
+                .is_some_and(|n| n > MAX_SPEC_BYTES as i64)
+            {
+                return Err(fail("too large to be a node spec".to_owned()));
+            }
             output
                 .body
                 .collect()
@@ -118,46 +140,49 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn cache(ttl: Duration) -> SpecCache {
+    fn store() -> SpecStore {
         let config = aws_sdk_s3::Config::builder()
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
             .region(aws_sdk_s3::config::Region::new("us-east-1"))
             .build();
-        SpecCache::new(aws_sdk_s3::Client::from_conf(config), ttl)
+        SpecStore::new(aws_sdk_s3::Client::from_conf(config))
+    }
+
+    fn digest(bytes: &[u8]) -> String {
+        hex::encode(Sha256::digest(bytes))
     }
 
     #[tokio::test]
-    async fn serves_fresh_copies_and_the_last_good_one_when_the_source_fails() {
+    async fn serves_exactly_the_digest_asked_for_and_keeps_it() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("spec.yaml");
-        let url = format!("file://{}", path.display());
-        std::fs::write(&path, "one").unwrap();
+        let prefix = format!("file://{}/", dir.path().display());
+        std::fs::create_dir(dir.path().join("nodespec")).unwrap();
+        let put = |bytes: &[u8]| {
+            let sha = digest(bytes);
+            std::fs::write(dir.path().join(format!("nodespec/{sha}.yaml")), bytes).unwrap();
+            sha
+        };
+        let old = put(b"old spec");
+        let new = put(b"new spec");
+        let specs = store();
+        assert_eq!(*specs.get(&prefix, &old).await.unwrap().bytes, b"old spec");
+        assert_eq!(*specs.get(&prefix, &new).await.unwrap().bytes, b"new spec");
 
-        let cached = cache(Duration::from_secs(3600));
-        assert_eq!(*cached.get(&url).await.unwrap().bytes, b"one");
-        std::fs::write(&path, "two").unwrap();
-        assert_eq!(
-            *cached.get(&url).await.unwrap().bytes,
-            b"one",
-            "within the TTL"
-        );
+        // Once read, a spec outlives its object (a store outage).
+        std::fs::remove_file(dir.path().join(format!("nodespec/{old}.yaml"))).unwrap();
+        assert_eq!(*specs.get(&prefix, &old).await.unwrap().bytes, b"old spec");
+        let missing = store().get(&prefix, &old).await.unwrap_err();
+        assert!(matches!(missing, SpecError::NotFound { .. }), "{missing}");
+        assert!(missing.to_string().contains(&old), "{missing}");
 
-        let uncached = cache(Duration::ZERO);
-        let spec = uncached.get(&url).await.unwrap();
-        assert_eq!(*spec.bytes, b"two");
-        assert_eq!(spec.sha256, hex::encode(Sha256::digest(b"two")));
-        std::fs::remove_file(&path).unwrap();
-        assert_eq!(
-            *uncached.get(&url).await.unwrap().bytes,
-            b"two",
-            "the last good copy"
-        );
-
-        let err = cache(Duration::ZERO)
-            .get(&url)
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("spec.yaml"), "{err}");
+        // An object whose bytes are not what its name says is refused.
+        let wrong = digest(b"something else");
+        std::fs::write(
+            dir.path().join(format!("nodespec/{wrong}.yaml")),
+            b"tampered",
+        )
+        .unwrap();
+        let corrupt = store().get(&prefix, &wrong).await.unwrap_err();
+        assert!(matches!(corrupt, SpecError::Corrupt { .. }), "{corrupt}");
     }
 }

@@ -6,6 +6,15 @@
 //! exists, atomically, so exactly one bootstrap claims an instance; a re-bootstrap
 //! replaces it with `If-Match: <etag>`. The state store is already the cluster's
 //! source of truth, and the control plane already holds credentials for it.
+//!
+//! The fleet view is answered from memory: records this shim writes go straight into
+//! it, and a refresh now and then (one LIST, then a GET only for the records whose ETag
+//! changed: other replicas' writes) brings in the rest. A request for the fleet costs
+//! no S3 call at all.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::SystemTime;
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
@@ -37,11 +46,19 @@ pub enum Write {
     Conflict,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct NodeStore {
     s3: aws_sdk_s3::Client,
     bucket: String,
     prefix: String,
+    fleet: RwLock<Fleet>,
+}
+
+/// The records as last seen: by key, with their ETags.
+#[derive(Debug, Default)]
+struct Fleet {
+    records: HashMap<String, (String, NodeRecord)>,
+    refreshed_at: Option<SystemTime>,
 }
 
 impl NodeStore {
@@ -55,6 +72,7 @@ impl NodeStore {
             s3,
             bucket: bucket.to_owned(),
             prefix,
+            fleet: RwLock::new(Fleet::default()),
         }
     }
 
@@ -133,15 +151,36 @@ impl NodeStore {
             Condition::Matches(etag) => request.if_match(etag),
         };
         match request.send().await {
-            Ok(_) => Ok(Write::Done),
+            Ok(output) => {
+                let etag = output.e_tag().unwrap_or_default().to_owned();
+                self.remember(key, etag, record.clone());
+                Ok(Write::Done)
+            }
             Err(e) if is_conflict(&e) => Ok(Write::Conflict),
             Err(e) => Err(self.unavailable(&key, describe(&e))),
         }
     }
 
-    /// Every record, oldest bootstrap first.
-    pub async fn list(&self) -> Result<Vec<NodeRecord>, StoreError> {
-        let mut keys = Vec::new();
+    fn remember(&self, key: String, etag: String, record: NodeRecord) {
+        let mut fleet = self.fleet.write().unwrap_or_else(|e| e.into_inner());
+        fleet.records.insert(key, (etag, record));
+    }
+
+    /// Every record as last seen, oldest bootstrap first, and when the view was last
+    /// brought up to date (None: never yet). No S3 call.
+    pub fn fleet(&self) -> (Vec<NodeRecord>, Option<SystemTime>) {
+        let fleet = self.fleet.read().unwrap_or_else(|e| e.into_inner());
+        let mut records: Vec<NodeRecord> = fleet.records.values().map(|(_, r)| r.clone()).collect();
+        records.sort_by(|a, b| {
+            (&a.bootstrapped_at, &a.instance_id).cmp(&(&b.bootstrapped_at, &b.instance_id))
+        });
+        (records, fleet.refreshed_at)
+    }
+
+    /// Brings the fleet view up to date: one LIST (per 1000 records), then a GET for
+    /// each record that is new or changed. Returns how many were read.
+    pub async fn refresh(&self) -> Result<usize, StoreError> {
+        let mut listed: HashMap<String, String> = HashMap::new();
         let mut pages = self
             .s3
             .list_objects_v2()
@@ -151,29 +190,56 @@ impl NodeStore {
             .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.unavailable(&self.prefix, describe(&e)))?;
-            keys.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key())
-                    .filter(|k| k.ends_with(".json"))
-                    .map(str::to_owned),
-            );
+            for object in page.contents() {
+                if let Some(key) = object.key()
+                    && key.ends_with(".json")
+                {
+                    listed.insert(
+                        key.to_owned(),
+                        object.e_tag().unwrap_or_default().to_owned(),
+                    );
+                }
+            }
         }
-        let mut records: Vec<NodeRecord> = futures_util::stream::iter(keys)
-            .map(|key| async move { self.get_key(&key).await })
+        let stale: Vec<String> = {
+            let fleet = self.fleet.read().unwrap_or_else(|e| e.into_inner());
+            listed
+                .iter()
+                .filter(|(key, etag)| {
+                    fleet
+                        .records
+                        .get(*key)
+                        .is_none_or(|(known, _)| known != *etag)
+                })
+                .map(|(key, _)| key.clone())
+                .collect()
+        };
+        let read: Vec<(String, String, NodeRecord)> = futures_util::stream::iter(stale)
+            .map(|key| async move {
+                let found = self.get_key(&key).await;
+                found.map(|r| r.map(|(record, etag)| (key, etag, record)))
+            })
             .buffer_unordered(16)
             .collect::<Vec<_>>()
             .await
             .into_iter()
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .flatten()
-            .map(|(record, _)| record)
+            .filter_map(|r| match r {
+                Ok(found) => found,
+                Err(e) => {
+                    // One unreadable record must not hide the fleet.
+                    tracing::warn!(error = %e, "skipping a bootstrap record");
+                    None
+                }
+            })
             .collect();
-        records.sort_by(|a, b| {
-            (&a.bootstrapped_at, &a.instance_id).cmp(&(&b.bootstrapped_at, &b.instance_id))
-        });
-        Ok(records)
+        let count = read.len();
+        let mut fleet = self.fleet.write().unwrap_or_else(|e| e.into_inner());
+        fleet.records.retain(|key, _| listed.contains_key(key));
+        for (key, etag, record) in read {
+            fleet.records.insert(key, (etag, record));
+        }
+        fleet.refreshed_at = Some(SystemTime::now());
+        Ok(count)
     }
 }
 

@@ -57,10 +57,18 @@ impl Sts {
                 request = request.header(name.as_str(), value.as_str());
             }
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| StsError::Unavailable(crate::client::error_chain(&e)))?;
+        let response = request.send().await.map_err(|e| {
+            if e.is_builder() {
+                // A proof that cannot even be sent is the proof's fault, not an outage
+                // (the checks before should have refused it already).
+                StsError::Rejected {
+                    code: "MalformedProof".to_owned(),
+                    message: crate::client::error_chain(&e),
+                }
+            } else {
+                StsError::Unavailable(crate::client::error_chain(&e))
+            }
+        })?;
         let status = response.status().as_u16();
         let text = response
             .text()

@@ -1,27 +1,19 @@
-//! HTTPS only: rustls in front of the router, with the serving certificate re-read when
-//! its files change (the control plane renews it without restarting the shim).
+//! TLS for the workers' listener: the serving certificate, re-read when its files change
+//! (the control plane renews it without restarting the shim), and an optional client
+//! certificate from the cluster CA (a bootstrapped node's kubelet client certificate,
+//! its proof of the key the shim recorded).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use rustls::RootCertStore;
 use rustls::crypto::aws_lc_rs;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
-
-/// Connections served at once; more wait in the kernel's accept queue.
-const MAX_CONNECTIONS: usize = 8192;
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 #[error("the serving certificate {cert} / {key}: {detail}")]
@@ -67,15 +59,47 @@ impl ServingCert {
         }
     }
 
-    pub fn acceptor(self: &Arc<Self>) -> TlsAcceptor {
-        let mut config =
-            rustls::ServerConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
-                .with_safe_default_protocol_versions()
-                .expect("the default provider supports the default versions")
-                .with_no_client_auth()
-                .with_cert_resolver(self.clone());
+    /// The acceptor: asks every client for a certificate from `client_ca_pem` and takes
+    /// a connection without one (a node that has not bootstrapped has none). A client
+    /// that presents one that does not verify (another CA, expired, not for client
+    /// authentication) fails the handshake.
+    pub fn acceptor(self: &Arc<Self>, client_ca_pem: &str) -> Result<TlsAcceptor, TlsError> {
+        let fail = |detail: String| TlsError {
+            cert: self.cert_file.display().to_string(),
+            key: self.key_file.display().to_string(),
+            detail,
+        };
+        let provider = Arc::new(aws_lc_rs::default_provider());
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(client_ca_pem.as_bytes()) {
+            let cert = cert.map_err(|e| fail(format!("the client CA: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| fail(format!("the client CA: {e}")))?;
+        }
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| fail(format!("the client CA: {e}")))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| fail(e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(self.clone());
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        TlsAcceptor::from(Arc::new(config))
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+
+    /// Re-reads the pair every 30 s while the returned task runs.
+    pub fn watch(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let cert = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                cert.reload_if_changed();
+            }
+        })
     }
 }
 
@@ -114,80 +138,6 @@ fn read_pair(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, TlsError
     pair.keys_match()
         .map_err(|e| fail(format!("the key does not match: {e}")))?;
     Ok(pair)
-}
-
-/// Serves `router` over TLS on `listener` until `shutdown` resolves, then lets requests
-/// in flight finish (for up to `drain`).
-pub async fn serve(
-    listener: TcpListener,
-    cert: Arc<ServingCert>,
-    router: Router,
-    shutdown: impl std::future::Future<Output = ()>,
-    drain: Duration,
-) {
-    let acceptor = cert.acceptor();
-    let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let reloader = {
-        let cert = cert.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(30)).await;
-                cert.reload_if_changed();
-            }
-        })
-    };
-    tokio::pin!(shutdown);
-    loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            break;
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(router.clone());
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT);
-            let connection = builder.serve_connection(TokioIo::new(tls), service);
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    reloader.abort();
-    drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("requests were still in flight after {drain:?}; stopping anyway");
-    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@
 //! - nodewright's peak RSS, the time to re-verify the whole cached set, and its sha256
 //!   throughput against `openssl dgst -sha256` on a 1 GiB file.
 //!
-//! Usage: bench-assets NODEWRIGHT_BINARY [MIB_PER_SECOND] [RUNS]
+//! Usage: bench-assets [--quick] NODEWRIGHT_BINARY [MIB_PER_SECOND] [RUNS]
+//! (`--quick`: one run of every step, the asset set at 1/16 of its size, 16 MiB to hash.)
 
 #![allow(clippy::unwrap_used)] // a benchmark: a panic is the failure report
 
@@ -30,19 +31,20 @@ struct Asset {
     install: &'static str,
 }
 
-/// Sizes of the amd64 release files a kops 1.33 worker downloads, rounded; archives hold
-/// generated (incompressible) members adding up to the archive's real size.
-fn asset_set() -> Vec<Asset> {
+/// Sizes of the amd64 release files a kops 1.33 worker downloads, rounded, in `unit`s
+/// (MiB for the real sizes); archives hold generated (incompressible) members adding up
+/// to the archive's real size.
+fn asset_set(unit: u64) -> Vec<Asset> {
     let plain = |name, mib: u64, install| Asset {
         name,
-        members: vec![(name.to_owned(), mib * MIB)],
+        members: vec![(name.to_owned(), mib * unit)],
         archive: false,
         install,
     };
     // The members of containernetworking/plugins 1.x, at their real sizes.
     let cni: Vec<(String, u64)> = nodewright::spec::CNI_PLUGINS
         .iter()
-        .map(|n| (format!("./{n}"), 2 * MIB + 9 * MIB / 10))
+        .map(|n| (format!("./{n}"), 2 * unit + 9 * unit / 10))
         .collect();
     vec![
         plain("kubelet", 78, "/usr/local/bin/kubelet"),
@@ -56,10 +58,10 @@ fn asset_set() -> Vec<Asset> {
         Asset {
             name: "containerd",
             members: vec![
-                ("bin/containerd".into(), 16 * MIB),
-                ("bin/containerd-shim-runc-v2".into(), 4 * MIB),
-                ("bin/ctr".into(), 7 * MIB),
-                ("bin/containerd-stress".into(), 6 * MIB),
+                ("bin/containerd".into(), 16 * unit),
+                ("bin/containerd-shim-runc-v2".into(), 4 * unit),
+                ("bin/ctr".into(), 7 * unit),
+                ("bin/containerd-stress".into(), 6 * unit),
             ],
             archive: true,
             install: "/usr/local/",
@@ -72,7 +74,7 @@ fn asset_set() -> Vec<Asset> {
         },
         Asset {
             name: "crictl",
-            members: vec![("crictl".into(), 19 * MIB)],
+            members: vec![("crictl".into(), 19 * unit)],
             archive: true,
             install: "/usr/local/bin/",
         },
@@ -134,13 +136,27 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
+    let mut args: Vec<String> = std::env::args().collect();
+    let quick = args.get(1).is_some_and(|a| a == "--quick");
+    if quick {
+        args.remove(1);
+    }
     let nodewright = PathBuf::from(
         args.get(1)
-            .expect("usage: bench-assets NODEWRIGHT [MIB/S] [RUNS]"),
+            .expect("usage: bench-assets [--quick] NODEWRIGHT [MIB/S] [RUNS]"),
     );
     let rate_mib: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(20);
-    let runs: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let runs: usize = if quick {
+        1
+    } else {
+        args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3)
+    };
+    // The real sizes, or 1/16 of them; repetitions of the shorter steps; bytes to hash.
+    let (unit, repeat, hashed) = if quick {
+        (MIB / 16, 1, 16 * MIB)
+    } else {
+        (MIB, 5, 1 << 30)
+    };
     let rate = rate_mib * MIB;
     let work = tempfile::Builder::new()
         .prefix("nodewright-bench-assets-")
@@ -159,7 +175,7 @@ fn main() {
     let mut largest = 0u64;
     let mut total = 0u64;
     let mut curl = String::from("set -euo pipefail\ncd \"$1\"\n");
-    for asset in asset_set() {
+    for asset in asset_set(unit) {
         let served = if asset.archive {
             let tree = dir.join("trees").join(asset.name);
             for (member, size) in &asset.members {
@@ -276,7 +292,7 @@ fn main() {
     // 3. Re-verifying the cached set (warm), and a no-op re-run.
     let mut verify = Vec::new();
     let mut noop = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..repeat {
         verify.push(timed(&mut nodewright_cmd(&root, &["cache", "verify"])).0);
         noop.push(timed(&mut nodewright_cmd(&root, &["apply", "--spec", &spec_url])).0);
     }
@@ -284,11 +300,10 @@ fn main() {
     let noop = median(noop);
 
     // 4. sha256 throughput on 1 GiB: ours (cache verify of one entry) vs openssl.
-    eprintln!("hashing 1 GiB...");
+    eprintln!("hashing {} MiB...", hashed / MIB);
     let big = dir.join("big");
     sh(&format!(
-        "head -c {} /dev/urandom > '{}'",
-        1u64 << 30,
+        "head -c {hashed} /dev/urandom > '{}'",
         big.display()
     ));
     let big_sha = sha256_of(&big);
@@ -299,7 +314,7 @@ fn main() {
     let blob = blob_dir.join(&big_sha);
     let mut openssl = Vec::new();
     let mut hashing = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..repeat.min(3) {
         openssl.push(timed(Command::new("openssl").args(["dgst", "-sha256"]).arg(&blob)).0);
         hashing.push(
             timed(&mut nodewright_cmd(
@@ -344,13 +359,14 @@ fn main() {
         total as f64 / MIB as f64
     );
     println!("| no-op re-run of `apply` | {:.0} ms |", noop * 1000.0);
+    let hashed_mib = (hashed / MIB) as f64;
     println!(
-        "| sha256 of 1 GiB: `openssl dgst -sha256` | {openssl:.2} s ({:.0} MiB/s) |",
-        1024.0 / openssl
+        "| sha256 of {hashed_mib} MiB: `openssl dgst -sha256` | {openssl:.2} s ({:.0} MiB/s) |",
+        hashed_mib / openssl
     );
     println!(
-        "| sha256 of 1 GiB: `nodewright cache verify --parallel 1` | {hashing:.2} s ({:.0} MiB/s), {:.2}× openssl's time |",
-        1024.0 / hashing,
+        "| sha256 of {hashed_mib} MiB: `nodewright cache verify --parallel 1` | {hashing:.2} s ({:.0} MiB/s), {:.2}× openssl's time |",
+        hashed_mib / hashing,
         hashing / openssl
     );
 }

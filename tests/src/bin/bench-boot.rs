@@ -27,7 +27,7 @@ fn main() -> ExitCode {
     };
     mirror.expose(&fleet);
     let baked = fleet.bake(&mirror.prebake_recipe(&fleet));
-    let spec = mirror.worker_spec();
+    let spec = mirror.s3_worker_spec();
     let url = "s3://nodewright-state/prod.example.com/nodegroups/nodes-us-east-1a/nodespec.yaml";
     let user_data = boot_config("prod.example.com", "nodes-us-east-1a", "worker", url, &spec);
     fleet.publish(&user_data, &spec);

@@ -1,32 +1,45 @@
-//! Benchmark: a no-op re-run of `nodewright boot` on a converged root, against the
-//! local stand-ins (moto for S3, the fake IMDS), side by side with the first boot.
-//! Target: a no-op re-run under 50 ms wall. Run by `bench/noop.sh`.
+//! Benchmark: the agent's size, and a no-op re-run of `nodewright boot` on a converged
+//! root against the local stand-ins (moto for S3, the fake IMDS), side by side with the
+//! first boot, `plan` on the converged root and `check` of the example spec (issues 2
+//! and 14). Goals: size <= 10 MB, no-op re-run <= 20 ms, `check` <= 10 ms. Run by
+//! `bench/noop.sh`.
 //!
-//! Usage: bench-noop [BINARY] [RUNS]
+//! Usage: bench-noop [--quick] [BINARY] [RUNS]
 
 use nodewright_e2e::stats::{ms, percentile, report_line};
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nodewright_e2e::imds::{FakeImds, Instance};
 use nodewright_e2e::moto::Moto;
 use nodewright_e2e::world::spec_location;
 
+const SIZE_GOAL: u64 = 10_000_000;
+const NOOP_GOAL_MS: f64 = 20.0;
+const CHECK_GOAL_MS: f64 = 10.0;
+
 fn main() {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.first().is_some_and(|a| a == "--quick");
+    if quick {
+        args.remove(0);
+    }
     let binary = PathBuf::from(
-        std::env::args()
-            .nth(1)
+        args.first()
+            .cloned()
             .unwrap_or_else(|| "target/x86_64-unknown-linux-musl/dist/nodewright".to_owned()),
     );
-    let runs: usize = std::env::args()
-        .nth(2)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(30);
+    let runs: usize = match (quick, args.get(1).and_then(|n| n.parse().ok())) {
+        (true, _) => 1,
+        (false, Some(runs)) => runs,
+        (false, None) => 30,
+    };
     assert!(binary.exists(), "{} is missing", binary.display());
 
     let boot = nodewright_e2e::example("worker/bootconfig.yaml");
-    let spec = nodewright_e2e::example("worker/nodespec.yaml");
+    let spec_path = nodewright_e2e::workspace().join("examples/worker/nodespec.yaml");
+    let spec = std::fs::read(&spec_path).expect("the worker example");
     let moto = Moto::start();
     let (bucket, key) = spec_location(&boot).expect("an s3:// spec");
     moto.put_object(&bucket, &key, &spec);
@@ -35,9 +48,9 @@ fn main() {
     nodewright_e2e::agent::seed_image_files(root.path());
     let home = tempfile::tempdir().expect("a temp home");
 
-    let run = |args: &[&str]| -> Duration {
-        let started = Instant::now();
-        let status = Command::new(&binary)
+    let command = |args: &[&str]| -> Command {
+        let mut command = Command::new(&binary);
+        command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", home.path())
@@ -47,36 +60,68 @@ fn main() {
             .arg("--root")
             .arg(root.path())
             .args(args)
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("running nodewright");
+            .stdout(Stdio::null());
+        command
+    };
+    let run = |args: &[&str]| -> Duration {
+        let started = Instant::now();
+        let status = command(args).status().expect("running nodewright");
         assert!(status.success(), "nodewright {args:?} failed");
         started.elapsed()
     };
 
-    // Warm the emulator (its first S3 call loads its catalogue) on a throwaway root.
     let first = run(&["boot"]);
     let noop: Vec<Duration> = (0..runs).map(|_| run(&["boot"])).collect();
     let plan: Vec<Duration> = (0..runs).map(|_| run(&["plan"])).collect();
+    let spec_url = format!("file://{}", spec_path.display());
+    let check_args = ["check", "--spec", spec_url.as_str()];
+    let check = has_check(&binary).then(|| {
+        (0..runs)
+            .map(|_| run(&check_args))
+            .collect::<Vec<Duration>>()
+    });
 
     let size = std::fs::metadata(&binary).map(|m| m.len()).unwrap_or(0);
     println!(
-        "binary: {} ({:.1} MiB)",
+        "Agent: {} ({size} bytes, {:.1} MiB: {:.2}x the {SIZE_GOAL}-byte limit{})\n",
         binary.display(),
-        size as f64 / 1048576.0
+        size as f64 / 1048576.0,
+        size as f64 / SIZE_GOAL as f64,
+        if quick {
+            ", which applies to the dist build"
+        } else {
+            ""
+        },
     );
-    println!("{:<28} {:>9} {:>9} {:>9}", "", "median", "p90", "min");
-    println!("{:<28} {:>7.1}ms", "first boot (25 changes)", ms(first));
-    report("no-op re-run (boot)", &noop);
-    report("plan on converged root", &plan);
-    let median = percentile(&noop, 0.5);
+    println!("| worker example, {runs} runs | median | p90 | min |");
+    println!("|---|---|---|---|");
+    println!("| first boot | {:.1} ms | | |", ms(first));
+    println!("{}", report_line("no-op re-run (`boot`)", &noop));
+    println!("{}", report_line("`plan` on the converged root", &plan));
+    match &check {
+        Some(check) => println!("{}", report_line("`check` of the example spec", check)),
+        None => println!("| `check` of the example spec | pending: no `check` command | | |"),
+    }
+    let median = ms(percentile(&noop, 0.5));
     println!(
-        "no-op re-run vs 50 ms target: {:.2}x the target; first boot / no-op: {:.2}x",
-        ms(median) / 50.0,
-        ms(first) / ms(median)
+        "\nno-op re-run: {:.2}x the {NOOP_GOAL_MS} ms goal; first boot / no-op: {:.2}x",
+        median / NOOP_GOAL_MS,
+        ms(first) / median
     );
+    if let Some(check) = &check {
+        println!(
+            "check: {:.2}x the {CHECK_GOAL_MS} ms goal",
+            ms(percentile(check, 0.5)) / CHECK_GOAL_MS
+        );
+    }
 }
 
-fn report(name: &str, samples: &[Duration]) {
-    println!("{}", report_line(name, samples, 28));
+/// Whether this build has `nodewright check` (issue 14).
+fn has_check(binary: &Path) -> bool {
+    Command::new(binary)
+        .args(["check", "--help"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }

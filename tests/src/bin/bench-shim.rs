@@ -1,26 +1,30 @@
-//! Benchmark: controller-shim under a fleet booting at once. N workers (each its own
-//! connection and TLS handshake, as separate nodes would be) bootstrap concurrently
-//! against the shim binary given in `NODEWRIGHT_BIN_CONTROLLER_SHIM`, backed by the AWS
-//! emulator with SigV4 checks on. Reports bootstraps per second and latency
-//! percentiles, with the shim's own time separated from its STS, EC2 and S3 calls (from
-//! each answer's `Server-Timing` header, and the shim's /metrics for comparison).
-//! Run by `bench/shim.sh`.
+//! Benchmark: controller-shim under a fleet booting at once, alone and next to a
+//! credential-less flood. N workers (each its own source address, connection and TLS
+//! handshake, as separate nodes would be) bootstrap concurrently against the shim
+//! binary given in `NODEWRIGHT_BIN_CONTROLLER_SHIM`, backed by the AWS emulator with
+//! SigV4 checks on. Then the same again while keep-alive clients from four other source
+//! addresses send requests without a proof as fast as they can (the flood of issue 15).
+//! Reports bootstraps per second and latency percentiles side by side, with the shim's
+//! own time separated from its STS, EC2 and S3 calls (from each answer's
+//! `Server-Timing` header, and the shim's /metrics for comparison), and what the flood
+//! got. Run by `bench/shim.sh`.
 //!
 //! Pinned (`taskset -c 0 bench-shim` with `NODEWRIGHT_SHIM_CPUS=1`, as bench/shim.sh
-//! runs it), the shim has CPU 1 to itself and the emulator and the workers share CPU 0,
-//! so the shim's own time is its work and not time the emulator's Python took from it
-//! on the same core; unpinned, everything shares both cores.
+//! runs it), the shim has CPU 1 to itself and the emulator, the workers and the flood
+//! share CPU 0, so the shim's own time is its work and not time the emulator's Python
+//! took from it on the same core; unpinned, everything shares both cores.
 //!
-//! Usage: bench-shim [WORKERS...]   (default: 200 1000)
+//! Usage: bench-shim [--quick] [WORKERS...]   (default: 200 1000; --quick: 20)
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use nodewright_e2e::runtime::block_on;
-use nodewright_e2e::shim::{NODE_GROUP, Node, ShimWorld};
+use nodewright_e2e::runtime::{block_on, runtime};
+use nodewright_e2e::shim::{FloodCount, Node, ShimWorld, flood};
 use nodewright_shim::identity::IdentityToken;
-use nodewright_shim::pki::{KeyAlgorithm, PrivateKey, Subject};
-use nodewright_shim::protocol::{BootstrapRequest, CredentialRequest, PROTOCOL_VERSION};
 
 /// One worker's outcome.
 #[derive(Debug, Default, Clone)]
@@ -40,62 +44,123 @@ struct Sample {
     error: String,
 }
 
+/// One fleet's run.
+struct Run {
+    workers: usize,
+    flood: Option<(FloodCount, Duration)>,
+    wall: Duration,
+    samples: Vec<Sample>,
+    own_mean_metrics: f64,
+    ec2_calls: u64,
+}
+
+/// Keep-alive clients per flooding source address; four sources.
+const FLOOD_CLIENTS_PER_SOURCE: usize = 32;
+
 fn main() {
     let pinned = std::env::var_os("NODEWRIGHT_SHIM_CPUS").is_some();
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let sizes = if sizes.is_empty() {
-        vec![200, 1000]
-    } else {
-        sizes
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    let sizes = match (sizes.is_empty(), quick) {
+        (false, _) => sizes,
+        (true, true) => vec![20],
+        (true, false) => vec![200, 1000],
     };
-    let world = ShimWorld::start();
+    // The global upstream budget sized for the fleet, as an operator would for a
+    // scale-up this large: the flood must not be what spends it.
+    let largest = sizes.iter().copied().max().unwrap_or(1).max(1000);
+    let world = ShimWorld::start_with(
+        &[],
+        &format!(
+            "limits:\n  requestsPerSecond: {largest}\n  burst: {largest}\n  concurrency: {largest}\n"
+        ),
+    );
     println!(
         "controller-shim: {} ({})",
         nodewright_e2e::tools::workspace_bin("controller-shim").display(),
         if pinned {
-            "pinned: the shim on CPU 1, the emulator and the workers on CPU 0"
+            "pinned: the shim on CPU 1, the emulator, the workers and the flood on CPU 0"
         } else {
             "shared: everything on both CPUs"
         }
     );
     let mut report = Vec::new();
     for workers in sizes {
-        eprintln!("preparing {workers} instances, role sessions and CSRs...");
-        let nodes = world.launch_many(workers as i32);
-        let bodies: Vec<Vec<u8>> = nodes.iter().map(request_body).collect();
-        eprintln!("{workers} workers bootstrapping at once...");
-        let before = world.metrics();
-        let started = Instant::now();
-        let samples = run_fleet(&world, nodes, bodies);
-        let wall = started.elapsed();
-        let after = world.metrics();
-        let ec2_calls = counter(&after, "controller_shim_ec2_describe_calls_total")
-            - counter(&before, "controller_shim_ec2_describe_calls_total");
-        report.push((
-            workers,
-            wall,
-            samples,
-            own_from_metrics(&before, &after),
-            ec2_calls,
-        ));
+        for flooded in [false, true] {
+            report.push(run(&world, workers, flooded));
+        }
     }
+    print_report(&report);
+}
+
+fn run(world: &ShimWorld, workers: usize, flooded: bool) -> Run {
+    eprintln!("preparing {workers} instances, role sessions and CSRs...");
+    let nodes = world.launch_many(workers as i32);
+    let bodies: Vec<Vec<u8>> = nodes.iter().map(|n| request_body(world, n)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooding = flooded.then(|| {
+        eprintln!("flooding from 4 sources, {FLOOD_CLIENTS_PER_SOURCE} clients each...");
+        let began = Instant::now();
+        let task = runtime().spawn(flood(
+            format!("{}/v1/bootstrap", world.url()),
+            world.ca.cert_pem().to_owned(),
+            (2..6).map(|i| IpAddr::from([127, 0, 0, i])).collect(),
+            FLOOD_CLIENTS_PER_SOURCE,
+            stop.clone(),
+        ));
+        // Let it reach full speed before the fleet starts.
+        std::thread::sleep(Duration::from_secs(1));
+        (task, began)
+    });
+    eprintln!(
+        "{workers} workers bootstrapping at once{}...",
+        if flooded { " in the flood" } else { "" }
+    );
+    let before = world.metrics();
+    let started = Instant::now();
+    let samples = run_fleet(world, nodes, bodies);
+    let wall = started.elapsed();
+    let after = world.metrics();
+    let flood = flooding.map(|(task, began)| {
+        stop.store(true, Ordering::Relaxed);
+        let count = block_on(task).unwrap_or_default();
+        (count, began.elapsed())
+    });
+    Run {
+        workers,
+        flood,
+        wall,
+        samples,
+        own_mean_metrics: own_from_metrics(&before, &after),
+        ec2_calls: counter(&after, "controller_shim_ec2_describe_calls_total")
+            - counter(&before, "controller_shim_ec2_describe_calls_total"),
+    }
+}
+
+fn print_report(report: &[Run]) {
     println!();
     println!(
-        "| workers | bootstraps/s | errors | retried | client p50 | client p99 | shim own p50 | shim own p99 | receive p99 | queue p99 | STS p50 / p99 | EC2 p50 / p99 | S3 p50 / p99 | own mean (metrics) | DescribeInstances calls |"
+        "| workers | flood | bootstraps/s | errors | retried | client p50 | client p99 | shim own p50 | shim own p99 | receive p99 | queue p99 | STS p50 / p99 | EC2 p50 / p99 | S3 p50 / p99 | own mean (metrics) | DescribeInstances calls |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for (workers, wall, samples, metrics_mean, ec2_calls) in &report {
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for run in report {
+        let samples = &run.samples;
         let ok: Vec<&Sample> = samples.iter().filter(|s| s.ok).collect();
         let errors = samples.len() - ok.len();
         let retried = samples.iter().filter(|s| s.attempts > 1).count();
         let pick = |f: fn(&Sample) -> f64| -> Vec<f64> { ok.iter().map(|s| f(s)).collect() };
         let p = |values: Vec<f64>, q: f64| percentile(values, q);
+        let flood = match &run.flood {
+            Some((count, took)) => {
+                format!("{:.0} req/s", count.requests as f64 / took.as_secs_f64())
+            }
+            None => "none".to_owned(),
+        };
         println!(
-            "| {workers} | {:.1} | {errors} | {retried} | {:.1} ms | {:.1} ms | {:.2} ms | {:.2} ms | {:.1} ms | {:.1} ms | {:.1} / {:.1} ms | {:.1} / {:.1} ms | {:.1} / {:.1} ms | {:.2} ms | {ec2_calls} |",
-            ok.len() as f64 / wall.as_secs_f64(),
+            "| {} | {flood} | {:.1} | {errors} | {retried} | {:.1} ms | {:.1} ms | {:.2} ms | {:.2} ms | {:.1} ms | {:.1} ms | {:.1} / {:.1} ms | {:.1} / {:.1} ms | {:.1} / {:.1} ms | {:.2} ms | {} |",
+            run.workers,
+            ok.len() as f64 / run.wall.as_secs_f64(),
             p(pick(|s| s.total_ms), 0.5),
             p(pick(|s| s.total_ms), 0.99),
             p(pick(|s| s.shim_ms), 0.5),
@@ -108,40 +173,58 @@ fn main() {
             p(pick(|s| s.ec2_ms), 0.99),
             p(pick(|s| s.s3_ms), 0.5),
             p(pick(|s| s.s3_ms), 0.99),
-            metrics_mean,
+            run.own_mean_metrics,
+            run.ec2_calls,
         );
-        if let Some(error) = samples.iter().find(|s| !s.ok) {
-            println!("first error: {}", error.error);
-        }
-        let shim_p99 = p(pick(|s| s.shim_ms), 0.99);
+    }
+    println!();
+    for run in report {
+        let ok: Vec<f64> = run
+            .samples
+            .iter()
+            .filter(|s| s.ok)
+            .map(|s| s.shim_ms)
+            .collect();
+        let errors = run.samples.len() - ok.len();
+        let shim_p99 = percentile(ok, 0.99);
+        let flood = match &run.flood {
+            Some((count, _)) => format!(
+                " in a flood of {} requests ({})",
+                count.requests,
+                statuses(&count.statuses)
+            ),
+            None => String::new(),
+        };
         println!(
-            "workers={workers}: shim own p99 {shim_p99:.2} ms = {:.2}x the 10 ms target; {errors} errors",
+            "workers={}{flood}: shim own p99 {shim_p99:.2} ms = {:.2}x the 10 ms target; {errors} errors",
+            run.workers,
             shim_p99 / 10.0
         );
+        if let Some(error) = run.samples.iter().find(|s| !s.ok) {
+            println!("  first error: {}", error.error);
+        }
     }
 }
 
+fn statuses(statuses: &BTreeMap<u16, u64>) -> String {
+    statuses
+        .iter()
+        .map(|(status, n)| match status {
+            0 => format!("{n} without an answer"),
+            s => format!("{n}x {s}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The bootstrap request of a node, with keys generated beforehand (not timed).
-fn request_body(node: &Node) -> Vec<u8> {
-    let subject = Subject::new(
+fn request_body(world: &ShimWorld, node: &Node) -> Vec<u8> {
+    nodewright_e2e::shim::request_body(
+        &nodewright::spec::digest(&world.spec),
         &format!("system:node:{}", node.private_dns_name),
         &["system:nodes"],
-    );
-    let csr = || {
-        PrivateKey::generate(KeyAlgorithm::EcdsaP256)
-            .expect("a key")
-            .certificate_request(&subject, &[], &[])
-            .expect("a CSR")
-    };
-    serde_json::to_vec(&BootstrapRequest {
-        api_version: PROTOCOL_VERSION.to_owned(),
-        node_group: NODE_GROUP.to_owned(),
-        credentials: Some(CredentialRequest {
-            client_csr: csr(),
-            serving_csr: csr(),
-        }),
-    })
-    .expect("JSON")
+    )
+    .0
 }
 
 fn run_fleet(world: &ShimWorld, nodes: Vec<Node>, bodies: Vec<Vec<u8>>) -> Vec<Sample> {
@@ -152,13 +235,16 @@ fn run_fleet(world: &ShimWorld, nodes: Vec<Node>, bodies: Vec<Vec<u8>>) -> Vec<S
         let mut tasks = Vec::new();
         // All workers start together, as a fleet scaling up does.
         let gate = Arc::new(tokio::sync::Barrier::new(nodes.len()));
-        for (node, body) in nodes.into_iter().zip(bodies) {
+        for (i, (node, body)) in nodes.into_iter().zip(bodies).enumerate() {
             let (url, ca, endpoint, gate) =
                 (url.clone(), ca.clone(), endpoint.clone(), gate.clone());
             tasks.push(tokio::spawn(async move {
-                // Each worker is its own node: its own client, connection and handshake.
+                // Each worker is its own node: its own source address (127.1.x.y), client,
+                // connection and handshake.
+                let source = IpAddr::from([127, 1, (i / 250) as u8, (i % 250 + 1) as u8]);
                 let client = reqwest::Client::builder()
                     .no_proxy()
+                    .local_address(source)
                     .tls_certs_only(
                         reqwest::Certificate::from_pem_bundle(ca.as_bytes()).expect("CA"),
                     )
@@ -191,8 +277,13 @@ async fn worker(
 ) -> Sample {
     let credentials = node.aws_credentials();
     let mut sample = Sample::default();
+    let mut request: nodewright_shim::protocol::BootstrapRequest =
+        serde_json::from_slice(&body).expect("a request");
     for attempt in 1..=20u32 {
         sample.attempts = attempt;
+        // Each attempt its own proof, as the library client does.
+        request.nonce = nodewright_shim::protocol::nonce();
+        let body = serde_json::to_vec(&request).expect("JSON");
         let token =
             IdentityToken::sign(&credentials, endpoint, &body, SystemTime::now()).expect("a proof");
         let began = Instant::now();
@@ -200,7 +291,7 @@ async fn worker(
             .post(url)
             .header("authorization", token.to_header())
             .header("content-type", "application/json")
-            .body(body.clone())
+            .body(body)
             .send()
             .await;
         let response = match response {

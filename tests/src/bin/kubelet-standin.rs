@@ -97,6 +97,22 @@ fn record(args: &[String]) -> Value {
         }
         parsed
     });
+    // TLS bootstrapping: the kubeconfig it first authenticates with (a token by file).
+    let bootstrap_kubeconfig = flags.get("--bootstrap-kubeconfig").map(|path| {
+        let parsed = read_yaml(path, &mut files);
+        for cluster in parsed["clusters"].as_array().into_iter().flatten() {
+            if let Some(ca) = cluster["cluster"]["certificate-authority"].as_str() {
+                read_text(ca, &mut files);
+            }
+        }
+        for user in parsed["users"].as_array().into_iter().flatten() {
+            if let Some(token) = user["user"]["tokenFile"].as_str() {
+                // A token is a secret: only whether it is there.
+                files.insert(token.to_owned(), presence(token));
+            }
+        }
+        parsed
+    });
     if let Some(path) = flags.get("--image-credential-provider-config") {
         read_yaml(path, &mut files);
     }
@@ -105,6 +121,7 @@ fn record(args: &[String]) -> Value {
         "flags": flags,
         "config": config,
         "kubeconfig": kubeconfig,
+        "bootstrapKubeconfig": bootstrap_kubeconfig,
         "files": files,
         "pid": std::process::id(),
         "bootId": std::fs::read_to_string("/proc/sys/kernel/random/boot_id")

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use crate::kops::refusals::Ledger;
-use crate::model::Facts;
+use crate::facts::Facts;
 use crate::spec::{AssetUrl, Sha256Hex};
 
 /// What an asset of kops's list is for.

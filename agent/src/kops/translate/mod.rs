@@ -23,7 +23,7 @@ use super::boot_config::{KubeEnv, ROLE_NODE};
 use super::nodeup_config::NodeupConfig;
 use super::refusals::{Ledger, Note};
 use super::KopsError;
-use crate::model::Facts;
+use crate::facts::Facts;
 use crate::spec::NodeSpec;
 
 pub use assets::{AssetUse, LAYOUT, LayoutRow};
