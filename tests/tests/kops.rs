@@ -57,7 +57,10 @@ impl KopsInputs {
         assert!(ca.len() > 4, "the fixture's CA bundle");
         let cas = format!(
             "CAs:\n  kubernetes-ca: |\n{}\n",
-            ca.iter().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
+            ca.iter()
+                .map(|l| format!("  {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         let nodeup_config = config.replacen("CAs: {}\n", &cas, 1);
         assert_ne!(nodeup_config, config);
@@ -120,7 +123,10 @@ impl KopsWorld {
     /// cluster): the run keeps what the node holds.
     fn seed_kubelet_credentials(&self) {
         for (path, text) in [
-            ("/var/lib/kubelet/pki/kubelet-client-current.pem", "key and certificate"),
+            (
+                "/var/lib/kubelet/pki/kubelet-client-current.pem",
+                "key and certificate",
+            ),
             ("/var/lib/kubelet/pki/kubelet-client.crt", "certificate"),
         ] {
             let at = self.agent.path(path);
@@ -184,10 +190,18 @@ fn kops_user_data_from_imds_is_translated_and_planned() {
         "kubelet.service",
         "/etc/kubernetes/manifests/kube-proxy.yaml",
     ] {
-        assert!(run.stdout.contains(wanted), "{wanted} not planned:\n{}", run.stdout);
+        assert!(
+            run.stdout.contains(wanted),
+            "{wanted} not planned:\n{}",
+            run.stdout
+        );
     }
     // Not run as nodeup: no nodeup unit.
-    assert!(!run.stdout.contains("kops-configuration.service"), "{}", run.stdout);
+    assert!(
+        !run.stdout.contains("kops-configuration.service"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]
@@ -199,8 +213,16 @@ fn nodeup_command_line_plans_the_worker_with_its_boot_unit() {
     let conf_arg = format!("--conf={}", conf.display());
     let run = world.run_nodeup(&["--install-systemd-unit", &conf_arg, "--v=8", "--dryrun"]);
     run.expect_code(0);
-    assert!(run.stdout.contains("kops-configuration.service"), "{}", run.stdout);
-    assert!(run.stdout.contains("/var/lib/kubelet/config.yaml"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("kops-configuration.service"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("/var/lib/kubelet/config.yaml"),
+        "{}",
+        run.stdout
+    );
     // nodeup's flags only: nodewright's are not nodeup's.
     let run = world.run_nodeup(&[&conf_arg, "--v=8", "--target=direct"]);
     run.expect_code(2);
@@ -214,7 +236,11 @@ fn nodeup_refuses_a_tampered_nodeupconfig_writing_nothing() {
     assert_ne!(tampered, inputs.nodeup_config);
     let world = KopsWorld::new(b"", tampered.as_bytes());
     let conf = world.write_kube_env(&inputs.kube_env);
-    let run = world.run_nodeup(&["--install-systemd-unit", &format!("--conf={}", conf.display()), "--v=8"]);
+    let run = world.run_nodeup(&[
+        "--install-systemd-unit",
+        &format!("--conf={}", conf.display()),
+        "--v=8",
+    ]);
     run.expect_code(3);
     assert!(
         run.stderr.contains("NodeupConfigHash") && run.stderr.contains(CONFIG_KEY),

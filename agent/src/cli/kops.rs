@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use super::{exit, exit_code};
 use crate::error::Classified;
-use crate::kops::{KopsError, KubeEnv, NodeupConfig, translate, userdata};
 use crate::facts::Facts;
+use crate::kops::{KopsError, KubeEnv, NodeupConfig, translate, userdata};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -64,11 +64,16 @@ pub fn main(argv: Vec<OsString>) -> u8 {
         Ok(args) => args,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { exit::USAGE } else { exit::OK };
+            return if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
         }
     };
     crate::logging::init(args.verbosity >= 4);
-    let root = std::env::var_os("NODEWRIGHT_ROOT").map_or_else(|| PathBuf::from("/"), PathBuf::from);
+    let root =
+        std::env::var_os("NODEWRIGHT_ROOT").map_or_else(|| PathBuf::from("/"), PathBuf::from);
     let deadline = std::env::var("NODEWRIGHT_DEADLINE")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -131,7 +136,13 @@ mod tests {
     #[test]
     fn kops_command_lines_parse() {
         // kops's user data, and nodeup's own unit.
-        let args = parse(&["nodeup", "--install-systemd-unit", "--conf=/opt/kops/conf/kube_env.yaml", "--v=8"]).unwrap();
+        let args = parse(&[
+            "nodeup",
+            "--install-systemd-unit",
+            "--conf=/opt/kops/conf/kube_env.yaml",
+            "--v=8",
+        ])
+        .unwrap();
         assert_eq!(args.conf, Path::new("/opt/kops/conf/kube_env.yaml"));
         assert_eq!(args.verbosity, 8);
         assert_eq!(args.install_systemd_unit, Some(true));
@@ -144,9 +155,13 @@ mod tests {
 
     #[test]
     fn only_the_name_nodeup_switches_the_command_line() {
-        assert!(invoked_as_nodeup(Some(&OsString::from("/opt/kops/bin/nodeup"))));
+        assert!(invoked_as_nodeup(Some(&OsString::from(
+            "/opt/kops/bin/nodeup"
+        ))));
         assert!(invoked_as_nodeup(Some(&OsString::from("./nodeup"))));
-        assert!(!invoked_as_nodeup(Some(&OsString::from("/usr/local/bin/nodewright"))));
+        assert!(!invoked_as_nodeup(Some(&OsString::from(
+            "/usr/local/bin/nodewright"
+        ))));
         assert!(!invoked_as_nodeup(None));
     }
 }

@@ -17,7 +17,11 @@ pub struct KubeEnv {
     #[serde(rename = "CloudProvider")]
     pub cloud_provider: String,
     /// The state store (`s3://bucket/cluster`): the node reads its nodeupconfig there.
-    #[serde(rename = "ConfigBase", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ConfigBase",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub config_base: Option<String>,
     /// kops-controller: the node asks it for its nodeupconfig and certificates.
     #[serde(
@@ -28,7 +32,11 @@ pub struct KubeEnv {
     pub config_server: Option<ConfigServer>,
     /// With `dns: none`: the API load balancer's addresses, pinned in /etc/hosts for
     /// `api.internal.<cluster>` and `kops-controller.internal.<cluster>`.
-    #[serde(rename = "APIServerIPs", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "APIServerIPs",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub api_server_ips: Vec<String>,
     #[serde(rename = "ClusterName", default)]
     pub cluster_name: String,
@@ -86,7 +94,11 @@ impl KubeEnv {
         match (&env.config_base, &env.config_server) {
             (None, None) => missing.push("ConfigBase or ConfigServer"),
             (_, Some(server)) if server.servers.is_empty() => missing.push("ConfigServer.servers"),
-            (_, Some(server)) if !server.ca_certificates.contains("-----BEGIN CERTIFICATE-----") => {
+            (_, Some(server))
+                if !server
+                    .ca_certificates
+                    .contains("-----BEGIN CERTIFICATE-----") =>
+            {
                 missing.push("ConfigServer.CACertificates")
             }
             _ => {}
@@ -107,7 +119,11 @@ impl KubeEnv {
     pub fn describe_source(&self) -> String {
         match (&self.config_server, &self.config_base) {
             (Some(server), _) => format!("kops-controller {}", server.servers.join(", ")),
-            (None, Some(base)) => format!("{}/{}", base.trim_end_matches('/'), self.nodeup_config_key()),
+            (None, Some(base)) => format!(
+                "{}/{}",
+                base.trim_end_matches('/'),
+                self.nodeup_config_key()
+            ),
             (None, None) => "(nowhere)".to_owned(),
         }
     }
@@ -151,29 +167,56 @@ NodeupConfigHash: oJXYdjC/tVl6EVHGd/0fZ8K0d9Bh0yWCpComcMlAFWE=
         assert_eq!(env.instance_group_role, ROLE_NODE);
         let server = env.config_server.as_ref().unwrap();
         assert_eq!(server.servers.len(), 1);
-        assert!(env.describe_source().starts_with("kops-controller https://"));
-        assert_eq!(env.nodeup_config_key(), "igconfig/node/nodes/nodeupconfig.yaml");
+        assert!(
+            env.describe_source()
+                .starts_with("kops-controller https://")
+        );
+        assert_eq!(
+            env.nodeup_config_key(),
+            "igconfig/node/nodes/nodeupconfig.yaml"
+        );
     }
 
     #[test]
     fn an_unknown_field_is_named_with_its_line() {
-        let text = ENV.replace("InstanceGroupName: nodes\n", "InstanceGroupName: nodes\nWarmPool: true\n");
-        let err = KubeEnv::parse("kube_env.yaml", &text).unwrap_err().to_string();
-        assert!(err.contains("kube_env.yaml") && err.contains("WarmPool"), "{err}");
+        let text = ENV.replace(
+            "InstanceGroupName: nodes\n",
+            "InstanceGroupName: nodes\nWarmPool: true\n",
+        );
+        let err = KubeEnv::parse("kube_env.yaml", &text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("kube_env.yaml") && err.contains("WarmPool"),
+            "{err}"
+        );
         assert!(err.contains("line 11"), "{err}");
         // Case matters (nodeup would accept `clustername`; a typo is not a setting).
         let text = ENV.replace("ClusterName:", "Clustername:");
-        let err = KubeEnv::parse("kube_env.yaml", &text).unwrap_err().to_string();
+        let err = KubeEnv::parse("kube_env.yaml", &text)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("Clustername"), "{err}");
     }
 
     #[test]
     fn missing_fields_are_listed() {
-        let text = ENV.replace("NodeupConfigHash: oJXYdjC/tVl6EVHGd/0fZ8K0d9Bh0yWCpComcMlAFWE=\n", "");
-        let err = KubeEnv::parse("kube_env.yaml", &text).unwrap_err().to_string();
+        let text = ENV.replace(
+            "NodeupConfigHash: oJXYdjC/tVl6EVHGd/0fZ8K0d9Bh0yWCpComcMlAFWE=\n",
+            "",
+        );
+        let err = KubeEnv::parse("kube_env.yaml", &text)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("NodeupConfigHash"), "{err}");
-        let err = KubeEnv::parse("k", "CloudProvider: aws\n").unwrap_err().to_string();
-        for field in ["ClusterName", "InstanceGroupName", "ConfigBase or ConfigServer"] {
+        let err = KubeEnv::parse("k", "CloudProvider: aws\n")
+            .unwrap_err()
+            .to_string();
+        for field in [
+            "ClusterName",
+            "InstanceGroupName",
+            "ConfigBase or ConfigServer",
+        ] {
             assert!(err.contains(field), "{err}");
         }
     }

@@ -16,7 +16,10 @@ pub struct KubeletConfigSpec {
     pub anonymous_auth: Option<bool>,
     #[serde(rename = "authorizationMode", skip_serializing_if = "Option::is_none")]
     pub authorization_mode: Option<String>,
-    #[serde(rename = "bootstrapKubeconfig", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "bootstrapKubeconfig",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub bootstrap_kubeconfig: Option<String>,
     #[serde(rename = "clientCAFile", skip_serializing_if = "Option::is_none")]
     pub client_ca_file: Option<String>,
@@ -40,7 +43,10 @@ pub struct KubeletConfigSpec {
     pub pod_manifest_path: Option<String>,
     #[serde(rename = "hostnameOverride", skip_serializing_if = "Option::is_none")]
     pub hostname_override: Option<String>,
-    #[serde(rename = "podInfraContainerImage", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "podInfraContainerImage",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pod_infra_container_image: Option<String>,
     #[serde(rename = "seccompDefault", skip_serializing_if = "Option::is_none")]
     pub seccomp_default: Option<bool>,
@@ -48,11 +54,17 @@ pub struct KubeletConfigSpec {
     pub seccomp_profile_root: Option<String>,
     #[serde(rename = "allowPrivileged", skip_serializing_if = "Option::is_none")]
     pub allow_privileged: Option<bool>,
-    #[serde(rename = "enableDebuggingHandlers", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "enableDebuggingHandlers",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enable_debugging_handlers: Option<bool>,
     #[serde(rename = "registerNode", skip_serializing_if = "Option::is_none")]
     pub register_node: Option<bool>,
-    #[serde(rename = "nodeStatusUpdateFrequency", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "nodeStatusUpdateFrequency",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub node_status_update_frequency: Option<String>,
     #[serde(rename = "clusterDomain", skip_serializing_if = "Option::is_none")]
     pub cluster_domain: Option<String>,
@@ -88,15 +100,24 @@ pub struct KubeletConfigSpec {
     pub resolver_config: Option<String>,
     #[serde(rename = "reconcileCIDR", skip_serializing_if = "Option::is_none")]
     pub reconcile_cidr: Option<bool>,
-    #[serde(rename = "registerSchedulable", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "registerSchedulable",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub register_schedulable: Option<bool>,
-    #[serde(rename = "serializeImagePulls", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serializeImagePulls",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub serialize_image_pulls: Option<bool>,
     #[serde(rename = "nodeLabels", skip_serializing_if = "Option::is_none")]
     pub node_labels: Option<BTreeMap<String, String>>,
     #[serde(rename = "nonMasqueradeCIDR", skip_serializing_if = "Option::is_none")]
     pub non_masquerade_cidr: Option<String>,
-    #[serde(rename = "enableCustomMetrics", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "enableCustomMetrics",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enable_custom_metrics: Option<bool>,
     #[serde(rename = "networkPluginMTU", skip_serializing_if = "Option::is_none")]
     pub network_plugin_mtu: Option<i32>,
@@ -104,33 +125,63 @@ pub struct KubeletConfigSpec {
     pub image_minimum_gc_age: Option<String>,
     #[serde(rename = "imageMaximumGCAge", skip_serializing_if = "Option::is_none")]
     pub image_maximum_gc_age: Option<String>,
-    #[serde(rename = "maxParallelImagePulls", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxParallelImagePulls",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_parallel_image_pulls: Option<i32>,
-    #[serde(rename = "imageGCHighThresholdPercent", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "imageGCHighThresholdPercent",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub image_gc_high_threshold_percent: Option<i32>,
-    #[serde(rename = "imageGCLowThresholdPercent", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "imageGCLowThresholdPercent",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub image_gc_low_threshold_percent: Option<i32>,
-    #[serde(rename = "imagePullProgressDeadline", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "imagePullProgressDeadline",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub image_pull_progress_deadline: Option<String>,
     #[serde(rename = "evictionHard", skip_serializing_if = "Option::is_none")]
     pub eviction_hard: Option<String>,
     #[serde(rename = "evictionSoft", skip_serializing_if = "Option::is_none")]
     pub eviction_soft: Option<String>,
-    #[serde(rename = "evictionSoftGracePeriod", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "evictionSoftGracePeriod",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub eviction_soft_grace_period: Option<String>,
-    #[serde(rename = "evictionPressureTransitionPeriod", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "evictionPressureTransitionPeriod",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub eviction_pressure_transition_period: Option<String>,
-    #[serde(rename = "evictionMaxPodGracePeriod", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "evictionMaxPodGracePeriod",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub eviction_max_pod_grace_period: Option<i32>,
-    #[serde(rename = "evictionMinimumReclaim", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "evictionMinimumReclaim",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub eviction_minimum_reclaim: Option<String>,
-    #[serde(rename = "volumePluginDirectory", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "volumePluginDirectory",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub volume_plugin_directory: Option<String>,
     #[serde(rename = "taints", skip_serializing_if = "Option::is_none")]
     pub taints: Option<Vec<String>>,
     #[serde(rename = "featureGates", skip_serializing_if = "Option::is_none")]
     pub feature_gates: Option<BTreeMap<String, String>>,
-    #[serde(rename = "kernelMemcgNotification", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "kernelMemcgNotification",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub kernel_memcg_notification: Option<bool>,
     #[serde(rename = "kubeReserved", skip_serializing_if = "Option::is_none")]
     pub kube_reserved: Option<BTreeMap<String, String>>,
@@ -138,27 +189,54 @@ pub struct KubeletConfigSpec {
     pub kube_reserved_cgroup: Option<String>,
     #[serde(rename = "systemReserved", skip_serializing_if = "Option::is_none")]
     pub system_reserved: Option<BTreeMap<String, String>>,
-    #[serde(rename = "systemReservedCgroup", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "systemReservedCgroup",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub system_reserved_cgroup: Option<String>,
-    #[serde(rename = "enforceNodeAllocatable", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "enforceNodeAllocatable",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enforce_node_allocatable: Option<String>,
-    #[serde(rename = "runtimeRequestTimeout", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "runtimeRequestTimeout",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub runtime_request_timeout: Option<String>,
-    #[serde(rename = "volumeStatsAggPeriod", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "volumeStatsAggPeriod",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub volume_stats_agg_period: Option<String>,
     #[serde(rename = "failSwapOn", skip_serializing_if = "Option::is_none")]
     pub fail_swap_on: Option<bool>,
-    #[serde(rename = "experimentalAllowedUnsafeSysctls", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "experimentalAllowedUnsafeSysctls",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub experimental_allowed_unsafe_sysctls: Option<Vec<String>>,
-    #[serde(rename = "allowedUnsafeSysctls", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "allowedUnsafeSysctls",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub allowed_unsafe_sysctls: Option<Vec<String>>,
-    #[serde(rename = "streamingConnectionIdleTimeout", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "streamingConnectionIdleTimeout",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub streaming_connection_idle_timeout: Option<String>,
     #[serde(rename = "rootDir", skip_serializing_if = "Option::is_none")]
     pub root_dir: Option<String>,
-    #[serde(rename = "authenticationTokenWebhook", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "authenticationTokenWebhook",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub authentication_token_webhook: Option<bool>,
-    #[serde(rename = "authenticationTokenWebhookCacheTTL", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "authenticationTokenWebhookCacheTTL",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub authentication_token_webhook_cache_ttl: Option<String>,
     #[serde(rename = "cpuCFSQuota", skip_serializing_if = "Option::is_none")]
     pub cpu_cfs_quota: Option<bool>,
@@ -170,42 +248,75 @@ pub struct KubeletConfigSpec {
     pub registry_pull_qps: Option<i32>,
     #[serde(rename = "registryBurst", skip_serializing_if = "Option::is_none")]
     pub registry_burst: Option<i32>,
-    #[serde(rename = "topologyManagerPolicy", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "topologyManagerPolicy",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub topology_manager_policy: Option<String>,
     #[serde(rename = "rotateCertificates", skip_serializing_if = "Option::is_none")]
     pub rotate_certificates: Option<bool>,
-    #[serde(rename = "protectKernelDefaults", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "protectKernelDefaults",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub protect_kernel_defaults: Option<bool>,
     #[serde(rename = "cgroupDriver", skip_serializing_if = "Option::is_none")]
     pub cgroup_driver: Option<String>,
-    #[serde(rename = "housekeepingInterval", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "housekeepingInterval",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub housekeeping_interval: Option<String>,
     #[serde(rename = "eventQPS", skip_serializing_if = "Option::is_none")]
     pub event_qps: Option<i32>,
     #[serde(rename = "eventBurst", skip_serializing_if = "Option::is_none")]
     pub event_burst: Option<i32>,
-    #[serde(rename = "containerLogMaxSize", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerLogMaxSize",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_log_max_size: Option<String>,
-    #[serde(rename = "containerLogMaxFiles", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerLogMaxFiles",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_log_max_files: Option<i32>,
-    #[serde(rename = "enableCadvisorJsonEndpoints", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "enableCadvisorJsonEndpoints",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enable_cadvisor_json_endpoints: Option<bool>,
     #[serde(rename = "podPidsLimit", skip_serializing_if = "Option::is_none")]
     pub pod_pids_limit: Option<i64>,
-    #[serde(rename = "experimentalAllocatableIgnoreEviction", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "experimentalAllocatableIgnoreEviction",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub experimental_allocatable_ignore_eviction: Option<bool>,
-    #[serde(rename = "shutdownGracePeriod", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "shutdownGracePeriod",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub shutdown_grace_period: Option<String>,
-    #[serde(rename = "shutdownGracePeriodCriticalPods", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "shutdownGracePeriodCriticalPods",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub shutdown_grace_period_critical_pods: Option<String>,
     #[serde(rename = "memorySwapBehavior", skip_serializing_if = "Option::is_none")]
     pub memory_swap_behavior: Option<String>,
-    #[serde(rename = "crashLoopBackOffMaxContainerRestartPeriod", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "crashLoopBackOffMaxContainerRestartPeriod",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub crash_loop_back_off_max_container_restart_period: Option<String>,
     #[serde(rename = "kubeAPIQPS", skip_serializing_if = "Option::is_none")]
     pub kube_api_qps: Option<i32>,
     #[serde(rename = "eventRecordQPS", skip_serializing_if = "Option::is_none")]
     pub event_record_qps: Option<i32>,
-    #[serde(rename = "nodeLeaseDurationSeconds", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "nodeLeaseDurationSeconds",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub node_lease_duration_seconds: Option<i32>,
 }

@@ -48,7 +48,10 @@ pub enum KopsError {
         expected: String,
         actual: String,
     },
-    #[error("instance group {instance_group}: nodewright cannot boot it as nodeup would; nothing was written:\n{}", list(refusals))]
+    #[error(
+        "instance group {instance_group}: nodewright cannot boot it as nodeup would; nothing was written:\n{}",
+        list(refusals)
+    )]
     Refused {
         instance_group: String,
         refusals: Vec<Refusal>,

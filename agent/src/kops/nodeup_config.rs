@@ -31,7 +31,10 @@ pub struct NodeupConfig {
     pub images: BTreeMap<String, Option<Vec<Value>>>,
     #[serde(rename = "ClusterName")]
     pub cluster_name: String,
-    #[serde(rename = "ApiserverAdditionalIPs", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "ApiserverAdditionalIPs",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub apiserver_additional_ips: Vec<String>,
     #[serde(rename = "KubernetesVersion")]
     pub kubernetes_version: String,
@@ -74,7 +77,10 @@ pub struct NodeupConfig {
     pub uses_kubenet: bool,
     #[serde(rename = "NTPUnmanaged")]
     pub ntp_unmanaged: bool,
-    #[serde(rename = "ServiceNodePortRange", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "ServiceNodePortRange",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub service_node_port_range: String,
     /// `key = value` lines, with comments and blank lines, as sysctl.d takes them.
     #[serde(rename = "SysctlParameters", skip_serializing_if = "Vec::is_empty")]
@@ -101,11 +107,17 @@ pub struct NodeupConfig {
     pub nvidia_gpu: Option<Value>,
     #[serde(rename = "GVisor", skip_serializing_if = "Option::is_none")]
     pub gvisor: Option<Value>,
-    #[serde(rename = "disableSecurityGroupIngress", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "disableSecurityGroupIngress",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub disable_security_group_ingress: Option<bool>,
     #[serde(rename = "elbSecurityGroup", skip_serializing_if = "Option::is_none")]
     pub elb_security_group: Option<String>,
-    #[serde(rename = "nlbSecurityGroupMode", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "nlbSecurityGroupMode",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub nlb_security_group_mode: Option<String>,
     #[serde(rename = "nodeIPFamilies", skip_serializing_if = "Vec::is_empty")]
     pub node_ip_families: Vec<String>,
@@ -332,7 +344,10 @@ impl NodeupConfig {
         if bytes.len() > MAX_BYTES {
             return Err(KopsError::Invalid {
                 source_name: source.to_owned(),
-                detail: format!("{} bytes is more than the {MAX_BYTES} a nodeupconfig may have", bytes.len()),
+                detail: format!(
+                    "{} bytes is more than the {MAX_BYTES} a nodeupconfig may have",
+                    bytes.len()
+                ),
             });
         }
         let actual = config_hash(bytes);
@@ -388,7 +403,8 @@ usesNoneDNS: false
     #[test]
     fn parses_after_the_hash_matches() {
         let hash = config_hash(CONFIG.as_bytes());
-        let config = NodeupConfig::parse_checked("nodeupconfig.yaml", CONFIG.as_bytes(), &hash).unwrap();
+        let config =
+            NodeupConfig::parse_checked("nodeupconfig.yaml", CONFIG.as_bytes(), &hash).unwrap();
         assert_eq!(config.cluster_name, "minimal.example.com");
         assert!(config.kube_proxy.is_none());
         assert_eq!(config.hooks, vec![None, None]);
@@ -403,26 +419,46 @@ usesNoneDNS: false
     fn a_tampered_config_is_refused_before_it_is_read() {
         let hash = config_hash(CONFIG.as_bytes());
         // Not even YAML: the hash is checked first.
-        let err = NodeupConfig::parse_checked("nodeupconfig.yaml", b"\x00\xff{{", &hash).unwrap_err();
+        let err =
+            NodeupConfig::parse_checked("nodeupconfig.yaml", b"\x00\xff{{", &hash).unwrap_err();
         assert!(matches!(err, KopsError::HashMismatch { .. }), "{err}");
         let tampered = CONFIG.replace("logLevel: 2", "logLevel: 9");
         let err = NodeupConfig::parse_checked("nodeupconfig.yaml", tampered.as_bytes(), &hash)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("nodeupconfig.yaml") && err.contains(&hash), "{err}");
+        assert!(
+            err.contains("nodeupconfig.yaml") && err.contains(&hash),
+            "{err}"
+        );
     }
 
     #[test]
     fn an_unknown_field_is_named() {
         for (from, to, field) in [
-            ("usesNoneDNS: false\n", "usesNoneDNS: false\nNewSetting: 1\n", "NewSetting"),
-            ("  logLevel: 2\n", "  logLevel: 2\n  logLevl: 3\n", "KubeletConfig.logLevl"),
-            ("  cilium: {}\n", "  cilium: {}\n  kopeio: {}\n", "Networking.kopeio"),
+            (
+                "usesNoneDNS: false\n",
+                "usesNoneDNS: false\nNewSetting: 1\n",
+                "NewSetting",
+            ),
+            (
+                "  logLevel: 2\n",
+                "  logLevel: 2\n  logLevl: 3\n",
+                "KubeletConfig.logLevl",
+            ),
+            (
+                "  cilium: {}\n",
+                "  cilium: {}\n  kopeio: {}\n",
+                "Networking.kopeio",
+            ),
         ] {
             let text = CONFIG.replace(from, to);
-            let err = NodeupConfig::parse_checked("n.yaml", text.as_bytes(), &config_hash(text.as_bytes()))
-                .unwrap_err()
-                .to_string();
+            let err = NodeupConfig::parse_checked(
+                "n.yaml",
+                text.as_bytes(),
+                &config_hash(text.as_bytes()),
+            )
+            .unwrap_err()
+            .to_string();
             assert!(err.contains(field), "{field}: {err}");
         }
     }

@@ -153,9 +153,9 @@ impl Source for KopsSource {
         Box::pin(async move {
             let location = nodeup_config_location(&self.env)?;
             let sdk = match location {
-                SpecLocation::S3 { .. } => Some(
-                    aws::sdk_config(&context.facts.instance.region, context.network).await?,
-                ),
+                SpecLocation::S3 { .. } => {
+                    Some(aws::sdk_config(&context.facts.instance.region, context.network).await?)
+                }
                 SpecLocation::File { .. } => None,
             };
             let name = location.to_string();
@@ -244,8 +244,8 @@ mod tests {
 
     #[test]
     fn the_nodeup_config_is_under_config_base() {
-        let location = nodeup_config_location(&env("ConfigBase: s3://state/a.example.com/\n"))
-            .unwrap();
+        let location =
+            nodeup_config_location(&env("ConfigBase: s3://state/a.example.com/\n")).unwrap();
         assert_eq!(
             location,
             SpecLocation::S3 {
@@ -254,7 +254,12 @@ mod tests {
             }
         );
         let error = nodeup_config_location(&env("ConfigBase: memfs://state/a\n")).unwrap_err();
-        assert!(error.to_string().starts_with("ConfigBase: \"memfs://state/a\""), "{error}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("ConfigBase: \"memfs://state/a\""),
+            "{error}"
+        );
     }
 
     #[test]
@@ -265,6 +270,9 @@ mod tests {
         ))
         .unwrap_err();
         assert!(error.to_string().starts_with("ConfigServer: "), "{error}");
-        assert!(error.to_string().contains("kops-controller.internal"), "{error}");
+        assert!(
+            error.to_string().contains("kops-controller.internal"),
+            "{error}"
+        );
     }
 }

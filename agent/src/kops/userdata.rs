@@ -90,8 +90,12 @@ pub fn parse(source: &str, raw: &[u8]) -> Result<KopsUserData, KopsError> {
         detail,
     };
     let bytes = gunzip_if_compressed(raw).map_err(fail)?;
-    let text = String::from_utf8(bytes)
-        .map_err(|e| fail(format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to())))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        fail(format!(
+            "not UTF-8 text (byte {})",
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
     if text.trim().is_empty() {
         return Err(fail("empty".to_owned()));
     }
@@ -152,7 +156,10 @@ fn script_part(text: &str) -> Result<(String, Vec<String>), String> {
             .map_err(|e| format!("part {name}: does not decode: {e}"))?;
         let body = gunzip_if_compressed(&body).map_err(|e| format!("part {name}: {e}"))?;
         let body = String::from_utf8_lossy(&body).into_owned();
-        if part.ctype.mimetype.eq_ignore_ascii_case("text/x-shellscript")
+        if part
+            .ctype
+            .mimetype
+            .eq_ignore_ascii_case("text/x-shellscript")
             && body.contains("NODEUP_URL_")
         {
             scripts.push(body);
@@ -176,7 +183,10 @@ fn script_part(text: &str) -> Result<(String, Vec<String>), String> {
     }
 }
 
-fn collect_leaves<'a>(part: &'a mailparse::ParsedMail<'a>, out: &mut Vec<&'a mailparse::ParsedMail<'a>>) {
+fn collect_leaves<'a>(
+    part: &'a mailparse::ParsedMail<'a>,
+    out: &mut Vec<&'a mailparse::ParsedMail<'a>>,
+) {
     if part.subparts.is_empty() {
         out.push(part);
     } else {
@@ -193,7 +203,9 @@ fn from_script(script: &str) -> Result<KopsUserData, String> {
         return Err("not a script (kops's user data starts with #!/bin/bash)".to_owned());
     }
     if !script.contains("NODEUP_URL_") {
-        return Err("a script, but not kops's: it does not download nodeup (no NODEUP_URL_*)".to_owned());
+        return Err(
+            "a script, but not kops's: it does not download nodeup (no NODEUP_URL_*)".to_owned(),
+        );
     }
     let lines: Vec<&str> = script.lines().collect();
     let mut environment = BTreeMap::new();
@@ -209,10 +221,14 @@ fn from_script(script: &str) -> Result<KopsUserData, String> {
         let line = lines[i];
         let trimmed = line.trim();
         if let Some(rest) = line.strip_prefix("NODEUP_URL_") {
-            let (arch, value) = rest.split_once('=').ok_or_else(|| at(i, "a NODEUP_URL_ line without ="))?;
+            let (arch, value) = rest
+                .split_once('=')
+                .ok_or_else(|| at(i, "a NODEUP_URL_ line without ="))?;
             urls.insert(arch.to_ascii_lowercase(), value.to_owned());
         } else if let Some(rest) = line.strip_prefix("NODEUP_HASH_") {
-            let (arch, value) = rest.split_once('=').ok_or_else(|| at(i, "a NODEUP_HASH_ line without ="))?;
+            let (arch, value) = rest
+                .split_once('=')
+                .ok_or_else(|| at(i, "a NODEUP_HASH_ line without ="))?;
             hashes.insert(arch.to_ascii_lowercase(), value.to_owned());
         } else if let Some(rest) = line.strip_prefix("export ") {
             if let Some((name, value)) = rest.split_once('=') {
@@ -279,7 +295,11 @@ fn from_script(script: &str) -> Result<KopsUserData, String> {
     let mut nodeup = BTreeMap::new();
     for (arch, url) in urls {
         let Some(sha256) = hashes.remove(&arch) else {
-            return Err(format!("NODEUP_URL_{} has no NODEUP_HASH_{}", arch.to_uppercase(), arch.to_uppercase()));
+            return Err(format!(
+                "NODEUP_URL_{} has no NODEUP_HASH_{}",
+                arch.to_uppercase(),
+                arch.to_uppercase()
+            ));
         };
         nodeup.insert(
             arch,
@@ -293,7 +313,13 @@ fn from_script(script: &str) -> Result<KopsUserData, String> {
         (Some(http_proxy), no_proxy) => Some(EgressProxy {
             http_proxy,
             no_proxy: no_proxy
-                .map(|n| n.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+                .map(|n| {
+                    n.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
                 .unwrap_or_default(),
         }),
         (None, _) => None,
@@ -387,11 +413,16 @@ echo \"== nodeup node config done ==\"
         assert_eq!(data.environment["AWS_REGION"], "us-test-1");
         assert_eq!(
             data.early_sysctls[1],
-            ("net.ipv4.tcp_rmem".to_owned(), "4096 87380 16777216".to_owned())
+            (
+                "net.ipv4.tcp_rmem".to_owned(),
+                "4096 87380 16777216".to_owned()
+            )
         );
         assert!(!data.multipart);
         assert!(is_kops(heredoc().as_bytes()));
-        assert!(!is_kops(b"apiVersion: nodewright.io/v1alpha1\nkind: BootConfig\n"));
+        assert!(!is_kops(
+            b"apiVersion: nodewright.io/v1alpha1\nkind: BootConfig\n"
+        ));
     }
 
     #[test]
@@ -425,23 +456,35 @@ echo \"== nodeup node config done ==\"
         // Cut inside the heredoc.
         let cut = &full[..full.rfind(KUBE_ENV_END).unwrap()];
         let err = parse("user-data", cut.as_bytes()).unwrap_err().to_string();
-        assert!(err.contains("user-data") && err.contains("never ends") && err.contains("truncated"), "{err}");
+        assert!(
+            err.contains("user-data") && err.contains("never ends") && err.contains("truncated"),
+            "{err}"
+        );
         // Cut after kube_env, before nodeup runs.
         let cut = &full[..full.find("download-release\necho").unwrap()];
         let err = parse("user-data", cut.as_bytes()).unwrap_err().to_string();
         assert!(err.contains("ends before it runs nodeup"), "{err}");
         // Not kops's.
-        let err = parse("user-data", b"#!/bin/bash\necho hello\n").unwrap_err().to_string();
+        let err = parse("user-data", b"#!/bin/bash\necho hello\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not kops's"), "{err}");
         let err = parse("user-data", b"").unwrap_err().to_string();
         assert!(err.contains("empty"), "{err}");
         // A multipart message without the script (kops's bastions).
         let message = "Content-Type: multipart/mixed; boundary=\"B\"\nMIME-Version: 1.0\n\n--B\nContent-Type: text/x-shellscript\n\n#!/bin/sh\necho hi\n--B--\n";
-        let err = parse("user-data", message.as_bytes()).unwrap_err().to_string();
+        let err = parse("user-data", message.as_bytes())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("without kops's nodeup script"), "{err}");
         // A compressed kube_env that is not base64.
-        let text = script(&format!("{KUBE_ENV_COMPRESSED_PREFIX}@@@{KUBE_ENV_COMPRESSED_SUFFIX}"));
+        let text = script(&format!(
+            "{KUBE_ENV_COMPRESSED_PREFIX}@@@{KUBE_ENV_COMPRESSED_SUFFIX}"
+        ));
         let err = parse("user-data", text.as_bytes()).unwrap_err().to_string();
-        assert!(err.contains("not base64") && err.contains("script line 21"), "{err}");
+        assert!(
+            err.contains("not base64") && err.contains("script line 21"),
+            "{err}"
+        );
     }
 }

@@ -88,7 +88,12 @@ pub enum Outcome {
 }
 
 pub fn outcome(input: &Input) -> Outcome {
-    let source = input.user_data.file_name().unwrap().to_string_lossy().into_owned();
+    let source = input
+        .user_data
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     let data = match userdata::parse(&source, &std::fs::read(&input.user_data).unwrap()) {
         Ok(data) => data,
         Err(e) => return Outcome::Refused(e),

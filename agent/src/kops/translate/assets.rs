@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::kops::refusals::Ledger;
 use crate::facts::Facts;
+use crate::kops::refusals::Ledger;
 use crate::spec::{AssetUrl, Sha256Hex};
 
 /// What an asset of kops's list is for.
@@ -103,7 +103,9 @@ fn classify(file: &str, arch: &str) -> Option<AssetUse> {
     Some(match file {
         "kubelet" => AssetUse::Kubelet,
         "kubectl" => AssetUse::Kubectl,
-        f if f == format!("ecr-credential-provider-linux-{arch}") => AssetUse::EcrCredentialProvider,
+        f if f == format!("ecr-credential-provider-linux-{arch}") => {
+            AssetUse::EcrCredentialProvider
+        }
         f if f.starts_with(&format!("cni-plugins-linux-{arch}-")) && archive(f) => {
             AssetUse::CniPlugins
         }
@@ -215,10 +217,14 @@ pub(super) fn translate(
         (AssetUse::Kubelet, "the kubelet"),
         (AssetUse::Containerd, "containerd"),
         (AssetUse::Runc, "runc"),
-        (AssetUse::EcrCredentialProvider, "the ECR credential provider nodeup installs on AWS"),
+        (
+            AssetUse::EcrCredentialProvider,
+            "the ECR credential provider nodeup installs on AWS",
+        ),
     ] {
         // Without containerd's install (skipInstall, refused on its own) kops lists neither.
-        let expected = installs_containerd || !matches!(needed, AssetUse::Containerd | AssetUse::Runc);
+        let expected =
+            installs_containerd || !matches!(needed, AssetUse::Containerd | AssetUse::Runc);
         if expected && !out.names.contains_key(&needed) && !list.is_empty() {
             ledger.refuse(format!("Assets.{arch}"), format!("has no asset for {why}"));
         }
@@ -257,7 +263,10 @@ mod tests {
             classify("ecr-credential-provider-linux-amd64", "amd64"),
             Some(AssetUse::EcrCredentialProvider)
         );
-        assert_eq!(classify("cri-containerd-cni-1.3.9-linux-amd64.tar.gz", "amd64"), None);
+        assert_eq!(
+            classify("cri-containerd-cni-1.3.9-linux-amd64.tar.gz", "amd64"),
+            None
+        );
         assert_eq!(classify("runsc", "amd64"), None);
         // Every row of the table is reachable.
         for row in LAYOUT {
@@ -265,7 +274,12 @@ mod tests {
                 .kops_file
                 .replace("<arch>", "amd64")
                 .replace("<version>", "1.2.3");
-            assert_eq!(classify(&file, "amd64"), Some(row.used_as), "{}", row.kops_file);
+            assert_eq!(
+                classify(&file, "amd64"),
+                Some(row.used_as),
+                "{}",
+                row.kops_file
+            );
         }
     }
 }

@@ -72,7 +72,10 @@ pub(super) fn translate(
         }
     }
     let mut api = Map::new();
-    api.insert("name".into(), json!(format!("api.internal.{}", env.cluster_name)));
+    api.insert(
+        "name".into(),
+        json!(format!("api.internal.{}", env.cluster_name)),
+    );
     let mut ips = Vec::new();
     for (i, ip) in env.api_server_ips.iter().enumerate() {
         if let Some(ip) = ledger.value(
@@ -152,6 +155,9 @@ mod tests {
         let v4: IpNet = "100.64.0.0/13".parse().unwrap();
         assert_eq!(nth_address(&v4, 10), Some("100.64.0.10".parse().unwrap()));
         let v6: IpNet = "fd00:5e4f:ce::/108".parse().unwrap();
-        assert_eq!(nth_address(&v6, 10), Some("fd00:5e4f:ce::a".parse().unwrap()));
+        assert_eq!(
+            nth_address(&v6, 10),
+            Some("fd00:5e4f:ce::a".parse().unwrap())
+        );
     }
 }

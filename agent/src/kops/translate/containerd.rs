@@ -8,7 +8,9 @@ use serde_json::{Map, Value, json};
 use super::assets::{AssetUse, TranslatedAssets};
 use crate::kops::nodeup_config::{ContainerdConfig, IntOrString, Nri, Runc};
 use crate::kops::refusals::Ledger;
-use crate::spec::{ContainerdVersion, ImageRef, MirrorUrl, RegistryHost, containerd_config_version};
+use crate::spec::{
+    ContainerdVersion, ImageRef, MirrorUrl, RegistryHost, containerd_config_version,
+};
 
 const DEFAULT_ADDRESS: &str = "/run/containerd/containerd.sock";
 const DEFAULT_ROOT: &str = "/var/lib/containerd";
@@ -119,10 +121,16 @@ pub(super) fn translate(
 
     let mut section = Map::new();
     let Some(version) = version.as_deref() else {
-        ledger.refuse("containerdConfig.version", "missing: it picks containerd's config schema");
+        ledger.refuse(
+            "containerdConfig.version",
+            "missing: it picks containerd's config schema",
+        );
         return Value::Object(section);
     };
-    let Some(version) = ledger.value("containerdConfig.version", ContainerdVersion::try_from(version)) else {
+    let Some(version) = ledger.value(
+        "containerdConfig.version",
+        ContainerdVersion::try_from(version),
+    ) else {
         return Value::Object(section);
     };
     let schema = containerd_config_version(&version);
@@ -134,7 +142,10 @@ pub(super) fn translate(
         section.insert("runc".into(), json!({"asset": asset}));
     }
     if let Some(image) = sandbox_image {
-        if let Some(image) = ledger.value("containerdConfig.sandboxImage", ImageRef::try_from(image.as_str())) {
+        if let Some(image) = ledger.value(
+            "containerdConfig.sandboxImage",
+            ImageRef::try_from(image.as_str()),
+        ) {
             section.insert("sandboxImage".into(), json!(image));
         }
     }
@@ -145,7 +156,11 @@ pub(super) fn translate(
     let mut overlay = toml::Table::new();
     if let Some(level) = log_level.as_deref().filter(|l| !l.is_empty()) {
         // nodeup passes `--log-level`; the config's [debug] level is the same setting.
-        set(&mut overlay, &["debug", "level"], toml::Value::String(level.to_owned()));
+        set(
+            &mut overlay,
+            &["debug", "level"],
+            toml::Value::String(level.to_owned()),
+        );
     }
     if let Some(nri) = nri {
         apply_nri(&mut overlay, nri);
@@ -182,7 +197,9 @@ fn mirrors(
         };
         let mut checked = Vec::new();
         for (i, url) in urls.iter().enumerate() {
-            if let Some(url) = ledger.value(&format!("{field}[{i}]"), MirrorUrl::try_from(url.as_str())) {
+            if let Some(url) =
+                ledger.value(&format!("{field}[{i}]"), MirrorUrl::try_from(url.as_str()))
+            {
                 checked.push(url);
             }
         }
@@ -196,13 +213,24 @@ fn apply_nri(overlay: &mut toml::Table, nri: &Nri) {
         return;
     }
     let path = ["plugins", "io.containerd.nri.v1.nri"];
-    set(overlay, &[path[0], path[1], "disable"], toml::Value::Boolean(false));
+    set(
+        overlay,
+        &[path[0], path[1], "disable"],
+        toml::Value::Boolean(false),
+    );
     for (key, value) in [
         ("plugin_request_timeout", &nri.plugin_request_timeout),
-        ("plugin_registration_timeout", &nri.plugin_registration_timeout),
+        (
+            "plugin_registration_timeout",
+            &nri.plugin_registration_timeout,
+        ),
     ] {
         if let Some(value) = value {
-            set(overlay, &[path[0], path[1], key], toml::Value::String(value.clone()));
+            set(
+                overlay,
+                &[path[0], path[1], key],
+                toml::Value::String(value.clone()),
+            );
         }
     }
 }
@@ -288,8 +316,18 @@ mod tests {
     #[test]
     fn dotted_paths_with_quotes() {
         assert_eq!(
-            split_path(r#"plugins."io.containerd.cri.v1.runtime".containerd.runtimes.x.runtime_type"#).unwrap(),
-            ["plugins", "io.containerd.cri.v1.runtime", "containerd", "runtimes", "x", "runtime_type"]
+            split_path(
+                r#"plugins."io.containerd.cri.v1.runtime".containerd.runtimes.x.runtime_type"#
+            )
+            .unwrap(),
+            [
+                "plugins",
+                "io.containerd.cri.v1.runtime",
+                "containerd",
+                "runtimes",
+                "x",
+                "runtime_type"
+            ]
         );
         assert!(split_path(r#"plugins."unbalanced"#).is_none());
         assert!(split_path("a..b").is_none());
@@ -300,7 +338,10 @@ mod tests {
         let mut ledger = Ledger::default();
         let mut overlay = toml::Table::new();
         let additions: BTreeMap<String, IntOrString> = [
-            (r#"plugins."io.containerd.cri.v1.runtime".containerd.runtimes.h.flag"#.to_owned(), IntOrString::String("true".to_owned())),
+            (
+                r#"plugins."io.containerd.cri.v1.runtime".containerd.runtimes.h.flag"#.to_owned(),
+                IntOrString::String("true".to_owned()),
+            ),
             ("oom_score".to_owned(), IntOrString::Int(-999)),
             ("oom_score.x".to_owned(), IntOrString::Int(1)),
         ]

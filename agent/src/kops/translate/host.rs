@@ -49,12 +49,15 @@ impl Extras {
     /// Adds the sections to the spec document.
     pub fn insert_into(mut self, spec: &mut Map<String, Value>) {
         if !self.pattern_sysctls.is_empty() {
-            let mut content = String::from("# kops's sysctls with a pattern, applied to matching interfaces as they appear.\n");
+            let mut content = String::from(
+                "# kops's sysctls with a pattern, applied to matching interfaces as they appear.\n",
+            );
             for line in &self.pattern_sysctls {
                 content.push_str(line);
                 content.push('\n');
             }
-            self.files.push(json!({"path": PATTERN_SYSCTLS_FILE, "content": content}));
+            self.files
+                .push(json!({"path": PATTERN_SYSCTLS_FILE, "content": content}));
         }
         if !self.sysctls.is_empty() {
             spec.insert("sysctls".into(), json!(self.sysctls));
@@ -107,7 +110,13 @@ pub(super) fn translate(
     extras: &mut Extras,
     ledger: &mut Ledger,
 ) {
-    sysctls(context, service_node_port_range, sysctl_parameters, extras, ledger);
+    sysctls(
+        context,
+        service_node_port_range,
+        sysctl_parameters,
+        extras,
+        ledger,
+    );
     let host = &context.facts.host;
     let family = family(&host.distro);
     let nftables = kube_proxy.and_then(|p| p.proxy_mode.as_deref()) == Some("nftables");
@@ -144,9 +153,18 @@ pub(super) fn translate(
         ),
     }
     for (i, name) in packages.iter().enumerate() {
-        if ledger.value(&format!("packages[{i}]"), PackageName::try_from(name.as_str())).is_some() {
+        if ledger
+            .value(
+                &format!("packages[{i}]"),
+                PackageName::try_from(name.as_str()),
+            )
+            .is_some()
+        {
             if family == Family::Other {
-                ledger.refuse(format!("packages[{i}]"), format!("{name}: no package manager is known for {}", host.distro));
+                ledger.refuse(
+                    format!("packages[{i}]"),
+                    format!("{name}: no package manager is known for {}", host.distro),
+                );
             } else {
                 extras.package(name);
             }
@@ -240,7 +258,9 @@ fn update(policy: &str, family: Family, extras: &mut Extras, ledger: &mut Ledger
             }));
         }
         ("external", Family::Debian) => {
-            extras.files.push(json!({"path": FILE, "content": "APT::Periodic::Enable \"0\";\n"}));
+            extras
+                .files
+                .push(json!({"path": FILE, "content": "APT::Periodic::Enable \"0\";\n"}));
         }
         ("automatic" | "" | "external", _) => {}
         (other, _) => ledger.refuse(
@@ -269,11 +289,15 @@ fn files(assets: &[FileAsset], extras: &mut Extras, ledger: &mut Ledger) {
             path.clone()
         };
         if seen.contains(&path) {
-            ledger.note(field, format!("{path}: declared again; nodeup keeps the first"));
+            ledger.note(
+                field,
+                format!("{path}: declared again; nodeup keeps the first"),
+            );
             continue;
         }
         seen.push(path.clone());
-        let Some(path) = ledger.value(&format!("{field}.path"), AbsPath::try_from(path.as_str())) else {
+        let Some(path) = ledger.value(&format!("{field}.path"), AbsPath::try_from(path.as_str()))
+        else {
             continue;
         };
         let text = if *is_base64 {
@@ -294,10 +318,19 @@ fn files(assets: &[FileAsset], extras: &mut Extras, ledger: &mut Ledger) {
         } else {
             content.clone()
         };
-        let mode = if mode.is_empty() { "0440" } else { mode.as_str() };
-        let Some(mode) = ledger.value(&format!("{field}.mode"), FileMode::try_from(mode.to_owned())) else {
+        let mode = if mode.is_empty() {
+            "0440"
+        } else {
+            mode.as_str()
+        };
+        let Some(mode) = ledger.value(
+            &format!("{field}.mode"),
+            FileMode::try_from(mode.to_owned()),
+        ) else {
             continue;
         };
-        extras.files.push(json!({"path": path, "content": text, "mode": mode}));
+        extras
+            .files
+            .push(json!({"path": path, "content": text, "mode": mode}));
     }
 }

@@ -75,7 +75,10 @@ pub(super) fn translate(config: Option<&KubeProxyConfig>, ledger: &mut Ledger) -
         ("memoryRequest", "memoryRequest", memory_request),
     ] {
         if let Some(value) = value {
-            if let Some(q) = ledger.value(&format!("KubeProxy.{field}"), Quantity::try_from(value.as_str())) {
+            if let Some(q) = ledger.value(
+                &format!("KubeProxy.{field}"),
+                Quantity::try_from(value.as_str()),
+            ) {
                 section.insert(key.into(), json!(q));
             }
         }
@@ -103,7 +106,10 @@ pub(super) fn translate(config: Option<&KubeProxyConfig>, ledger: &mut Ledger) -
             Ok(level) => {
                 section.insert("verbosity".into(), json!(level));
             }
-            Err(_) => ledger.refuse("KubeProxy.logLevel", format!("{level} is not a log verbosity")),
+            Err(_) => ledger.refuse(
+                "KubeProxy.logLevel",
+                format!("{level} is not a log verbosity"),
+            ),
         }
     }
     let mut extra = Map::new();
@@ -129,7 +135,10 @@ pub(super) fn translate(config: Option<&KubeProxyConfig>, ledger: &mut Ledger) -
         ("ipvsSyncPeriod", "syncPeriod", ipvs_sync_period),
     ] {
         if let Some(value) = value {
-            if let Some(d) = ledger.value(&format!("KubeProxy.{field}"), GoDuration::try_from(value.as_str())) {
+            if let Some(d) = ledger.value(
+                &format!("KubeProxy.{field}"),
+                GoDuration::try_from(value.as_str()),
+            ) {
                 ipvs.insert(key.into(), json!(d));
             }
         }

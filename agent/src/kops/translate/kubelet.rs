@@ -161,36 +161,121 @@ pub(super) fn translate(
     // Flags the kubelet no longer has: nodeup would pass them and the kubelet would not start.
     for (set, field, flag) in [
         (api_servers.is_some(), "apiServers", "api-servers"),
-        (require_kubeconfig.is_some(), "requireKubeconfig", "require-kubeconfig"),
-        (allow_privileged.is_some(), "allowPrivileged", "allow-privileged"),
-        (network_plugin_name.is_some(), "networkPluginName", "network-plugin"),
+        (
+            require_kubeconfig.is_some(),
+            "requireKubeconfig",
+            "require-kubeconfig",
+        ),
+        (
+            allow_privileged.is_some(),
+            "allowPrivileged",
+            "allow-privileged",
+        ),
+        (
+            network_plugin_name.is_some(),
+            "networkPluginName",
+            "network-plugin",
+        ),
         (configure_cbr0.is_some(), "configureCbr0", "configure-cbr0"),
-        (babysit_daemons.is_some(), "babysitDaemons", "babysit-daemons"),
-        (nvidia_gpus.is_some_and(|n| n != 0), "nvidiaGPUs", "experimental-nvidia-gpus"),
+        (
+            babysit_daemons.is_some(),
+            "babysitDaemons",
+            "babysit-daemons",
+        ),
+        (
+            nvidia_gpus.is_some_and(|n| n != 0),
+            "nvidiaGPUs",
+            "experimental-nvidia-gpus",
+        ),
         (reconcile_cidr.is_some(), "reconcileCIDR", "reconcile-cidr"),
-        (non_masquerade_cidr.is_some(), "nonMasqueradeCIDR", "non-masquerade-cidr"),
-        (enable_custom_metrics.is_some(), "enableCustomMetrics", "enable-custom-metrics"),
-        (network_plugin_mtu.is_some(), "networkPluginMTU", "network-plugin-mtu"),
-        (image_pull_progress_deadline.is_some(), "imagePullProgressDeadline", "image-pull-progress-deadline"),
-        (experimental_allowed_unsafe_sysctls.is_some(), "experimentalAllowedUnsafeSysctls", "experimental-allowed-unsafe-sysctls"),
-        (enable_cadvisor_json_endpoints.is_some(), "enableCadvisorJsonEndpoints", "enable-cadvisor-json-endpoints"),
-        (experimental_allocatable_ignore_eviction.is_some(), "experimentalAllocatableIgnoreEviction", "experimental-allocatable-ignore-eviction"),
+        (
+            non_masquerade_cidr.is_some(),
+            "nonMasqueradeCIDR",
+            "non-masquerade-cidr",
+        ),
+        (
+            enable_custom_metrics.is_some(),
+            "enableCustomMetrics",
+            "enable-custom-metrics",
+        ),
+        (
+            network_plugin_mtu.is_some(),
+            "networkPluginMTU",
+            "network-plugin-mtu",
+        ),
+        (
+            image_pull_progress_deadline.is_some(),
+            "imagePullProgressDeadline",
+            "image-pull-progress-deadline",
+        ),
+        (
+            experimental_allowed_unsafe_sysctls.is_some(),
+            "experimentalAllowedUnsafeSysctls",
+            "experimental-allowed-unsafe-sysctls",
+        ),
+        (
+            enable_cadvisor_json_endpoints.is_some(),
+            "enableCadvisorJsonEndpoints",
+            "enable-cadvisor-json-endpoints",
+        ),
+        (
+            experimental_allocatable_ignore_eviction.is_some(),
+            "experimentalAllocatableIgnoreEviction",
+            "experimental-allocatable-ignore-eviction",
+        ),
     ] {
         if set {
-            t.ledger.refuse(format!("KubeletConfig.{field}"), removed_flag(flag));
+            t.ledger
+                .refuse(format!("KubeletConfig.{field}"), removed_flag(flag));
         }
     }
     // Flag-only settings that need more than the kubelet's config.
     let flag_only = [
-        (bootstrap_kubeconfig.is_some(), "bootstrapKubeconfig", "kops-controller issues the kubelet's certificate; a bootstrap kubeconfig is not written"),
-        (seccomp_profile_root.is_some(), "seccompProfileRoot", "a flag-only setting (--seccomp-profile-root) the translated spec cannot pass"),
-        (root_dir.is_some(), "rootDir", "the kubelet's root directory is /var/lib/kubelet, which nodewright's files live under"),
-        (housekeeping_interval.is_some(), "housekeepingInterval", "a flag-only setting (--housekeeping-interval) the translated spec cannot pass"),
-        (runtime_cgroups.is_some(), "runtimeCgroups", "nodeup also moves containerd into that slice; nodewright's containerd unit has no Slice="),
-        (kubelet_cgroups.is_some(), "kubeletCgroups", "nodeup also creates the slice and puts the kubelet unit in it"),
-        (system_cgroups.is_some(), "systemCgroups", "nodeup also creates the slice for it"),
-        (tls_cert_file.is_some(), "tlsCertFile", "nodeup sets it to the certificate kops-controller issues; so does the translation"),
-        (tls_private_key_file.is_some(), "tlsPrivateKeyFile", "nodeup sets it to the key made for kops-controller's certificate; so does the translation"),
+        (
+            bootstrap_kubeconfig.is_some(),
+            "bootstrapKubeconfig",
+            "kops-controller issues the kubelet's certificate; a bootstrap kubeconfig is not written",
+        ),
+        (
+            seccomp_profile_root.is_some(),
+            "seccompProfileRoot",
+            "a flag-only setting (--seccomp-profile-root) the translated spec cannot pass",
+        ),
+        (
+            root_dir.is_some(),
+            "rootDir",
+            "the kubelet's root directory is /var/lib/kubelet, which nodewright's files live under",
+        ),
+        (
+            housekeeping_interval.is_some(),
+            "housekeepingInterval",
+            "a flag-only setting (--housekeeping-interval) the translated spec cannot pass",
+        ),
+        (
+            runtime_cgroups.is_some(),
+            "runtimeCgroups",
+            "nodeup also moves containerd into that slice; nodewright's containerd unit has no Slice=",
+        ),
+        (
+            kubelet_cgroups.is_some(),
+            "kubeletCgroups",
+            "nodeup also creates the slice and puts the kubelet unit in it",
+        ),
+        (
+            system_cgroups.is_some(),
+            "systemCgroups",
+            "nodeup also creates the slice for it",
+        ),
+        (
+            tls_cert_file.is_some(),
+            "tlsCertFile",
+            "nodeup sets it to the certificate kops-controller issues; so does the translation",
+        ),
+        (
+            tls_private_key_file.is_some(),
+            "tlsPrivateKeyFile",
+            "nodeup sets it to the key made for kops-controller's certificate; so does the translation",
+        ),
     ];
     for (set, field, why) in flag_only {
         if set {
@@ -198,7 +283,10 @@ pub(super) fn translate(
         }
     }
     if register_node == &Some(false) {
-        t.ledger.refuse("KubeletConfig.registerNode", "false: a node that does not register cannot be bootstrapped by kops-controller");
+        t.ledger.refuse(
+            "KubeletConfig.registerNode",
+            "false: a node that does not register cannot be bootstrapped by kops-controller",
+        );
     }
     if register_schedulable == &Some(false) {
         t.ledger.refuse(
@@ -208,18 +296,47 @@ pub(super) fn translate(
     }
 
     // What nodewright sets as nodeup does: checked, not copied.
-    t.must_be("KubeletConfig.cgroupDriver", cgroup_driver.as_deref(), "systemd", "containerd's runc uses the systemd cgroup driver");
-    t.must_be("KubeletConfig.cloudProvider", cloud_provider.as_deref(), "external", "the AWS cloud controller manager initialises nodes");
-    t.must_be("KubeletConfig.kubeconfigPath", kubeconfig_path.as_deref(), model_kubelet::KUBECONFIG, "it is where the kubelet's kubeconfig is written");
-    t.must_be("KubeletConfig.podManifestPath", pod_manifest_path.as_deref(), model_kubelet::MANIFESTS, "static pods (kube-proxy) are written there");
+    t.must_be(
+        "KubeletConfig.cgroupDriver",
+        cgroup_driver.as_deref(),
+        "systemd",
+        "containerd's runc uses the systemd cgroup driver",
+    );
+    t.must_be(
+        "KubeletConfig.cloudProvider",
+        cloud_provider.as_deref(),
+        "external",
+        "the AWS cloud controller manager initialises nodes",
+    );
+    t.must_be(
+        "KubeletConfig.kubeconfigPath",
+        kubeconfig_path.as_deref(),
+        model_kubelet::KUBECONFIG,
+        "it is where the kubelet's kubeconfig is written",
+    );
+    t.must_be(
+        "KubeletConfig.podManifestPath",
+        pod_manifest_path.as_deref(),
+        model_kubelet::MANIFESTS,
+        "static pods (kube-proxy) are written there",
+    );
     if let Some(path) = client_ca_file {
-        t.ledger.note("KubeletConfig.clientCAFile", format!("{path}: nodeup replaces it with the cluster CA's path"));
+        t.ledger.note(
+            "KubeletConfig.clientCAFile",
+            format!("{path}: nodeup replaces it with the cluster CA's path"),
+        );
     }
     if let Some(name) = hostname_override {
-        t.ledger.note("KubeletConfig.hostnameOverride", format!("{name}: nodeup replaces it with the node name"));
+        t.ledger.note(
+            "KubeletConfig.hostnameOverride",
+            format!("{name}: nodeup replaces it with the node name"),
+        );
     }
     if let Some(image) = pod_infra_container_image {
-        t.ledger.note("KubeletConfig.podInfraContainerImage", format!("{image}: nodeup does not pass it (containerd's sandboxImage is used)"));
+        t.ledger.note(
+            "KubeletConfig.podInfraContainerImage",
+            format!("{image}: nodeup does not pass it (containerd's sandboxImage is used)"),
+        );
     }
     if let Some(labels) = node_labels.as_ref().filter(|l| !l.is_empty()) {
         t.ledger.note(
@@ -231,10 +348,16 @@ pub(super) fn translate(
         );
     }
     if register_schedulable == &Some(true) {
-        t.ledger.note("KubeletConfig.registerSchedulable", "true is the kubelet's default (the flag is gone)");
+        t.ledger.note(
+            "KubeletConfig.registerSchedulable",
+            "true is the kubelet's default (the flag is gone)",
+        );
     }
     if register_node == &Some(true) {
-        t.ledger.note("KubeletConfig.registerNode", "true is the kubelet's default");
+        t.ledger.note(
+            "KubeletConfig.registerNode",
+            "true is the kubelet's default",
+        );
     }
 
     // The KubeletConfiguration, typed where nodewright types it.
@@ -245,7 +368,8 @@ pub(super) fn translate(
         )
     });
     if let Some(dns) = dns {
-        t.config.insert("clusterDNS".into(), json!([dns.to_string()]));
+        t.config
+            .insert("clusterDNS".into(), json!([dns.to_string()]));
     }
     t.number("maxPods", *max_pods);
     t.number("podPidsLimit", *pod_pids_limit);
@@ -253,19 +377,44 @@ pub(super) fn translate(
     t.reserved("systemReserved", system_reserved.as_ref());
     t.string("kubeReservedCgroup", kube_reserved_cgroup.as_deref());
     t.string("systemReservedCgroup", system_reserved_cgroup.as_deref());
-    if let Some(list) = enforce_node_allocatable.as_deref().filter(|l| !l.is_empty()) {
-        t.config.insert("enforceNodeAllocatable".into(), json!(list.split(',').map(str::trim).collect::<Vec<_>>()));
+    if let Some(list) = enforce_node_allocatable
+        .as_deref()
+        .filter(|l| !l.is_empty())
+    {
+        t.config.insert(
+            "enforceNodeAllocatable".into(),
+            json!(list.split(',').map(str::trim).collect::<Vec<_>>()),
+        );
     }
     t.signals("evictionHard", eviction_hard.as_deref(), '<');
     t.signals("evictionSoft", eviction_soft.as_deref(), '<');
-    t.signals("evictionSoftGracePeriod", eviction_soft_grace_period.as_deref(), '=');
-    t.signals("evictionMinimumReclaim", eviction_minimum_reclaim.as_deref(), '=');
+    t.signals(
+        "evictionSoftGracePeriod",
+        eviction_soft_grace_period.as_deref(),
+        '=',
+    );
+    t.signals(
+        "evictionMinimumReclaim",
+        eviction_minimum_reclaim.as_deref(),
+        '=',
+    );
     if let Some(seconds) = eviction_max_pod_grace_period.filter(|s| *s != 0) {
-        t.config.insert("evictionMaxPodGracePeriod".into(), json!(seconds));
+        t.config
+            .insert("evictionMaxPodGracePeriod".into(), json!(seconds));
     }
-    t.duration("evictionPressureTransitionPeriod", eviction_pressure_transition_period.as_deref(), false);
-    t.number("imageGCHighThresholdPercent", *image_gc_high_threshold_percent);
-    t.number("imageGCLowThresholdPercent", *image_gc_low_threshold_percent);
+    t.duration(
+        "evictionPressureTransitionPeriod",
+        eviction_pressure_transition_period.as_deref(),
+        false,
+    );
+    t.number(
+        "imageGCHighThresholdPercent",
+        *image_gc_high_threshold_percent,
+    );
+    t.number(
+        "imageGCLowThresholdPercent",
+        *image_gc_low_threshold_percent,
+    );
     t.duration("imageMinimumGCAge", image_minimum_gc_age.as_deref(), true);
     t.duration("imageMaximumGCAge", image_maximum_gc_age.as_deref(), false);
     t.feature_gates(feature_gates.as_ref());
@@ -283,17 +432,38 @@ pub(super) fn translate(
         t.checked("containerLogMaxSize", Quantity::try_from(size.as_str()));
     }
     t.number("containerLogMaxFiles", *container_log_max_files);
-    t.duration("shutdownGracePeriod", shutdown_grace_period.as_deref(), false);
-    t.duration("shutdownGracePeriodCriticalPods", shutdown_grace_period_critical_pods.as_deref(), false);
+    t.duration(
+        "shutdownGracePeriod",
+        shutdown_grace_period.as_deref(),
+        false,
+    );
+    t.duration(
+        "shutdownGracePeriodCriticalPods",
+        shutdown_grace_period_critical_pods.as_deref(),
+        false,
+    );
     t.boolean("protectKernelDefaults", *protect_kernel_defaults);
     if let Some(sysctls) = allowed_unsafe_sysctls.as_ref().filter(|s| !s.is_empty()) {
-        t.config.insert("allowedUnsafeSysctls".into(), json!(sysctls));
+        t.config
+            .insert("allowedUnsafeSysctls".into(), json!(sysctls));
     }
     t.string("resolvConf", resolver_config.as_deref());
     // nodeup's default when unset: 15 minutes (kept from kops's old env file).
-    t.duration("runtimeRequestTimeout", Some(runtime_request_timeout.as_deref().unwrap_or("15m0s")), true);
-    t.duration("streamingConnectionIdleTimeout", streaming_connection_idle_timeout.as_deref(), true);
-    t.duration("nodeStatusUpdateFrequency", node_status_update_frequency.as_deref(), false);
+    t.duration(
+        "runtimeRequestTimeout",
+        Some(runtime_request_timeout.as_deref().unwrap_or("15m0s")),
+        true,
+    );
+    t.duration(
+        "streamingConnectionIdleTimeout",
+        streaming_connection_idle_timeout.as_deref(),
+        true,
+    );
+    t.duration(
+        "nodeStatusUpdateFrequency",
+        node_status_update_frequency.as_deref(),
+        false,
+    );
     if let Some(suites) = tls_cipher_suites.as_ref().filter(|s| !s.is_empty()) {
         t.config.insert("tlsCipherSuites".into(), json!(suites));
     }
@@ -304,45 +474,98 @@ pub(super) fn translate(
 
     // KubeletConfiguration fields nodewright does not type.
     if let Some(enabled) = anonymous_auth {
-        t.extra.insert("authentication".into(), json!({"anonymous": {"enabled": enabled}}));
+        t.extra.insert(
+            "authentication".into(),
+            json!({"anonymous": {"enabled": enabled}}),
+        );
     }
     if let Some(enabled) = authentication_token_webhook {
-        merge(&mut t.extra, "authentication", json!({"webhook": {"enabled": enabled}}));
+        merge(
+            &mut t.extra,
+            "authentication",
+            json!({"webhook": {"enabled": enabled}}),
+        );
     }
     if let Some(ttl) = authentication_token_webhook_cache_ttl {
         if let Some(ttl) = t.nonzero_duration("authenticationTokenWebhookCacheTTL", ttl) {
-            merge(&mut t.extra, "authentication", json!({"webhook": {"cacheTTL": ttl}}));
+            merge(
+                &mut t.extra,
+                "authentication",
+                json!({"webhook": {"cacheTTL": ttl}}),
+            );
         }
     }
     if let Some(mode) = authorization_mode.as_deref().filter(|m| !m.is_empty()) {
-        t.extra.insert("authorization".into(), json!({"mode": mode}));
+        t.extra
+            .insert("authorization".into(), json!({"mode": mode}));
     }
     if let Some(format) = log_format.as_deref().filter(|f| !f.is_empty()) {
         t.extra.insert("logging".into(), json!({"format": format}));
     }
-    t.extra_value("enableDebuggingHandlers", enable_debugging_handlers.map(Value::from));
-    t.extra_value("hairpinMode", hairpin_mode.clone().filter(|m| !m.is_empty()).map(Value::from));
-    t.extra_value("podCIDR", pod_cidr.clone().filter(|c| !c.is_empty()).map(Value::from));
+    t.extra_value(
+        "enableDebuggingHandlers",
+        enable_debugging_handlers.map(Value::from),
+    );
+    t.extra_value(
+        "hairpinMode",
+        hairpin_mode
+            .clone()
+            .filter(|m| !m.is_empty())
+            .map(Value::from),
+    );
+    t.extra_value(
+        "podCIDR",
+        pod_cidr.clone().filter(|c| !c.is_empty()).map(Value::from),
+    );
     if let Some(period) = volume_stats_agg_period {
         let period = t.nonzero_duration("volumeStatsAggPeriod", period);
         t.extra_value("volumeStatsAggPeriod", period.map(Value::from));
     }
     t.extra_value("cpuCFSQuota", cpu_cfs_quota.map(Value::from));
-    t.extra_value("cpuCFSQuotaPeriod", cpu_cfs_quota_period.clone().map(Value::from));
+    t.extra_value(
+        "cpuCFSQuotaPeriod",
+        cpu_cfs_quota_period.clone().map(Value::from),
+    );
     t.extra_value("rotateCertificates", rotate_certificates.map(Value::from));
-    t.extra_value("kernelMemcgNotification", kernel_memcg_notification.map(Value::from));
+    t.extra_value(
+        "kernelMemcgNotification",
+        kernel_memcg_notification.map(Value::from),
+    );
     if let Some(behavior) = memory_swap_behavior.as_deref().filter(|b| !b.is_empty()) {
-        t.extra.insert("memorySwap".into(), json!({"swapBehavior": behavior}));
+        t.extra
+            .insert("memorySwap".into(), json!({"swapBehavior": behavior}));
     }
     if let Some(period) = crash_loop_back_off_max_container_restart_period {
-        t.extra.insert("crashLoopBackOff".into(), json!({"maxContainerRestartPeriod": period}));
+        t.extra.insert(
+            "crashLoopBackOff".into(),
+            json!({"maxContainerRestartPeriod": period}),
+        );
     }
-    t.extra_value("nodeLeaseDurationSeconds", node_lease_duration_seconds.map(Value::from));
-    t.extra_value("cgroupRoot", cgroup_root.clone().filter(|c| !c.is_empty()).map(Value::from));
-    t.extra_value("volumePluginDir", volume_plugin_directory.clone().filter(|d| !d.is_empty()).map(Value::from));
+    t.extra_value(
+        "nodeLeaseDurationSeconds",
+        node_lease_duration_seconds.map(Value::from),
+    );
+    t.extra_value(
+        "cgroupRoot",
+        cgroup_root
+            .clone()
+            .filter(|c| !c.is_empty())
+            .map(Value::from),
+    );
+    t.extra_value(
+        "volumePluginDir",
+        volume_plugin_directory
+            .clone()
+            .filter(|d| !d.is_empty())
+            .map(Value::from),
+    );
     // The serving certificate kops-controller issues (nodeup's /srv/kubernetes/kubelet-server.*).
-    t.extra.insert("tlsCertFile".into(), json!(pki_paths::KUBELET_SERVING_CERT));
-    t.extra.insert("tlsPrivateKeyFile".into(), json!(pki_paths::KUBELET_SERVING_KEY));
+    t.extra
+        .insert("tlsCertFile".into(), json!(pki_paths::KUBELET_SERVING_CERT));
+    t.extra.insert(
+        "tlsPrivateKeyFile".into(),
+        json!(pki_paths::KUBELET_SERVING_KEY),
+    );
 
     let mut section = Map::new();
     if let Some(asset) = assets.name(AssetUse::Kubelet) {
@@ -351,7 +574,11 @@ pub(super) fn translate(
     // kops names nodes after their instance id unless told to use the private DNS name.
     section.insert(
         "nodeName".into(),
-        json!(if use_ip_based_node_names { "privateDnsName" } else { "instanceId" }),
+        json!(if use_ip_based_node_names {
+            "privateDnsName"
+        } else {
+            "instanceId"
+        }),
     );
     if context.ipv6_only {
         // nodeup passes --node-ip=:: (the instance's IPv6 address).
@@ -366,19 +593,33 @@ pub(super) fn translate(
             Ok(level) => {
                 section.insert("verbosity".into(), json!(level));
             }
-            Err(_) => t.ledger.refuse("KubeletConfig.logLevel", format!("{level} is not a log verbosity")),
+            Err(_) => t.ledger.refuse(
+                "KubeletConfig.logLevel",
+                format!("{level} is not a log verbosity"),
+            ),
         }
     }
     if !t.config.is_empty() {
-        section.insert("config".into(), Value::Object(std::mem::take(&mut t.config)));
+        section.insert(
+            "config".into(),
+            Value::Object(std::mem::take(&mut t.config)),
+        );
     }
     if !t.extra.is_empty() {
-        section.insert("extraConfig".into(), Value::Object(std::mem::take(&mut t.extra)));
+        section.insert(
+            "extraConfig".into(),
+            Value::Object(std::mem::take(&mut t.extra)),
+        );
     }
     if let Some(asset) = assets.name(AssetUse::EcrCredentialProvider) {
         let mut images: Vec<String> = ECR_IMAGES.iter().map(|s| (*s).to_owned()).collect();
         if let Some(c) = containerd.filter(|c| c.use_ecr_credentials_for_mirrors) {
-            images.extend(c.registry_mirrors.iter().flatten().map(|(name, _)| name.clone()));
+            images.extend(
+                c.registry_mirrors
+                    .iter()
+                    .flatten()
+                    .map(|(name, _)| name.clone()),
+            );
         }
         section.insert(
             "ecrCredentialProvider".into(),
@@ -442,7 +683,11 @@ impl Fields<'_> {
         }
     }
 
-    fn checked<T: serde::Serialize, E: std::fmt::Display>(&mut self, name: &str, value: Result<T, E>) {
+    fn checked<T: serde::Serialize, E: std::fmt::Display>(
+        &mut self,
+        name: &str,
+        value: Result<T, E>,
+    ) {
         if let Some(value) = self.ledger.value(&format!("KubeletConfig.{name}"), value) {
             self.config.insert(name.into(), json!(value));
         }
@@ -528,7 +773,8 @@ impl Fields<'_> {
             };
             map.insert(name.clone(), json!(value));
         }
-        self.config.insert("featureGates".into(), Value::Object(map));
+        self.config
+            .insert("featureGates".into(), Value::Object(map));
     }
 
     /// kops's `key=value:Effect` or `key:Effect`.
@@ -537,11 +783,13 @@ impl Fields<'_> {
         for (i, taint) in taints.iter().enumerate() {
             let field = format!("KubeletConfig.taints[{i}]");
             let Some((rest, effect)) = taint.rsplit_once(':') else {
-                self.ledger.refuse(field, format!("{taint:?} is not key[=value]:Effect"));
+                self.ledger
+                    .refuse(field, format!("{taint:?} is not key[=value]:Effect"));
                 continue;
             };
             if !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
-                self.ledger.refuse(field, format!("{effect:?} is not a taint effect"));
+                self.ledger
+                    .refuse(field, format!("{effect:?} is not a taint effect"));
                 continue;
             }
             let (key, value) = match rest.split_once('=') {

@@ -19,10 +19,10 @@ mod network;
 
 use serde_json::{Map, Value, json};
 
+use super::KopsError;
 use super::boot_config::{KubeEnv, ROLE_NODE};
 use super::nodeup_config::NodeupConfig;
 use super::refusals::{Ledger, Note};
-use super::KopsError;
 use crate::facts::Facts;
 use crate::spec::NodeSpec;
 
@@ -180,27 +180,75 @@ fn build(context: &Context<'_>, ledger: &mut Ledger) -> Map<String, Value> {
 
     // What only control-plane and API server groups carry.
     let control_plane = "only control-plane and API server instance groups have it";
-    ledger.refuse_if(!apiserver_additional_ips.is_empty(), "ApiserverAdditionalIPs", control_plane);
+    ledger.refuse_if(
+        !apiserver_additional_ips.is_empty(),
+        "ApiserverAdditionalIPs",
+        control_plane,
+    );
     ledger.refuse_if(config_store.is_some(), "configStore", control_plane);
-    ledger.refuse_if(!etcd_cluster_names.is_empty(), "EtcdClusterNames", control_plane);
+    ledger.refuse_if(
+        !etcd_cluster_names.is_empty(),
+        "EtcdClusterNames",
+        control_plane,
+    );
     ledger.refuse_if(!etcd_manifests.is_empty(), "etcdManifests", control_plane);
-    ledger.refuse_if(!channels_manifest.is_empty(), "channelsManifest", control_plane);
-    ledger.refuse_if(!static_manifests.is_empty(), "staticManifests", control_plane);
-    ledger.refuse_if(api_server_config.is_some(), "APIServerConfig", control_plane);
-    ledger.refuse_if(control_plane_config.is_some(), "ControlPlaneConfig", control_plane);
+    ledger.refuse_if(
+        !channels_manifest.is_empty(),
+        "channelsManifest",
+        control_plane,
+    );
+    ledger.refuse_if(
+        !static_manifests.is_empty(),
+        "staticManifests",
+        control_plane,
+    );
+    ledger.refuse_if(
+        api_server_config.is_some(),
+        "APIServerConfig",
+        control_plane,
+    );
+    ledger.refuse_if(
+        control_plane_config.is_some(),
+        "ControlPlaneConfig",
+        control_plane,
+    );
     ledger.refuse_if(!dns_zone.is_empty(), "DNSZone", control_plane);
-    ledger.refuse_if(disable_security_group_ingress.is_some(), "disableSecurityGroupIngress", control_plane);
-    ledger.refuse_if(elb_security_group.is_some(), "elbSecurityGroup", control_plane);
-    ledger.refuse_if(nlb_security_group_mode.is_some(), "nlbSecurityGroupMode", control_plane);
-    ledger.refuse_if(!node_ip_families.is_empty(), "nodeIPFamilies", control_plane);
+    ledger.refuse_if(
+        disable_security_group_ingress.is_some(),
+        "disableSecurityGroupIngress",
+        control_plane,
+    );
+    ledger.refuse_if(
+        elb_security_group.is_some(),
+        "elbSecurityGroup",
+        control_plane,
+    );
+    ledger.refuse_if(
+        nlb_security_group_mode.is_some(),
+        "nlbSecurityGroupMode",
+        control_plane,
+    );
+    ledger.refuse_if(
+        !node_ip_families.is_empty(),
+        "nodeIPFamilies",
+        control_plane,
+    );
     // Other clouds.
     let other_cloud = "set for another cloud than AWS";
     ledger.refuse_if(!azure_admin_user.is_empty(), "AzureAdminUser", other_cloud);
     ledger.refuse_if(multizone.is_some(), "multizone", other_cloud);
     ledger.refuse_if(node_tags.is_some(), "nodeTags", other_cloud);
-    ledger.refuse_if(node_instance_prefix.is_some(), "nodeInstancePrefix", other_cloud);
+    ledger.refuse_if(
+        node_instance_prefix.is_some(),
+        "nodeInstancePrefix",
+        other_cloud,
+    );
     ledger.refuse_if(openstack.is_some(), "Openstack", other_cloud);
-    ledger.refuse_if(!networking.network_id.is_empty(), "Networking.networkID", other_cloud);
+    ledger.refuse_if(
+        !networking.network_id.is_empty(),
+        "Networking.networkID",
+        other_cloud,
+    );
     // What nodewright does not do yet.
     ledger.refuse_if(
         *enable_lifecycle_hook,
@@ -240,7 +288,10 @@ fn build(context: &Context<'_>, ledger: &mut Ledger) -> Map<String, Value> {
     );
     for (i, group) in hooks.iter().enumerate() {
         for (j, hook) in group.iter().flatten().enumerate() {
-            let name = hook.get("name").and_then(Value::as_str).unwrap_or("(unnamed)");
+            let name = hook
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("(unnamed)");
             ledger.refuse(
                 format!("Hooks[{i}][{j}]"),
                 format!("hook {name}: nodewright does not run kops hooks (systemd units or containers of arbitrary content)"),
@@ -290,7 +341,14 @@ fn build(context: &Context<'_>, ledger: &mut Ledger) -> Map<String, Value> {
         context.facts,
         ledger,
     );
-    let kubelet = kubelet::translate(kubelet_config, context, *use_ip_based_node_names, containerd.as_ref(), &assets, ledger);
+    let kubelet = kubelet::translate(
+        kubelet_config,
+        context,
+        *use_ip_based_node_names,
+        containerd.as_ref(),
+        &assets,
+        ledger,
+    );
     spec.insert(
         "cluster".into(),
         cluster::translate(
@@ -328,7 +386,10 @@ fn build(context: &Context<'_>, ledger: &mut Ledger) -> Map<String, Value> {
         spec.insert("cni".into(), cni);
     }
     spec.insert("kubelet".into(), kubelet.section);
-    spec.insert("kubeProxy".into(), kube_proxy::translate(kube_proxy.as_ref(), ledger));
+    spec.insert(
+        "kubeProxy".into(),
+        kube_proxy::translate(kube_proxy.as_ref(), ledger),
+    );
     spec.insert("assets".into(), Value::Array(assets.entries));
     spec
 }
@@ -341,11 +402,17 @@ fn refused(env: &KubeEnv, ledger: Ledger) -> KopsError {
 }
 
 /// Reads the built document back as a node spec, through the same parser as any spec.
-fn finish(env: &KubeEnv, spec: Map<String, Value>, notes: Vec<Note>) -> Result<Translation, KopsError> {
-    let source = format!("the spec translated for instance group {}", env.instance_group_name);
-    let typed: NodeSpec = serde_json::from_value(Value::Object(spec)).map_err(|e| {
-        KopsError::Translation(format!("{source} does not fit the node spec: {e}"))
-    })?;
+fn finish(
+    env: &KubeEnv,
+    spec: Map<String, Value>,
+    notes: Vec<Note>,
+) -> Result<Translation, KopsError> {
+    let source = format!(
+        "the spec translated for instance group {}",
+        env.instance_group_name
+    );
+    let typed: NodeSpec = serde_json::from_value(Value::Object(spec))
+        .map_err(|e| KopsError::Translation(format!("{source} does not fit the node spec: {e}")))?;
     let yaml = yaml_serde::to_string(&typed)
         .map_err(|e| KopsError::Translation(format!("{source}: {e}")))?;
     let spec = NodeSpec::parse(&source, &yaml).map_err(KopsError::Spec)?;

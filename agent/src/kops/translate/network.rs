@@ -32,7 +32,8 @@ ManageForeignRoutes=no
 ManageForeignRoutingPolicyRules=no
 ";
 
-const CLOUD_INIT_NO_HOTPLUG: &str = "# Disable cloud-init network hotplug to prevent interference with CNI ENI management.
+const CLOUD_INIT_NO_HOTPLUG: &str =
+    "# Disable cloud-init network hotplug to prevent interference with CNI ENI management.
 # See: https://github.com/kubernetes/kops/issues/17881
 updates:
   network:
@@ -86,10 +87,16 @@ pub(super) fn translate(
         );
     }
     if flannel.is_some() {
-        ledger.note("Networking.flannel", "nodeup does nothing more for Flannel on a node");
+        ledger.note(
+            "Networking.flannel",
+            "nodeup does nothing more for Flannel on a node",
+        );
     }
     if kube_router.is_some() {
-        ledger.note("Networking.kubeRouter", "nodeup does nothing more for kube-router on a node");
+        ledger.note(
+            "Networking.kubeRouter",
+            "nodeup does nothing more for kube-router on a node",
+        );
     }
     let host = &context.facts.host;
     if let Some(Calico { wireguard_enabled }) = calico {
