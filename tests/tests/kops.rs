@@ -73,7 +73,7 @@ impl KopsInputs {
                 lines.push(format!("ConfigBase: {base}"));
                 continue;
             }
-            if in_server && line.starts_with(' ') || in_server && line.starts_with("- ") {
+            if in_server && (line.starts_with(' ') || line.starts_with("- ")) {
                 continue;
             }
             in_server = false;

@@ -141,13 +141,13 @@ pub(super) fn translate(
     if let Some(asset) = assets.name(AssetUse::Runc) {
         section.insert("runc".into(), json!({"asset": asset}));
     }
-    if let Some(image) = sandbox_image {
-        if let Some(image) = ledger.value(
+    if let Some(image) = sandbox_image
+        && let Some(image) = ledger.value(
             "containerdConfig.sandboxImage",
             ImageRef::try_from(image.as_str()),
-        ) {
-            section.insert("sandboxImage".into(), json!(image));
-        }
+        )
+    {
+        section.insert("sandboxImage".into(), json!(image));
     }
     let mirrors = mirrors(registry_mirrors.as_ref(), ledger);
     if !mirrors.is_empty() {

@@ -44,10 +44,10 @@ pub(super) fn translate(config: Option<&KubeProxyConfig>, ledger: &mut Ledger) -
     if enabled == &Some(false) {
         return json!({"enabled": false});
     }
-    if !image.is_empty() {
-        if let Some(image) = ledger.value("KubeProxy.image", ImageRef::try_from(image.as_str())) {
-            section.insert("image".into(), json!(image));
-        }
+    if !image.is_empty()
+        && let Some(image) = ledger.value("KubeProxy.image", ImageRef::try_from(image.as_str()))
+    {
+        section.insert("image".into(), json!(image));
     }
     if let Some(mode) = proxy_mode.as_deref().filter(|m| !m.is_empty()) {
         match mode {
@@ -74,13 +74,13 @@ pub(super) fn translate(config: Option<&KubeProxyConfig>, ledger: &mut Ledger) -
         ("cpuRequest", "cpuRequest", cpu_request),
         ("memoryRequest", "memoryRequest", memory_request),
     ] {
-        if let Some(value) = value {
-            if let Some(q) = ledger.value(
+        if let Some(value) = value
+            && let Some(q) = ledger.value(
                 &format!("KubeProxy.{field}"),
                 Quantity::try_from(value.as_str()),
-            ) {
-                section.insert(key.into(), json!(q));
-            }
+            )
+        {
+            section.insert(key.into(), json!(q));
         }
     }
     for (field, value) in [("cpuLimit", cpu_limit), ("memoryLimit", memory_limit)] {
@@ -134,13 +134,13 @@ pub(super) fn translate(config: Option<&KubeProxyConfig>, ledger: &mut Ledger) -
         ("ipvsMinSyncPeriod", "minSyncPeriod", ipvs_min_sync_period),
         ("ipvsSyncPeriod", "syncPeriod", ipvs_sync_period),
     ] {
-        if let Some(value) = value {
-            if let Some(d) = ledger.value(
+        if let Some(value) = value
+            && let Some(d) = ledger.value(
                 &format!("KubeProxy.{field}"),
                 GoDuration::try_from(value.as_str()),
-            ) {
-                ipvs.insert(key.into(), json!(d));
-            }
+            )
+        {
+            ipvs.insert(key.into(), json!(d));
         }
     }
     if let Some(scheduler) = ipvs_scheduler {

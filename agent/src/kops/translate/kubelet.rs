@@ -486,14 +486,14 @@ pub(super) fn translate(
             json!({"webhook": {"enabled": enabled}}),
         );
     }
-    if let Some(ttl) = authentication_token_webhook_cache_ttl {
-        if let Some(ttl) = t.nonzero_duration("authenticationTokenWebhookCacheTTL", ttl) {
-            merge(
-                &mut t.extra,
-                "authentication",
-                json!({"webhook": {"cacheTTL": ttl}}),
-            );
-        }
+    if let Some(ttl) = authentication_token_webhook_cache_ttl
+        && let Some(ttl) = t.nonzero_duration("authenticationTokenWebhookCacheTTL", ttl)
+    {
+        merge(
+            &mut t.extra,
+            "authentication",
+            json!({"webhook": {"cacheTTL": ttl}}),
+        );
     }
     if let Some(mode) = authorization_mode.as_deref().filter(|m| !m.is_empty()) {
         t.extra
