@@ -16,6 +16,7 @@ pub mod engine;
 pub mod error;
 pub mod facts;
 pub mod host;
+pub mod kops;
 pub mod logging;
 pub mod model;
 pub mod ops;

@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nodewright::model::{DesiredState, Facts, desired_state};
 use nodewright::spec::NodeSpec;
@@ -579,4 +579,740 @@ fn kops_complex_config_additions_path_is_refused_for_containerd_2() {
         problems[0].contains("io.containerd.cri.v1.runtime"),
         "{problems:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------
+// kops's own AWS cases, translated (see tests/kops/translated.rs).
+
+#[path = "kops/translated.rs"]
+mod translated;
+
+use common::checkers::{
+    add_stock_units, is_root, kubectl_view, kubernetes_validate, systemd_verify,
+    write_test_certificate, write_tree,
+};
+use nodewright::kops::KopsError;
+use translated::{Input, Outcome, Translated, golden_text, inputs, outcome};
+
+fn update_goldens() -> bool {
+    std::env::var_os("NODEWRIGHT_UPDATE_GOLDEN").is_some_and(|v| v != "0" && !v.is_empty())
+}
+
+/// The sentence of docs/kops.md that gives the counts.
+fn counts_sentence(cases: usize, workers: usize, translated: usize) -> String {
+    format!(
+        "Of the {workers} worker instance groups in kops's {cases} AWS integration cases, {translated} translate and {} are refused.",
+        workers - translated
+    )
+}
+
+#[test]
+fn every_aws_case_translates_or_is_refused_by_name() {
+    let mut failures = Vec::new();
+    let mut kept = BTreeSet::new();
+    let mut cases = BTreeSet::new();
+    let (mut workers, mut translated) = (0, 0);
+    let mut refused_workers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for input in inputs() {
+        cases.insert(input.case.clone());
+        let result = outcome(&input);
+        let worker = input.nodeup_config.is_some();
+        workers += usize::from(worker);
+        match &result {
+            Outcome::Translated(_) => {
+                assert!(worker, "{}: only workers translate", input.name());
+                translated += 1;
+            }
+            Outcome::Refused(KopsError::Refused { refusals, .. }) => {
+                assert!(!refusals.is_empty(), "{}", input.name());
+                for refusal in refusals {
+                    // A kops field as kops spells it, and why.
+                    assert!(
+                        !refusal.field.is_empty()
+                            && !refusal.field.contains(' ')
+                            && !refusal.reason.is_empty(),
+                        "{}: {refusal}",
+                        input.name()
+                    );
+                }
+                if worker {
+                    let mut fields: Vec<String> =
+                        refusals.iter().map(|r| r.field.clone()).collect();
+                    fields.dedup();
+                    refused_workers.insert(input.name(), fields);
+                } else {
+                    assert!(
+                        refusals.iter().any(|r| r.field == "InstanceGroupRole"),
+                        "{}: a group without a worker nodeupconfig is refused by its role",
+                        input.name()
+                    );
+                }
+            }
+            Outcome::Refused(e @ KopsError::UserData { .. }) => {
+                // kops's bastions carry only the additional user data, no nodeup script.
+                assert!(
+                    input.ig == "bastion" && e.to_string().contains("without kops's nodeup script"),
+                    "{}: {e}",
+                    input.name()
+                );
+            }
+            Outcome::Refused(e) => panic!("{}: {e}", input.name()),
+        }
+        let (path, text) = golden_text(&input, &result);
+        kept.insert(path.clone());
+        if update_goldens() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &text).unwrap();
+        } else {
+            match std::fs::read_to_string(&path) {
+                Ok(golden) if golden == text => {}
+                Ok(_) => {
+                    failures.push(format!("{}: differs from {}", input.name(), path.display()))
+                }
+                Err(_) => failures.push(format!("{}: {} is missing", input.name(), path.display())),
+            }
+        }
+    }
+    // No golden is left over from a case or outcome that is gone.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kops");
+    for case in std::fs::read_dir(&root).unwrap() {
+        let case = case.unwrap().path();
+        if !case.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(&case).unwrap() {
+            let file = file.unwrap().path();
+            if !kept.contains(&file) {
+                if update_goldens() {
+                    std::fs::remove_file(&file).unwrap();
+                } else {
+                    failures.push(format!("{} is stale", file.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{}\n\n(NODEWRIGHT_UPDATE_GOLDEN=1 rewrites the goldens; review the diff.)",
+        failures.join("\n")
+    );
+    assert_eq!(cases.len(), 41, "every AWS case of the fixtures");
+    // docs/kops.md gives the counts, and every refused worker group with its fields.
+    let doc = std::fs::read_to_string(common::workspace().join("docs/kops.md")).unwrap();
+    let sentence = counts_sentence(cases.len(), workers, translated);
+    assert!(doc.contains(&sentence), "docs/kops.md must say: {sentence}");
+    for (group, fields) in &refused_workers {
+        let row = format!(
+            "| {group} | {} |",
+            fields
+                .iter()
+                .map(|f| format!("`{f}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        assert!(
+            doc.contains(&row),
+            "docs/kops.md must list the refusal: {row}"
+        );
+    }
+}
+
+/// A failure to report for one case.
+fn expect(failures: &mut Vec<String>, name: &str, ok: bool, what: String) {
+    if !ok {
+        failures.push(format!("{name}: {what}"));
+    }
+}
+
+/// kops's `a<b,c<d` (or `=`) lists.
+fn pairs(list: &str, separator: char) -> BTreeMap<String, String> {
+    list.split(',')
+        .filter_map(|p| p.split_once(separator))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+/// Checks one translation against the nodeupconfig it came from: every value the
+/// issue lists is where the node will read it.
+fn check_meaning(name: &str, t: &Translated, failures: &mut Vec<String>) {
+    use translated::{kubelet_flags, render, text, yaml};
+    let desired = render(t);
+    let raw = &t.raw;
+    let spec = &t.translation.spec;
+    let mut f = |ok: bool, what: String| expect(failures, name, ok, what);
+
+    // Every asset of the architecture, pinned by its sha256, from kops's URLs.
+    let arch = &t.facts.host.arch;
+    for asset in raw["Assets"][arch.as_str()].as_array().unwrap() {
+        let (sha, urls) = asset.as_str().unwrap().split_once('@').unwrap();
+        let urls: Vec<&str> = urls.split(',').collect();
+        let found = desired.assets.values().find(|a| a.sha256.as_str() == sha);
+        f(found.is_some(), format!("asset {sha} is not pinned"));
+        if let Some(found) = found {
+            let ours: Vec<&str> = found.urls.iter().map(|u| u.as_str()).collect();
+            f(
+                ours == urls,
+                format!("asset {}: urls {ours:?}, kops {urls:?}", found.name),
+            );
+            let installed = desired.asset_files.iter().any(|a| a.asset == found.name);
+            f(
+                installed,
+                format!("asset {} is downloaded but installs nothing", found.name),
+            );
+        }
+    }
+
+    // The kubelet: its KubeletConfiguration and flags.
+    let kubelet = &raw["KubeletConfig"];
+    let config = yaml(&desired, "/var/lib/kubelet/config.yaml");
+    let dns = kubelet["clusterDNS"].as_str().unwrap();
+    f(
+        config["clusterDNS"] == serde_json::json!([dns]),
+        format!("clusterDNS {}", config["clusterDNS"]),
+    );
+    f(
+        config["clusterDomain"] == kubelet["clusterDomain"],
+        "clusterDomain".into(),
+    );
+    let hard = pairs(kubelet["evictionHard"].as_str().unwrap(), '<');
+    for (signal, threshold) in &hard {
+        f(
+            config["evictionHard"][signal] == threshold.as_str(),
+            format!("evictionHard {signal}"),
+        );
+    }
+    for key in [
+        "protectKernelDefaults",
+        "shutdownGracePeriod",
+        "shutdownGracePeriodCriticalPods",
+        "cgroupRoot",
+        "cgroupDriver",
+    ] {
+        if !kubelet[key].is_null() {
+            f(
+                config[key] == kubelet[key],
+                format!("{key}: ours {}, kops {}", config[key], kubelet[key]),
+            );
+        }
+    }
+    if let Some(gates) = kubelet["featureGates"].as_object() {
+        for (gate, value) in gates {
+            f(
+                config["featureGates"][gate] == (value.as_str() == Some("true")),
+                format!("featureGates.{gate}"),
+            );
+        }
+    }
+    f(
+        config["logging"]["verbosity"] == kubelet["logLevel"],
+        "logLevel".into(),
+    );
+    if let Some(anonymous) = kubelet["anonymousAuth"].as_bool() {
+        f(
+            config["authentication"]["anonymous"]["enabled"] == anonymous,
+            "anonymousAuth".into(),
+        );
+    }
+    let timeout = kubelet["runtimeRequestTimeout"].as_str().unwrap_or("15m0s");
+    f(
+        config["runtimeRequestTimeout"] == timeout,
+        "runtimeRequestTimeout (nodeup's 15m default)".into(),
+    );
+    f(
+        config["tlsCertFile"] == nodewright::model::pki_paths::KUBELET_SERVING_CERT,
+        "tlsCertFile: kops-controller's kubelet-server".into(),
+    );
+    let taints: Vec<Value> = kubelet["taints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let (rest, effect) = t.as_str().unwrap().rsplit_once(':').unwrap();
+            match rest.split_once('=') {
+                Some((k, v)) => serde_json::json!({"key": k, "value": v, "effect": effect}),
+                None => serde_json::json!({"key": rest, "effect": effect}),
+            }
+        })
+        .collect();
+    if taints.is_empty() {
+        f(
+            config.get("registerWithTaints").is_none(),
+            "registerWithTaints without taints".into(),
+        );
+    } else {
+        f(
+            config["registerWithTaints"] == serde_json::json!(taints),
+            format!("taints {}", config["registerWithTaints"]),
+        );
+    }
+    let flags = kubelet_flags(&desired);
+    let node_name = if raw["useIPBasedNodeNames"] == true {
+        t.facts.instance.hostname.clone()
+    } else {
+        t.facts.instance.instance_id.clone()
+    };
+    f(
+        flags["--hostname-override"] == node_name,
+        format!("node name {}", flags["--hostname-override"]),
+    );
+    f(
+        flags["--cloud-provider"] == "external",
+        "cloud provider".into(),
+    );
+    // Labels kops leaves to kops-controller are not set by the kubelet.
+    let labels = flags.get("--node-labels").cloned().unwrap_or_default();
+    for label in kubelet["nodeLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k)
+    {
+        f(
+            !labels.contains(label.as_str()),
+            format!("label {label} is set by the kubelet"),
+        );
+    }
+    let ipv6_only = raw["Networking"]["nonMasqueradeCIDR"] == "::/0";
+    if ipv6_only {
+        let ip = t.facts.instance.ipv6.unwrap().to_string();
+        f(
+            flags["--node-ip"] == ip,
+            format!("IPv6 node IP {}", flags["--node-ip"]),
+        );
+    }
+
+    // containerd: version (config schema), sandbox image, runc, mirrors, log level.
+    let containerd = &raw["containerdConfig"];
+    let toml_text = text(&desired, "/etc/containerd/config.toml");
+    let toml: toml::Table = toml::from_str(&toml_text).unwrap();
+    let version = containerd["version"].as_str().unwrap();
+    let schema = if version.starts_with("2.3") || version.starts_with("2.4") {
+        4
+    } else {
+        3
+    };
+    f(
+        toml["version"].as_integer() == Some(schema),
+        format!("config.toml version for containerd {version}"),
+    );
+    let sandbox = &toml["plugins"]["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"];
+    f(
+        sandbox.as_str() == containerd["sandboxImage"].as_str(),
+        format!("sandbox image {sandbox}"),
+    );
+    if let Some(level) = containerd["logLevel"].as_str() {
+        f(
+            toml.get("debug")
+                .and_then(|d| d.get("level"))
+                .and_then(|l| l.as_str())
+                == Some(level),
+            "containerd log level".into(),
+        );
+    }
+    f(
+        spec.containerd.as_ref().unwrap().version.to_string() == version,
+        "containerd version".into(),
+    );
+    let runc = desired
+        .asset_files
+        .iter()
+        .find(|a| a.path.as_str() == "/usr/local/sbin/runc");
+    f(
+        runc.is_some_and(|r| r.asset == "runc"),
+        "runc from the runc asset".into(),
+    );
+    for (registry, mirrors) in containerd["registryMirrors"]
+        .as_object()
+        .into_iter()
+        .flatten()
+    {
+        for mirror in mirrors.as_array().unwrap() {
+            let found = desired.files.iter().any(|file| {
+                file.path.as_str().starts_with("/etc/containerd/certs.d/")
+                    && String::from_utf8_lossy(file.content.bytes())
+                        .contains(mirror.as_str().unwrap())
+            });
+            f(found, format!("mirror {mirror} of {registry}"));
+        }
+    }
+
+    // The CNI plugins.
+    if raw["InstallCNIAssets"] == true {
+        let bridge = desired
+            .asset_files
+            .iter()
+            .find(|a| a.path.as_str() == "/opt/cni/bin/bridge");
+        f(
+            bridge.is_some_and(|b| b.asset == "cni-plugins"),
+            "CNI plugins in /opt/cni/bin".into(),
+        );
+    }
+
+    // kube-proxy: off, or its image, cluster CIDR and verbosity.
+    let manifest = "/etc/kubernetes/manifests/kube-proxy.yaml";
+    if raw["KubeProxy"].is_null() {
+        f(
+            desired.file(manifest).is_none(),
+            "kube-proxy runs although kops turned it off".into(),
+        );
+    } else {
+        let proxy = &raw["KubeProxy"];
+        let pod = yaml(&desired, manifest);
+        let container = &pod["spec"]["containers"][0];
+        f(
+            container["image"] == proxy["image"],
+            format!("kube-proxy image {}", container["image"]),
+        );
+        f(
+            container["resources"]["requests"]["cpu"] == proxy["cpuRequest"],
+            "kube-proxy cpu request".into(),
+        );
+        let verbosity = format!("--v={}", proxy["logLevel"]);
+        f(
+            container["command"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c == verbosity.as_str()),
+            "kube-proxy verbosity".into(),
+        );
+        let kp = yaml(&desired, "/var/lib/kube-proxy/config.yaml");
+        f(
+            kp.get("clusterCIDR") == proxy.get("clusterCIDR"),
+            format!("kube-proxy clusterCIDR {:?}", kp.get("clusterCIDR")),
+        );
+        f(
+            spec.cluster.pod_cidr.map(|c| c.to_string()).as_deref()
+                == proxy["clusterCIDR"].as_str(),
+            "cluster.podCidr".into(),
+        );
+    }
+
+    // kops's sysctls, the cluster's own, and the port range.
+    let ports = raw["ServiceNodePortRange"]
+        .as_str()
+        .unwrap_or("30000-32767");
+    f(
+        desired
+            .sysctls
+            .get("net.ipv4.ip_local_reserved_ports")
+            .map(String::as_str)
+            == Some(ports),
+        "ip_local_reserved_ports".into(),
+    );
+    for line in raw["SysctlParameters"].as_array().into_iter().flatten() {
+        let line = line.as_str().unwrap();
+        if let Some((k, v)) = line.split_once('=').filter(|_| !line.starts_with('#')) {
+            f(
+                desired.sysctls.get(k.trim()).map(String::as_str) == Some(v.trim()),
+                format!("sysctl {line}"),
+            );
+        }
+    }
+    let forward = if ipv6_only {
+        "net.ipv6.conf.all.forwarding"
+    } else {
+        "net.ipv4.ip_forward"
+    };
+    f(
+        desired.sysctls.get(forward).map(String::as_str) == Some("1"),
+        forward.to_owned(),
+    );
+
+    // Packages.
+    let packages = desired
+        .packages
+        .as_ref()
+        .map(|p| p.names.clone())
+        .unwrap_or_default();
+    for package in raw["packages"].as_array().into_iter().flatten() {
+        f(
+            packages.iter().any(|p| p == package.as_str().unwrap()),
+            format!("package {package}"),
+        );
+    }
+    if raw["UpdatePolicy"] == "automatic" {
+        f(
+            packages.iter().any(|p| p == "unattended-upgrades"),
+            "UpdatePolicy automatic".into(),
+        );
+    }
+
+    // The cluster: CA bundle, API endpoint, node group, networks.
+    let ca = text(&desired, "/etc/kubernetes/pki/ca.crt");
+    let bundle = t.env.config_server.as_ref().unwrap().ca_certificates.trim();
+    f(ca.trim() == bundle, "the CA bundle from kube_env".into());
+    f(
+        bundle.matches("BEGIN CERTIFICATE").count() == ca.matches("BEGIN CERTIFICATE").count(),
+        "every CA of the bundle".into(),
+    );
+    let kubeconfig = text(&desired, "/var/lib/kubelet/kubeconfig");
+    f(
+        kubeconfig.contains(&format!(
+            "server: https://api.internal.{}",
+            t.env.cluster_name
+        )),
+        "API server".into(),
+    );
+    f(
+        spec.node_group.as_ref().map(|g| g.to_string()) == Some(t.env.instance_group_name.clone()),
+        "node group".into(),
+    );
+    f(
+        spec.cluster.service_cidr.to_string()
+            == raw["Networking"]["serviceClusterIPRange"].as_str().unwrap(),
+        "service CIDR".into(),
+    );
+    f(
+        spec.cluster.kubernetes_version.to_string() == raw["KubernetesVersion"].as_str().unwrap(),
+        "Kubernetes version".into(),
+    );
+}
+
+#[test]
+fn translations_keep_what_the_nodeupconfig_says() {
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for input in inputs() {
+        if let Outcome::Translated(t) = outcome(&input) {
+            check_meaning(&input.name(), &t, &mut failures);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 30, "only {checked} translations");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The translated specs, rendered: units pass systemd-analyze verify, manifests
+/// kubernetes-validate --strict, kubeconfigs kubectl (as root).
+#[test]
+fn translations_pass_the_checkers() {
+    let mut failures = Vec::new();
+    let mut manifests = 0;
+    // Many cases render the same manifest: each distinct one is validated once.
+    let mut validated = BTreeSet::new();
+    for input in inputs() {
+        let Outcome::Translated(t) = outcome(&input) else {
+            continue;
+        };
+        let name = input.name();
+        let desired = translated::render(&t);
+        let root = tempfile::tempdir().unwrap();
+        add_stock_units(root.path());
+        write_tree(root.path(), &desired);
+        let mut units: Vec<String> = desired
+            .files
+            .iter()
+            .filter(|f| f.kind == nodewright::model::FileKind::Systemd)
+            .filter_map(|f| {
+                let path = f.path.as_str().strip_prefix("/etc/systemd/system/")?;
+                Some(
+                    path.split_once(".d/")
+                        .map_or(path, |(unit, _)| unit)
+                        .to_owned(),
+                )
+            })
+            .collect();
+        units.sort();
+        units.dedup();
+        if let Err(e) = systemd_verify(root.path(), &units) {
+            failures.push(format!("{name}: {e}"));
+        }
+        let version = t.translation.spec.cluster.kubernetes_version.to_string();
+        for file in desired
+            .files
+            .iter()
+            .filter(|f| f.path.as_str().starts_with("/etc/kubernetes/manifests/"))
+        {
+            if !validated.insert((version.clone(), file.content.bytes().to_vec())) {
+                continue;
+            }
+            let path = root.path().join("manifest.yaml");
+            std::fs::write(&path, file.content.bytes()).unwrap();
+            match kubernetes_validate(&path, &version) {
+                Ok(_) => manifests += 1,
+                Err(e) => failures.push(format!("{name}: {}: {e}", file.path)),
+            }
+        }
+        if is_root() {
+            let at = |p: &str| root.path().join(p.trim_start_matches('/'));
+            use nodewright::model::{kube_proxy, kubelet};
+            write_test_certificate(
+                &at(kubelet::CLIENT_CERT),
+                &at(kubelet::CLIENT_KEY),
+                "/O=system:nodes/CN=system:node:test",
+            );
+            write_test_certificate(
+                &at(kube_proxy::CLIENT_CERT),
+                &at(kube_proxy::CLIENT_KEY),
+                "/CN=system:kube-proxy",
+            );
+            let mut kubeconfigs = vec![kubelet::KUBECONFIG];
+            if desired.file(kube_proxy::KUBECONFIG).is_some() {
+                kubeconfigs.push(kube_proxy::KUBECONFIG);
+            }
+            for kubeconfig in kubeconfigs {
+                match kubectl_view(root.path(), kubeconfig) {
+                    Ok(flat) if flat.contains("certificate-authority-data:") => {}
+                    Ok(flat) => failures.push(format!("{name}: {kubeconfig}: {flat}")),
+                    Err(e) => failures.push(format!("{name}: {kubeconfig}: {e}")),
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // The kube-proxy manifests of the translated cases: 4 distinct ones (measured).
+    assert!(
+        manifests >= 4,
+        "only {manifests} distinct kube-proxy manifests checked"
+    );
+}
+
+/// `nodewright kops translate`, as an operator runs it: the golden on stdout, and the
+/// bad inputs of the issue refused with exit 3 and a message naming the place.
+#[test]
+fn kops_translate_command() {
+    let bin = env!("CARGO_BIN_EXE_nodewright");
+    let case = translated::cases_dir().join("minimal-aws");
+    let user_data = case.join("aws_launch_template_nodes.minimal-aws.example.com_user_data");
+    let config = case.join("aws_s3_object_nodeupconfig-nodes_content");
+    let run = |args: &[&Path]| {
+        let output = std::process::Command::new(bin)
+            .arg("kops")
+            .arg("translate")
+            .args(args.iter().flat_map(|a| {
+                if a.extension().is_some_and(|e| e == "flag") {
+                    vec![a.with_extension("").into_os_string()]
+                } else {
+                    vec![a.as_os_str().to_owned()]
+                }
+            }))
+            .output()
+            .unwrap();
+        (
+            output.status.code().unwrap(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let flag = |name: &str| PathBuf::from(format!("--{name}.flag"));
+    let (code, stdout, stderr) = run(&[
+        &flag("user-data"),
+        &user_data,
+        &flag("nodeup-config"),
+        &config,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let golden = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kops/minimal-aws/nodes.yaml"),
+    )
+    .unwrap();
+    // The header names the nodeupconfig as given (here a full path); the golden, its
+    // file name. The spec below it is the golden's, byte for byte.
+    let (header, spec) = stdout.split_once('\n').unwrap();
+    let (golden_header, golden_spec) = golden.split_once('\n').unwrap();
+    assert!(header.contains(&config.display().to_string()), "{header}");
+    assert!(golden_header.contains("aws_s3_object_nodeupconfig-nodes_content"));
+    assert_eq!(spec, golden_spec);
+
+    let dir = tempfile::tempdir().unwrap();
+    // A tampered nodeupconfig: refused by its hash, before it is read.
+    let tampered = dir.path().join("nodeupconfig.yaml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("logLevel: 2", "logLevel: 9");
+    std::fs::write(&tampered, text).unwrap();
+    let (code, stdout, stderr) = run(&[
+        &flag("user-data"),
+        &user_data,
+        &flag("nodeup-config"),
+        &tampered,
+    ]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stdout.is_empty());
+    assert!(
+        stderr.contains("nodeupconfig.yaml") && stderr.contains("NodeupConfigHash"),
+        "{stderr}"
+    );
+    // A truncated script.
+    let truncated = dir.path().join("user-data");
+    let bytes = std::fs::read(&user_data).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let (code, _, stderr) = run(&[
+        &flag("user-data"),
+        &truncated,
+        &flag("nodeup-config"),
+        &config,
+    ]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("truncated"), "{stderr}");
+    // An unknown kube_env field, named with its line.
+    let unknown = dir.path().join("user-data-unknown");
+    let text = String::from_utf8(bytes.clone()).unwrap().replace(
+        "InstanceGroupRole: Node\n",
+        "InstanceGroupRole: Node\nWarmPoolMode: warm\n",
+    );
+    std::fs::write(&unknown, text).unwrap();
+    let (code, _, stderr) = run(&[
+        &flag("user-data"),
+        &unknown,
+        &flag("nodeup-config"),
+        &config,
+    ]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        stderr.contains("kube_env") && stderr.contains("WarmPoolMode") && stderr.contains("line"),
+        "{stderr}"
+    );
+    // A control-plane group is refused by its role, nodeupconfig or not.
+    let master = case
+        .join("aws_launch_template_master-us-test-1a.masters.minimal-aws.example.com_user_data");
+    let (code, _, stderr) = run(&[&flag("user-data"), &master]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        stderr.contains("InstanceGroupRole: ControlPlane"),
+        "{stderr}"
+    );
+    // A worker without its nodeupconfig: where to get it.
+    let (code, _, stderr) = run(&[&flag("user-data"), &user_data]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--nodeup-config") && stderr.contains("kops-controller"),
+        "{stderr}"
+    );
+}
+
+/// Refusals name every field at once, before anything is written.
+#[test]
+fn a_refused_group_names_every_field() {
+    let input: Input = inputs()
+        .into_iter()
+        .find(|i| i.case == "nvidia" && i.ig == "nodes")
+        .unwrap();
+    let Outcome::Refused(KopsError::Refused { refusals, .. }) = outcome(&input) else {
+        panic!("the nvidia case is refused");
+    };
+    let fields: Vec<&str> = refusals.iter().map(|r| r.field.as_str()).collect();
+    assert!(
+        fields.contains(&"NvidiaGPU") && fields.contains(&"containerdConfig.nvidiaGPU"),
+        "{fields:?}"
+    );
+}
+
+#[test]
+fn the_asset_layout_table_is_documented() {
+    let doc = std::fs::read_to_string(common::workspace().join("docs/kops.md")).unwrap();
+    for row in nodewright::kops::translate::LAYOUT {
+        let line = format!(
+            "| `{}` | `{}` | {} | {} |",
+            row.kops_file,
+            row.name,
+            if row.archive { "tar.gz" } else { "no" },
+            row.installs
+        );
+        assert!(
+            doc.contains(&line),
+            "docs/kops.md lacks the layout row: {line}"
+        );
+    }
 }

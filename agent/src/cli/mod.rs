@@ -7,6 +7,8 @@ mod cache;
 mod check;
 mod etcd;
 mod facts;
+mod kops;
+mod nodeup;
 mod plan;
 mod prebake;
 mod repair;
@@ -57,7 +59,10 @@ pub fn exit_code(kind: ErrorKind) -> u8 {
 /// its provider here; nodewright's own comes last (it explains user data nobody
 /// recognised).
 pub fn providers() -> Chain {
-    Chain::new(vec![Box::new(nodewright::Provider)])
+    Chain::new(vec![
+        Box::new(crate::kops::source::Provider),
+        Box::new(nodewright::Provider),
+    ])
 }
 
 const EXIT_CODES: &str = "\
@@ -121,6 +126,8 @@ enum Command {
     Etcd(etcd::Args),
     /// Print the JSON Schema of the node spec (or of the boot config).
     Schema(schema::Args),
+    /// kops: translate an instance group's user data and nodeupconfig to a node spec.
+    Kops(kops::Args),
     /// Print the version.
     Version,
 }
@@ -145,7 +152,11 @@ impl DeadlineArg {
 }
 
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if nodeup::invoked_as_nodeup(argv.first()) {
+        return ExitCode::from(nodeup::main(argv));
+    }
+    let cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -184,6 +195,7 @@ pub fn main() -> ExitCode {
             Command::Watch(args) => watch::run(&cli.root, args).await,
             Command::Etcd(args) => etcd::run(&cli.root, args).await,
             Command::Schema(args) => schema::run(args),
+            Command::Kops(args) => kops::run(args),
             Command::Version => {
                 println!("nodewright {}", crate::VERSION);
                 exit::OK

@@ -82,9 +82,10 @@ pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<
             pki::CONTROLLER_MANAGER_SERVING_CERT.to_owned(),
             pki::CONTROLLER_MANAGER_SERVING_KEY.to_owned(),
         ];
-        if kcm.allocate_node_cidrs {
+        // The spec check requires podCidr when CIDRs are allocated.
+        if let (true, Some(pod_cidr)) = (kcm.allocate_node_cidrs, spec.cluster.pod_cidr) {
             ours.insert("allocate-node-cidrs".to_owned(), "true".to_owned());
-            ours.insert("cluster-cidr".to_owned(), spec.cluster.pod_cidr.to_string());
+            ours.insert("cluster-cidr".to_owned(), pod_cidr.to_string());
         }
         if kcm.cluster_signing {
             ours.insert(

@@ -43,16 +43,19 @@ pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<
         }
     }
     let node = node_name(kubelet, facts);
-    let cluster_cidr = proxy.cluster_cidr.unwrap_or(spec.cluster.pod_cidr);
     let mut config = json!({
         "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
         "kind": "KubeProxyConfiguration",
         "clientConnection": {"kubeconfig": KUBECONFIG},
-        "clusterCIDR": cluster_cidr.to_string(),
         "conntrack": {"maxPerCore": proxy.conntrack_max_per_core},
         "hostnameOverride": node,
         "mode": proxy.mode.as_str(),
     });
+    // Without a pod network (the CNI manages pod addresses) kube-proxy masquerades by
+    // its own rules, as on kops's IPv6 clusters.
+    if let Some(cidr) = proxy.cluster_cidr.or(spec.cluster.pod_cidr) {
+        config["clusterCIDR"] = json!(cidr.to_string());
+    }
     merge_json(&mut config, &Value::Object(proxy.extra_config.clone()));
     let config = Content::new(to_yaml(config));
 

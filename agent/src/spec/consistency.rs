@@ -102,21 +102,28 @@ impl NodeSpec {
     }
 }
 
-/// A PEM certificate: the armour, and a base64 body.
+/// PEM certificates: one, or several (a CA bundle during a rotation, as kops keeps
+/// them), each the armour and a base64 body, with nothing else around them.
 fn check_pem_certificate(pem: &str) -> Result<(), String> {
     const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
     const END: &str = "-----END CERTIFICATE-----";
-    let text = pem.trim();
-    let body = text
-        .strip_prefix(BEGIN)
-        .and_then(|rest| rest.strip_suffix(END))
-        .ok_or_else(|| format!("must be one PEM certificate ({BEGIN} ... {END})"))?;
-    let base64_ok = body
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c));
-    if !base64_ok || body.trim().is_empty() || body.contains("-----") {
-        return Err("holds something other than one base64 certificate body".to_owned());
+    let mut rest = pem.trim();
+    if rest.is_empty() {
+        return Err(format!("must be PEM certificates ({BEGIN} ... {END})"));
+    }
+    while !rest.is_empty() {
+        let (body, after) = rest
+            .strip_prefix(BEGIN)
+            .and_then(|r| r.split_once(END))
+            .ok_or_else(|| format!("must be PEM certificates ({BEGIN} ... {END})"))?;
+        rest = after.trim_start();
+        let base64_ok = body
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c));
+        if !base64_ok || body.trim().is_empty() || body.contains("-----") {
+            return Err("holds something other than base64 certificate bodies".to_owned());
+        }
     }
     Ok(())
 }

@@ -83,9 +83,12 @@ pub struct ClusterSpec {
     /// Service network, e.g. `100.64.0.0/13`.
     #[schemars(with = "String")]
     pub service_cidr: IpNet,
-    /// Pod network, e.g. `100.96.0.0/11`.
-    #[schemars(with = "String")]
-    pub pod_cidr: IpNet,
+    /// Pod network, e.g. `100.96.0.0/11`. Leave it out when the CNI manages pod
+    /// addresses itself (IPv6, ENI-based CNIs, Cilium's own IPAM): kube-proxy then gets
+    /// no cluster CIDR, and the controller manager cannot allocate node CIDRs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub pod_cidr: Option<IpNet>,
     /// The cluster DNS service IP; must lie in the service network.
     #[schemars(with = "String")]
     pub dns_ip: IpAddr,
@@ -160,15 +163,25 @@ impl NodeSpec {
                 ),
             );
         }
-        if cluster.service_cidr.contains(&cluster.pod_cidr.network())
-            || cluster.pod_cidr.contains(&cluster.service_cidr.network())
+        if let Some(pod_cidr) = &cluster.pod_cidr
+            && (cluster.service_cidr.contains(&pod_cidr.network())
+                || pod_cidr.contains(&cluster.service_cidr.network()))
         {
             problems.add(
                 "cluster.podCidr",
-                format!(
-                    "{} overlaps serviceCidr {}",
-                    cluster.pod_cidr, cluster.service_cidr
-                ),
+                format!("{pod_cidr} overlaps serviceCidr {}", cluster.service_cidr),
+            );
+        }
+        let allocates = self
+            .control_plane
+            .as_ref()
+            .and_then(|c| c.controller_manager.as_ref())
+            .is_some_and(|kcm| kcm.allocate_node_cidrs);
+        if allocates && cluster.pod_cidr.is_none() {
+            problems.add(
+                "cluster",
+                "controlPlane.controllerManager.allocateNodeCidrs needs cluster.podCidr to allocate from"
+                    .to_owned(),
             );
         }
 
@@ -492,7 +505,7 @@ mod tests {
             (
                 "    -----BEGIN CERTIFICATE-----\n",
                 "    -----BEGIN CERTIFICATE----\n",
-                "cluster.caCertificate: must be one PEM certificate",
+                "cluster.caCertificate: must be PEM certificates",
             ),
             (
                 "      - https://mirror.gcr.io",
