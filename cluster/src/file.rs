@@ -712,7 +712,7 @@ impl Cluster {
     fn check_control_plane(&self, problems: &mut Problems) {
         let cp = &self.control_plane;
         if ![1, 3, 5].contains(&cp.count) {
-            let why = if cp.count % 2 == 0 && cp.count > 0 {
+            let why = if cp.count.is_multiple_of(2) && cp.count > 0 {
                 "an even number of etcd members tolerates no more failures than one fewer, and splits evenly: use an odd number"
             } else {
                 "etcd needs a quorum"

@@ -10,7 +10,7 @@ mod support;
 
 // The agent's checkers, shared rather than copied (they need `workspace()` beside them).
 #[path = "../../agent/tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod common;
 
 use common::checkers::{

@@ -329,6 +329,8 @@ impl Template<'_> {
         );
     }
 
+    // Each argument is one CloudFormation property of the resource it declares.
+    #[allow(clippy::too_many_arguments)]
     fn launch_template(
         &mut self,
         id: &str,
@@ -409,6 +411,8 @@ impl Template<'_> {
         );
     }
 
+    // Each argument is one CloudFormation property of the resource it declares.
+    #[allow(clippy::too_many_arguments)]
     fn auto_scaling_group(
         &mut self,
         id: &str,
