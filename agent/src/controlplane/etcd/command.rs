@@ -47,7 +47,7 @@ pub enum CommandError {
         source: RestoreError,
     },
     #[error("--backup {0}")]
-    BackupRef(String),
+    BackupRef(#[source] restore::BadBackupName),
 }
 
 impl From<StoreOrNode> for CommandError {
@@ -69,7 +69,7 @@ impl Classified for CommandError {
             Self::Store(e) => e.kind(),
             Self::Backup { source, .. } => source.kind(),
             Self::Restore { source, .. } => source.kind(),
-            Self::BackupRef(_) => ErrorKind::Usage,
+            Self::BackupRef(e) => e.kind(),
         }
     }
     fn topic(&self) -> Option<Topic> {

@@ -128,10 +128,10 @@ pub struct BadBackupName {
     pub detail: Option<String>,
 }
 
-/// A mistyped backup is the operator's input.
+/// A mistyped `--backup` is a command used wrongly.
 impl crate::error::Classified for BadBackupName {
     fn kind(&self) -> crate::error::ErrorKind {
-        crate::error::ErrorKind::InvalidInput
+        crate::error::ErrorKind::Usage
     }
 }
 
@@ -436,7 +436,7 @@ mod tests {
         assert!(no_bucket.detail.is_some(), "{no_bucket}");
         assert_eq!(
             crate::error::Classified::kind(&no_bucket),
-            crate::error::ErrorKind::InvalidInput
+            crate::error::ErrorKind::Usage
         );
     }
 
