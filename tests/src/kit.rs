@@ -130,6 +130,12 @@ impl Network {
 pub fn cluster_file(example: &str, network: &Network, bucket: &str) -> String {
     let text = std::fs::read_to_string(crate::workspace().join("examples/cluster").join(example))
         .unwrap_or_else(|e| panic!("reading the example {example}: {e}"));
+    // The emulator's region is us-east-1: examples in other regions move there first,
+    // so their zones find the network's subnets.
+    let mut text = text;
+    for (from, to) in [("eu-west-1", "us-east-1"), ("us-west-2", "us-east-1")] {
+        text = text.replace(from, to);
+    }
     let mut out = String::new();
     let mut in_subnets = false;
     for line in text.lines() {

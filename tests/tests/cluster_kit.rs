@@ -204,11 +204,7 @@ fn publish_is_idempotent_and_a_change_adds_only_the_changed_groups_key() {
 fn deploy_example(moto: &Moto, example: &str, zones: &[&str], cidr: &str) -> (kit::Stack, String) {
     let network = Network::create(moto, cidr, zones);
     let dir = tempfile::tempdir().unwrap();
-    let mut text = kit::cluster_file(example, &network, BUCKET);
-    // The emulator's region is us-east-1: the examples in other regions move there.
-    for (from, to) in [("eu-west-1", "us-east-1"), ("us-west-2", "us-east-1")] {
-        text = text.replace(from, to);
-    }
+    let text = kit::cluster_file(example, &network, BUCKET);
     let file = kit::write(dir.path(), "cluster.yaml", &text);
     let ca = nodewright_e2e::workspace().join("cluster/tests/fixtures/ca.crt");
     let out = dir.path().join("out");
