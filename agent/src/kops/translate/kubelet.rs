@@ -825,15 +825,4 @@ fn merge(map: &mut Map<String, Value>, key: &str, value: Value) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn zero_durations() {
-        assert!(is_zero("0s"));
-        assert!(is_zero("0"));
-        assert!(is_zero("0m0s"));
-        assert!(!is_zero("15m0s"));
-        assert!(!is_zero("10s"));
-    }
-}
+mod tests;
