@@ -70,6 +70,18 @@ impl Host {
         }
     }
 
+    /// A live host on a temp root, in a container when `container` names its manager,
+    /// for tests of what such a host plans. Its systemd acts on files only: nothing runs.
+    #[cfg(test)]
+    pub fn live_for_tests(root: impl Into<PathBuf>, container: Option<&str>) -> Self {
+        Self {
+            root: root.into(),
+            live: LiveMode::Live,
+            systemd: Arc::new(systemd::FilesOnly::new("a test host".to_owned())),
+            container: container.map(str::to_owned),
+        }
+    }
+
     /// The same host with another systemd (tests put a fake one on a temp root).
     pub fn with_systemd(mut self, systemd: Arc<dyn Systemd>) -> Self {
         self.systemd = systemd;

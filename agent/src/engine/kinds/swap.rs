@@ -1,5 +1,6 @@
 //! Swap, turned off when it is on (the kubelet refuses to run with it by default; the
-//! model masks swap.target to keep it off across reboots).
+//! model masks swap.target to keep it off across reboots). In a container, the swap
+//! in /proc/swaps is the host's, as its kernel is: nothing is planned.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +16,14 @@ use crate::host::swap;
 
 pub(crate) fn plan(p: &mut Planner) -> Option<usize> {
     if !p.desired.swap_off {
+        return None;
+    }
+    if let Some(container) = p.host.container() {
+        // swapoff would fail ("Not superuser") and every service would wait on it.
+        tracing::info!(
+            container,
+            "swap left alone: running in a container, its swap belongs to the host"
+        );
         return None;
     }
     let trigger = Trigger::new(AppliedKey::SwapOff, BTreeMap::new());
@@ -86,6 +95,28 @@ mod tests {
         assert!(node.plan().await.is_empty());
         // Not wanted: nothing planned, whatever the record.
         node.want(|_| {});
+        assert!(node.plan().await.is_empty());
+    }
+
+    const SWAPS: &str = "Filename\tType\tSize\tUsed\tPriority\n/swapfile file 1048572 0 -2\n";
+
+    #[tokio::test]
+    async fn on_a_live_host_active_swap_is_turned_off() {
+        let mut node = Node::live(None);
+        node.put("/proc/swaps", SWAPS);
+        node.want(|b| b.swap_off());
+        assert_eq!(
+            node.planned().await,
+            ["turn off swap: swap is on: /swapfile"]
+        );
+    }
+
+    #[tokio::test]
+    async fn in_a_container_the_hosts_swap_is_left_alone() {
+        // systemd-nspawn shows the host's /proc/swaps; swapoff there is refused.
+        let mut node = Node::live(Some("systemd-nspawn"));
+        node.put("/proc/swaps", SWAPS);
+        node.want(|b| b.swap_off());
         assert!(node.plan().await.is_empty());
     }
 }

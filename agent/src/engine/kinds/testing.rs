@@ -35,6 +35,15 @@ impl Node {
         }
     }
 
+    /// A live node on the temp root, in a container run by `manager` (e.g.
+    /// `systemd-nspawn`), or on its own kernel with `None`. Plan only: applying would
+    /// act on this machine.
+    pub fn live(manager: Option<&str>) -> Self {
+        let mut node = Self::new();
+        node.host = Host::live_for_tests(node.dir.path(), manager);
+        node
+    }
+
     /// A node whose systemd is `systemd` (files and the kernel stay files only).
     pub fn with_systemd(systemd: Arc<FakeSystemd>) -> Self {
         let mut node = Self::new();
