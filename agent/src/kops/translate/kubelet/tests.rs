@@ -1,6 +1,6 @@
 //! Tests of `kops::translate::kubelet`, kept beside it so the module itself stays short.
 
-use super::*;
+use super::fields::is_zero;
 
 #[test]
 fn zero_durations() {
