@@ -11,10 +11,11 @@ use std::path::Path;
 
 use common::checkers::{
     add_stock_units, containerd_dump, is_root, kubectl_view, kubernetes_validate, not_understood,
-    systemd_verify, write_test_certificate, write_tree,
+    systemd_verify, units_to_verify, write_stand_in_certificates, write_test_certificate,
+    write_tree,
 };
 use common::{CASES, parse, render_case};
-use nodewright::model::{FileKind, controller_shim, kube_proxy, kubelet, pki_paths as pki};
+use nodewright::model::{controller_shim, kube_proxy, kubelet, pki_paths as pki};
 
 #[test]
 fn units_and_drop_ins_pass_systemd_analyze_verify() {
@@ -24,22 +25,7 @@ fn units_and_drop_ins_pass_systemd_analyze_verify() {
         let root = tempfile::tempdir().unwrap();
         add_stock_units(root.path());
         write_tree(root.path(), &desired);
-        let mut units: Vec<String> = desired
-            .files
-            .iter()
-            .filter(|f| f.kind == FileKind::Systemd)
-            .filter_map(|f| {
-                // A unit file, or the unit a drop-in belongs to.
-                let path = f.path.as_str().strip_prefix("/etc/systemd/system/")?;
-                Some(
-                    path.split_once(".d/")
-                        .map_or(path, |(unit, _)| unit)
-                        .to_owned(),
-                )
-            })
-            .collect();
-        units.sort();
-        units.dedup();
+        let units = units_to_verify(&desired);
         assert!(
             units.iter().any(|u| u == "kubelet.service"),
             "{}: {units:?}",
@@ -109,27 +95,9 @@ fn kubeconfigs_pass_kubectl_config_view_minify_flatten() {
         let desired = render_case(case);
         let root = tempfile::tempdir().unwrap();
         write_tree(root.path(), &desired);
-        // The client certificates come from controller-shim (workers) or are issued on
-        // the node (control plane); stand-ins here.
+        // The client certificates and the CA the kubeconfigs name: stand-ins.
+        write_stand_in_certificates(root.path(), &desired);
         let at = |p: &str| root.path().join(p.trim_start_matches('/'));
-        write_test_certificate(
-            &at(kubelet::CLIENT_CERT),
-            &at(kubelet::CLIENT_KEY),
-            "/O=system:nodes/CN=system:node:test",
-        );
-        write_test_certificate(
-            &at(kube_proxy::CLIENT_CERT),
-            &at(kube_proxy::CLIENT_KEY),
-            "/CN=system:kube-proxy",
-        );
-        // A control-plane node with controlPlane.pki writes ca.crt from the state store.
-        if desired.file(nodewright::model::cluster::CA_CERT).is_none() {
-            write_test_certificate(
-                &at(nodewright::model::cluster::CA_CERT),
-                &root.path().join("stand-in-ca.key"),
-                "/CN=kubernetes-ca",
-            );
-        }
         // A kubelet that joins by TLS bootstrapping writes its kubeconfig itself; its
         // bootstrap kubeconfig names the token file.
         let mut kubeconfigs = Vec::new();

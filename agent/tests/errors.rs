@@ -6,18 +6,11 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::path::{Path, PathBuf};
+mod support;
 
-fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            sources(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
+use std::path::Path;
+
+use support::{sources, without_comment_lines};
 
 /// A function's visibility and return type, as written.
 #[derive(Debug, PartialEq)]
@@ -31,17 +24,7 @@ struct Signature {
 /// Every `fn` of a file (comment lines left out), with what precedes it on its line
 /// and the type after `->`, up to its body or `;`.
 fn signatures(text: &str) -> Vec<Signature> {
-    let code: String = text
-        .lines()
-        .map(|l| {
-            if l.trim_start().starts_with("//") {
-                ""
-            } else {
-                l
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
+    let code = without_comment_lines(text);
     let mut found = Vec::new();
     let mut from = 0;
     while let Some(at) = code[from..].find("fn ") {
@@ -124,9 +107,7 @@ fn module_path(src: &Path, file: &Path) -> Vec<String> {
 #[test]
 fn string_errors_stay_inside_their_module() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    sources(&src, &mut files);
-    files.sort();
+    let files = sources(&src);
     let mut crossing = Vec::new();
     let mut checked = 0;
     for file in &files {

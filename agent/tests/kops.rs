@@ -588,8 +588,8 @@ fn kops_complex_config_additions_path_is_refused_for_containerd_2() {
 mod translated;
 
 use common::checkers::{
-    add_stock_units, is_root, kubectl_view, kubernetes_validate, systemd_verify,
-    write_test_certificate, write_tree,
+    add_stock_units, is_root, kubectl_view, kubernetes_validate, systemd_verify, units_to_verify,
+    write_stand_in_certificates, write_tree,
 };
 use nodewright::kops::KopsError;
 use translated::{Input, Outcome, Translated, golden_text, inputs, outcome};
@@ -1100,21 +1100,7 @@ fn translations_pass_the_checkers() {
         let root = tempfile::tempdir().unwrap();
         add_stock_units(root.path());
         write_tree(root.path(), &desired);
-        let mut units: Vec<String> = desired
-            .files
-            .iter()
-            .filter(|f| f.kind == nodewright::model::FileKind::Systemd)
-            .filter_map(|f| {
-                let path = f.path.as_str().strip_prefix("/etc/systemd/system/")?;
-                Some(
-                    path.split_once(".d/")
-                        .map_or(path, |(unit, _)| unit)
-                        .to_owned(),
-                )
-            })
-            .collect();
-        units.sort();
-        units.dedup();
+        let units = units_to_verify(&desired);
         if let Err(e) = systemd_verify(root.path(), &units) {
             failures.push(format!("{name}: {e}"));
         }
@@ -1135,18 +1121,8 @@ fn translations_pass_the_checkers() {
             }
         }
         if is_root() {
-            let at = |p: &str| root.path().join(p.trim_start_matches('/'));
             use nodewright::model::{kube_proxy, kubelet};
-            write_test_certificate(
-                &at(kubelet::CLIENT_CERT),
-                &at(kubelet::CLIENT_KEY),
-                "/O=system:nodes/CN=system:node:test",
-            );
-            write_test_certificate(
-                &at(kube_proxy::CLIENT_CERT),
-                &at(kube_proxy::CLIENT_KEY),
-                "/CN=system:kube-proxy",
-            );
+            write_stand_in_certificates(root.path(), &desired);
             let mut kubeconfigs = vec![kubelet::KUBECONFIG];
             if desired.file(kube_proxy::KUBECONFIG).is_some() {
                 kubeconfigs.push(kube_proxy::KUBECONFIG);

@@ -6,8 +6,12 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use support::{sources, without_comment_lines};
 
 /// Top to bottom.
 const LAYERS: &[(&str, &[&str])] = &[
@@ -37,30 +41,9 @@ fn layer_of(module: &str) -> Option<usize> {
         .position(|(_, modules)| modules.contains(&module))
 }
 
-fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            sources(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
-
 /// The top-level modules a file names as `crate::…`, with the line of each.
 fn uses(text: &str) -> Vec<(String, usize)> {
-    let code: String = text
-        .lines()
-        .map(|l| {
-            if l.trim_start().starts_with("//") {
-                ""
-            } else {
-                l
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
+    let code = without_comment_lines(text);
     let line_at = |offset: usize| code[..offset].matches('\n').count() + 1;
     let mut out = Vec::new();
     for (at, _) in code.match_indices("crate::") {
@@ -105,8 +88,7 @@ fn uses(text: &str) -> Vec<(String, usize)> {
 #[test]
 fn modules_import_only_downward() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    sources(&src, &mut files);
+    let files = sources(&src);
     let mut problems = Vec::new();
     let mut seen = BTreeMap::new();
     for file in &files {

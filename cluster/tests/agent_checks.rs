@@ -14,10 +14,10 @@ mod support;
 mod common;
 
 use common::checkers::{
-    add_stock_units, is_root, kubectl_view, kubernetes_validate, systemd_verify,
-    write_test_certificate, write_tree,
+    add_stock_units, is_root, kubectl_view, kubernetes_validate, systemd_verify, units_to_verify,
+    write_stand_in_certificates, write_tree,
 };
-use nodewright::model::{FileKind, controller_shim, desired_state, kube_proxy, kubelet};
+use nodewright::model::{controller_shim, desired_state, kube_proxy, kubelet};
 use nodewright::spec::{NodeSpec, Role};
 use support::{CASES, render_case};
 
@@ -81,17 +81,7 @@ fn every_rendered_spec_passes_the_agent_and_the_real_checkers() {
             let root = tempfile::tempdir().unwrap();
             add_stock_units(root.path());
             write_tree(root.path(), &desired);
-            let mut units: Vec<String> = desired
-                .files
-                .iter()
-                .filter(|f| f.kind == FileKind::Systemd)
-                .filter_map(|f| {
-                    let path = f.path.as_str().strip_prefix("/etc/systemd/system/")?;
-                    Some(path.split_once(".d/").map_or(path, |(u, _)| u).to_owned())
-                })
-                .collect();
-            units.sort();
-            units.dedup();
+            let units = units_to_verify(&desired);
             assert!(
                 units.iter().any(|u| u == "kubelet.service"),
                 "{at}: {units:?}"
@@ -117,24 +107,7 @@ fn every_rendered_spec_passes_the_agent_and_the_real_checkers() {
 
             // Kubeconfigs, with stand-in client certificates (the node gets its own).
             if is_root() {
-                let at_root = |p: &str| root.path().join(p.trim_start_matches('/'));
-                write_test_certificate(
-                    &at_root(kubelet::CLIENT_CERT),
-                    &at_root(kubelet::CLIENT_KEY),
-                    "/O=system:nodes/CN=system:node:test",
-                );
-                write_test_certificate(
-                    &at_root(kube_proxy::CLIENT_CERT),
-                    &at_root(kube_proxy::CLIENT_KEY),
-                    "/CN=system:kube-proxy",
-                );
-                if desired.file(nodewright::model::cluster::CA_CERT).is_none() {
-                    write_test_certificate(
-                        &at_root(nodewright::model::cluster::CA_CERT),
-                        &root.path().join("stand-in-ca.key"),
-                        "/CN=kubernetes-ca",
-                    );
-                }
+                write_stand_in_certificates(root.path(), &desired);
                 let mut kubeconfigs = vec![kubelet::KUBECONFIG];
                 if desired.file(kube_proxy::KUBECONFIG).is_some() {
                     kubeconfigs.push(kube_proxy::KUBECONFIG);

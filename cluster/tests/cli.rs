@@ -5,6 +5,8 @@
 
 mod support;
 
+use support::kit_args;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -27,15 +29,7 @@ fn render_edited(edit: impl Fn(String) -> String) -> (Output, tempfile::TempDir)
     std::fs::write(&file, text).unwrap();
     let ca = support::workspace().join("cluster/tests/fixtures/ca.crt");
     let out = dir.path().join("out");
-    let output = kit(&[
-        "render",
-        "-f",
-        file.to_str().unwrap(),
-        "--ca-cert",
-        ca.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let output = kit(&kit_args::render(&file, &ca, &out));
     (output, dir)
 }
 
@@ -133,15 +127,7 @@ fn a_cluster_with_workers_needs_the_ca_and_a_render_dir_is_never_someone_elses()
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("notes.txt"), "mine").unwrap();
     let ca = support::workspace().join("cluster/tests/fixtures/ca.crt");
-    let args = [
-        "render",
-        "-f",
-        file.to_str().unwrap(),
-        "--ca-cert",
-        ca.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ];
+    let args = kit_args::render(&file, &ca, &out);
     let output = kit(&args);
     assert_ne!(output.status.code(), Some(0));
     assert!(

@@ -10,6 +10,10 @@ use nodewright_e2e::kit::{self, Network};
 use nodewright_e2e::moto::Moto;
 use nodewright_e2e::shim::{between, signed_query};
 
+// The kit's command lines, shared with the kit's own tests.
+#[path = "../../cluster/tests/support/kit_args.rs"]
+mod kit_args;
+
 const BUCKET: &str = "nodewright-state";
 const HA_ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
 
@@ -29,14 +33,7 @@ fn pki_init_creates_the_store_layout_once_and_never_overwrites() {
     kit::create_bucket(&moto, BUCKET);
     let (dir, file) = ha_cluster(&moto);
     let ca = dir.path().join("ca.crt");
-    let args = [
-        "pki",
-        "init",
-        "-f",
-        file.to_str().unwrap(),
-        "--ca-cert",
-        ca.to_str().unwrap(),
-    ];
+    let args = kit_args::pki_init(&file, &ca);
     let first = kit::run_ok(&moto, &args);
     let prefix = "prod.example.com/pki/";
     let layout = [
@@ -114,32 +111,9 @@ fn publish_is_idempotent_and_a_change_adds_only_the_changed_groups_key() {
     kit::create_bucket(&moto, BUCKET);
     let (dir, file) = ha_cluster(&moto);
     let ca = dir.path().join("ca.crt");
-    kit::run_ok(
-        &moto,
-        &[
-            "pki",
-            "init",
-            "-f",
-            file.to_str().unwrap(),
-            "--ca-cert",
-            ca.to_str().unwrap(),
-        ],
-    );
+    kit::run_ok(&moto, &kit_args::pki_init(&file, &ca));
     let out = dir.path().join("out");
-    let render = |file: &std::path::Path| {
-        kit::run_ok(
-            &moto,
-            &[
-                "render",
-                "-f",
-                file.to_str().unwrap(),
-                "--ca-cert",
-                ca.to_str().unwrap(),
-                "-o",
-                out.to_str().unwrap(),
-            ],
-        )
-    };
+    let render = |file: &std::path::Path| kit::run_ok(&moto, &kit_args::render(file, &ca, &out));
     render(&file);
     let publish = || kit::run_ok(&moto, &["publish", out.to_str().unwrap()]);
     let specs = "prod.example.com/nodegroups/";
@@ -230,18 +204,7 @@ fn deploy_example(moto: &Moto, example: &str, zones: &[&str], cidr: &str) -> (ki
     let file = kit::write(dir.path(), "cluster.yaml", &text);
     let ca = nodewright_e2e::workspace().join("cluster/tests/fixtures/ca.crt");
     let out = dir.path().join("out");
-    kit::run_ok(
-        moto,
-        &[
-            "render",
-            "-f",
-            file.to_str().unwrap(),
-            "--ca-cert",
-            ca.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-        ],
-    );
+    kit::run_ok(moto, &kit_args::render(&file, &ca, &out));
     let template = std::fs::read_to_string(out.join("cloudformation.yaml")).unwrap();
     let (deployable, left_out) = kit::for_emulator(&template);
     assert_eq!(left_out, ["ApiListener", "ControllerShimListener"]);

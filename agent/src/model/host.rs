@@ -15,15 +15,18 @@ const COMPONENT: &str = "host";
 /// need it) and overlayfs (containerd's snapshotter).
 pub const DEFAULT_MODULES: &[&str] = &["br_netfilter", "overlay"];
 
-/// nodewright's production sysctls, after kops's set (see docs/kops-differences.md).
-pub const DEFAULT_SYSCTLS: &[(&str, &str)] = &[
+/// kops's sysctls (`nodeup/pkg/model/sysctls.go`), which nodeup sets on every node,
+/// with the NodePort range kept out of the ephemeral ports as kops keeps its default
+/// one: nodewright's defaults start from them, and the kops translation sets them as
+/// nodeup does (with the cluster's own NodePort range).
+pub const KOPS_SYSCTLS: &[(&str, &str)] = &[
     // mmap-heavy workloads (Elasticsearch, databases).
     ("vm.max_map_count", "1048576"),
     // A hung CPU should reboot the node rather than leave it half alive.
     ("kernel.softlockup_panic", "1"),
     ("kernel.softlockup_all_cpu_backtrace", "1"),
     // Keep the NodePort range out of the ephemeral port range.
-    ("net.ipv4.ip_local_reserved_ports", "30000-32767"),
+    (RESERVED_PORTS, "30000-32767"),
     ("net.core.somaxconn", "32768"),
     ("net.core.rmem_max", "16777216"),
     ("net.core.wmem_max", "16777216"),
@@ -35,17 +38,26 @@ pub const DEFAULT_SYSCTLS: &[(&str, &str)] = &[
     ("net.core.netdev_max_backlog", "16384"),
     ("fs.file-max", "2097152"),
     ("fs.inotify.max_user_instances", "8192"),
-    ("fs.inotify.max_user_watches", "524288"),
-    // What the kubelet checks with protectKernelDefaults.
+    // What the kubelet checks with protectKernelDefaults (the rest: PRODUCTION_SYSCTLS).
     ("vm.overcommit_memory", "1"),
-    ("vm.panic_on_oom", "0"),
     ("kernel.panic", "10"),
     ("kernel.panic_on_oops", "1"),
-    ("kernel.keys.root_maxkeys", "1000000"),
-    ("kernel.keys.root_maxbytes", "25000000"),
     // AWS: neighbour table garbage collection must not drop entries of small subnets.
     ("net.ipv4.neigh.default.gc_thresh1", "0"),
-    // Pods' traffic is routed and bridged through the node.
+];
+
+/// The sysctl that reserves the NodePort range.
+pub const RESERVED_PORTS: &str = "net.ipv4.ip_local_reserved_ports";
+
+/// What nodewright sets beyond kops's set (see docs/kops-differences.md).
+const PRODUCTION_SYSCTLS: &[(&str, &str)] = &[
+    ("fs.inotify.max_user_watches", "524288"),
+    // What the kubelet checks with protectKernelDefaults.
+    ("vm.panic_on_oom", "0"),
+    ("kernel.keys.root_maxkeys", "1000000"),
+    ("kernel.keys.root_maxbytes", "25000000"),
+    // Pods' traffic is routed and bridged through the node (kops forwards IPv4 only on
+    // IPv4 clusters).
     ("net.ipv4.ip_forward", "1"),
     ("net.bridge.bridge-nf-call-iptables", "1"),
     ("net.bridge.bridge-nf-call-ip6tables", "1"),
@@ -64,7 +76,11 @@ pub fn render(spec: &NodeSpec, facts: &Facts, out: &mut StateBuilder) -> Result<
     }
     if host.default_sysctls {
         let overridden = |key: &str| spec.sysctls.keys().any(|k| k.as_str() == key);
-        let mut defaults: Vec<(&str, &str)> = DEFAULT_SYSCTLS.to_vec();
+        let mut defaults: Vec<(&str, &str)> = KOPS_SYSCTLS
+            .iter()
+            .chain(PRODUCTION_SYSCTLS)
+            .copied()
+            .collect();
         let ipv6 = spec
             .kubelet
             .as_ref()

@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::time::SystemTime;
 
 use super::health::Health;
-use crate::controlplane::etcd::record::BackupStatus;
+use crate::controlplane::etcd::record::{BackupStatus, LastBackup};
 
 /// The metrics text at `now`.
 pub fn render(health: &Health, now: SystemTime) -> String {
@@ -54,39 +54,33 @@ pub fn render(health: &Health, now: SystemTime) -> String {
             .map(|(c, r)| (label(c), f64::from(u8::from(r.is_some()))))
             .collect::<Vec<_>>(),
     );
+    // A figure of each cluster's newest backup, for the clusters that have one.
+    let newest = |value: &dyn Fn(&LastBackup) -> Option<f64>| {
+        each(&|r: &BackupStatus| r.last_backup.as_ref().and_then(value))
+    };
     family(
         "nodewright_etcd_backup_last_timestamp_seconds",
         "gauge",
         "When the newest backup in the store was taken (Unix seconds).",
-        &each(&|r| r.last_backup.as_ref().map(|b| b.unix as f64)),
+        &newest(&|b| Some(b.unix as f64)),
     );
     family(
         "nodewright_etcd_backup_age_seconds",
         "gauge",
         "Age of the newest backup in the store.",
-        &each(&|r| r.last_backup.as_ref().map(|b| b.age(now).as_secs() as f64)),
+        &newest(&|b| Some(b.age(now).as_secs() as f64)),
     );
     family(
         "nodewright_etcd_backup_last_size_bytes",
         "gauge",
         "Size of the newest backup (gzipped snapshot).",
-        &each(&|r| {
-            r.last_backup
-                .as_ref()
-                .and_then(|b| b.size)
-                .map(|s| s as f64)
-        }),
+        &newest(&|b| b.size.map(|s| s as f64)),
     );
     family(
         "nodewright_etcd_backup_last_revision",
         "gauge",
         "etcd revision of the newest backup.",
-        &each(&|r| {
-            r.last_backup
-                .as_ref()
-                .and_then(|b| b.revision)
-                .map(|v| v as f64)
-        }),
+        &newest(&|b| b.revision.map(|v| v as f64)),
     );
     family(
         "nodewright_etcd_backup_interval_seconds",

@@ -253,3 +253,50 @@ pub fn write_test_certificate(cert: &Path, key: &Path, subject: &str) {
         String::from_utf8_lossy(&status.stderr)
     );
 }
+
+/// What systemd-analyze verify is given for a desired state: each unit file, and the
+/// unit each drop-in belongs to, once each.
+pub fn units_to_verify(desired: &DesiredState) -> Vec<String> {
+    let mut units: Vec<String> = desired
+        .files
+        .iter()
+        .filter(|f| f.kind == FileKind::Systemd)
+        .filter_map(|f| {
+            let path = f.path.as_str().strip_prefix("/etc/systemd/system/")?;
+            Some(
+                path.split_once(".d/")
+                    .map_or(path, |(unit, _)| unit)
+                    .to_owned(),
+            )
+        })
+        .collect();
+    units.sort();
+    units.dedup();
+    units
+}
+
+/// Stand-ins, under `root`, for the certificates the kubeconfigs of `desired` name but
+/// the node gets elsewhere: the kubelet's and kube-proxy's client certificates (from
+/// controller-shim, or issued on a control plane), and the cluster CA where the node
+/// fetches it from the state store (a control plane with `controlPlane.pki`).
+pub fn write_stand_in_certificates(root: &Path, desired: &DesiredState) {
+    use nodewright::model::{cluster, kube_proxy, kubelet};
+    let at = |p: &str| root.join(p.trim_start_matches('/'));
+    write_test_certificate(
+        &at(kubelet::CLIENT_CERT),
+        &at(kubelet::CLIENT_KEY),
+        "/O=system:nodes/CN=system:node:test",
+    );
+    write_test_certificate(
+        &at(kube_proxy::CLIENT_CERT),
+        &at(kube_proxy::CLIENT_KEY),
+        "/CN=system:kube-proxy",
+    );
+    if desired.file(cluster::CA_CERT).is_none() {
+        write_test_certificate(
+            &at(cluster::CA_CERT),
+            &root.join("stand-in-ca.key"),
+            "/CN=kubernetes-ca",
+        );
+    }
+}

@@ -2,6 +2,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)] // each test binary uses part of this
 
+pub mod kit_args;
+
 use std::path::{Path, PathBuf};
 
 use nodewright_cluster::render::{Rendered, render};

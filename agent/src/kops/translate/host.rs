@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use super::Context;
 use crate::kops::nodeup_config::{FileAsset, KubeProxyConfig};
 use crate::kops::refusals::Ledger;
+use crate::model::host;
 use crate::spec::{AbsPath, FileMode, PackageName, SysctlKey};
 
 /// Where sysctls with a pattern (`net.ipv4.conf.lxc*.rp_filter`) go: systemd-sysctl and
@@ -201,28 +202,13 @@ fn sysctls(
     } else {
         service_node_port_range
     };
-    let mut kops: Vec<(&str, &str)> = vec![
-        ("vm.max_map_count", "1048576"),
-        ("kernel.softlockup_panic", "1"),
-        ("kernel.softlockup_all_cpu_backtrace", "1"),
-        ("net.ipv4.ip_local_reserved_ports", ports),
-        ("net.core.somaxconn", "32768"),
-        ("net.core.rmem_max", "16777216"),
-        ("net.core.wmem_max", "16777216"),
-        ("net.ipv4.tcp_wmem", "4096 87380 16777216"),
-        ("net.ipv4.tcp_rmem", "4096 87380 16777216"),
-        ("net.ipv4.tcp_max_syn_backlog", "8096"),
-        ("net.ipv4.tcp_slow_start_after_idle", "0"),
-        ("net.ipv4.tcp_tw_reuse", "1"),
-        ("net.core.netdev_max_backlog", "16384"),
-        ("fs.file-max", "2097152"),
-        ("fs.inotify.max_user_instances", "8192"),
-        ("vm.overcommit_memory", "1"),
-        ("kernel.panic", "10"),
-        ("kernel.panic_on_oops", "1"),
-        // AWS.
-        ("net.ipv4.neigh.default.gc_thresh1", "0"),
-    ];
+    // The cluster's NodePort range is the one reserved.
+    let mut kops: Vec<(&str, &str)> = host::KOPS_SYSCTLS.to_vec();
+    for (key, value) in &mut kops {
+        if *key == host::RESERVED_PORTS {
+            *value = ports;
+        }
+    }
     if context.ipv6_only {
         kops.push(("net.ipv6.conf.all.forwarding", "1"));
     } else {
