@@ -29,7 +29,8 @@ use clap::{Parser, Subcommand};
 use crate::error::{Classified, ErrorKind};
 use crate::source::{Chain, nodewright};
 
-/// Exit codes; documented in `nodewright --help` ([`EXIT_CODES`]) and the README.
+/// Exit codes; documented in `nodewright --help` ([`EXIT_CODES`]), which
+/// docs/exit-codes.md quotes (agent/tests/docs.rs keeps the two equal).
 pub mod exit {
     pub const OK: u8 = 0;
     pub const INTERNAL: u8 = 1;
@@ -69,13 +70,15 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  success: the node is converged (or, for plan, the plan was printed)
   1  internal error
-  2  usage error; a restore refused while etcd has quorum (without --force)
-  3  invalid input: user data, boot config or node spec refused (parse, validation, digest)
+  2  usage error; etcd restore refused while etcd has quorum (without --force)
+  3  invalid input: user data, boot config or node spec refused (parse, validation,
+     digest), or controller-shim refused the node
   4  a source (IMDS, the state store, controller-shim) did not answer before the deadline
-  5  a change failed; the node is not converged
+  5  a change failed (a download failed on every URL, the kubelet's credentials could
+     not be written, cache verify found a damaged entry); the node is not converged
   6  nothing recorded: no run (status, verify), no kept spec (repair)
   7  drift: verify found files that differ from their record, or repair left some
-  8  another nodewright run holds the run lock (repair, reset)
+  8  another nodewright run holds the run lock (repair, reset; boot after its deadline)
 
 Runbook: `nodewright runbook` (also docs/runbook.md).";
 
