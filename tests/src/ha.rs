@@ -344,7 +344,9 @@ impl HaControlPlane {
             );
             block_on(self.fleet.ec2.delete_volume().volume_id(&old).send())
                 .unwrap_or_else(|e| panic!("DeleteVolume {old}: {e:?}"));
-            let disk = LoopDisk::new(256);
+            // Room for a restore beside the new cluster's data directory: etcd
+            // preallocates 64 MB WAL files, and the old directory is kept.
+            let disk = LoopDisk::new(1024);
             let id = create_etcd_volume(&self.fleet.ec2, ZONE, CLUSTER, "main", &member, "a,b,c");
             let mut registry = self.registry.lock().expect("registry");
             registry.disks.remove(&old);
