@@ -9,6 +9,8 @@ use tempfile::TempDir;
 use crate::tools::workspace_bin;
 
 pub struct Agent {
+    /// The binary run: the test build's, or another (a benchmark's `dist` build).
+    binary: PathBuf,
     root: TempDir,
     home: TempDir,
     env: Vec<(String, String)>,
@@ -101,11 +103,17 @@ impl Agent {
             ("NODEWRIGHT_LOG".to_owned(), "info".to_owned()),
         ];
         Self {
+            binary: workspace_bin("nodewright"),
             root,
             home,
             env,
             baseline,
         }
+    }
+
+    /// Runs `binary` instead of the test build's agent.
+    pub fn set_binary(&mut self, binary: &Path) {
+        self.binary = binary.to_owned();
     }
 
     /// Whether the root is still as the harness made it: nothing written, nothing moved.
@@ -124,7 +132,7 @@ impl Agent {
 
     /// The command, ready to run: a clean environment plus the harness's settings.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(workspace_bin("nodewright"));
+        let mut command = Command::new(&self.binary);
         command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -147,7 +155,7 @@ impl Agent {
             .env("HOME", self.home.path())
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(&wrapper[1..])
-            .arg(workspace_bin("nodewright"))
+            .arg(&self.binary)
             .arg("--root")
             .arg(self.root.path())
             .args(args)

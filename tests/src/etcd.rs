@@ -13,12 +13,15 @@ use std::time::{Duration, Instant};
 
 use nodewright::controlplane::etcd::client::{ClientTls, EtcdClient};
 use nodewright::controlplane::etcd::restore::MemberService;
+use nodewright::engine::applied::AppliedSpec;
+use nodewright::engine::{RunRecord, RunResult, State};
 use nodewright_shim::pki::{
     CertificateAuthority, KeyAlgorithm, PrivateKey, Profile, Subject, Usage,
 };
 
 use futures_util::StreamExt;
 
+use crate::agent::Agent;
 use crate::moto::free_port;
 use crate::runtime::block_on;
 
@@ -418,4 +421,112 @@ fn issue_certificates(dir: &Path) {
         std::fs::write(pki.join(format!("{name}.crt")), issued.pem).expect("a cert");
         std::fs::write(pki.join(format!("{name}.key")), private.to_pem()).expect("a key");
     }
+}
+
+/// A control-plane node as `nodewright etcd backup|restore` see it: a root whose kept
+/// spec (the last run's, with its facts) names member `a` of etcd cluster `main` at
+/// `etcd`'s first member, backing up to `store` every `interval_minutes` through the
+/// AWS endpoint `aws_url`; its
+/// volume at `/mnt/etcd-main-a` (a link to the member's volume), the etcd client
+/// certificate where the PKI step writes it, etcdctl where the etcd asset installs it.
+/// The backup store the spec case names.
+const CASE_STORE: &str = "s3://nodewright-state/prod.example.com/backups/etcd/main/";
+
+pub fn node_with_kept_spec(
+    etcd: &EtcdCluster,
+    aws_url: &str,
+    store: &str,
+    interval_minutes: u32,
+) -> Agent {
+    let member = &etcd.members[0];
+    let mut agent = Agent::new("http://127.0.0.1:9", aws_url);
+    for (key, value) in [
+        ("AWS_ACCESS_KEY_ID", "AKIAHARNESS"),
+        ("AWS_SECRET_ACCESS_KEY", "harness-secret"),
+    ] {
+        agent.set_env(key, value);
+    }
+    let pki = agent.path("/etc/kubernetes/pki/etcd");
+    std::fs::create_dir_all(&pki).expect("setting up the node's root");
+    for (from, to) in [
+        ("ca.crt", "ca.crt"),
+        ("client.crt", "client.crt"),
+        ("client.key", "client.key"),
+    ] {
+        std::fs::copy(etcd.path(from), pki.join(to)).expect("setting up the node's root");
+    }
+    let bin = agent.path("/usr/local/bin");
+    std::fs::create_dir_all(&bin).expect("setting up the node's root");
+    std::os::unix::fs::symlink(ETCDCTL, bin.join("etcdctl")).expect("setting up the node's root");
+    std::fs::create_dir_all(agent.path("/mnt")).expect("setting up the node's root");
+    std::os::unix::fs::symlink(&member.volume, agent.path("/mnt/etcd-main-a"))
+        .expect("setting up the node's root");
+
+    let case = crate::workspace().join("agent/tests/cases/control-plane-etcd-systemd.yaml");
+    let text = std::fs::read_to_string(case).expect("setting up the node's root");
+    let ports = "clientPort: 4001\n        peerPort: 2380";
+    assert!(
+        text.contains(ports) && text.contains(CASE_STORE),
+        "the case changed"
+    );
+    let text = text
+        .replace(
+            ports,
+            &format!(
+                "clientPort: {}\n        peerPort: {}",
+                member.client_port, member.peer_port
+            ),
+        )
+        .replace(
+            &format!("store: {CASE_STORE}"),
+            &format!("store: {store}\n          intervalMinutes: {interval_minutes}"),
+        );
+    let mut facts = nodewright::model::Facts::example();
+    facts.control_plane.etcd_members.insert(
+        "main".to_owned(),
+        nodewright::model::EtcdMember {
+            member: "a".to_owned(),
+            members: vec!["a".to_owned()],
+            peer_names: [("a".to_owned(), "127.0.0.1".to_owned())].into(),
+            volume_id: "vol-0aaaa1111bbbb2222".to_owned(),
+            device: "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol0aaaa1111bbbb2222"
+                .to_owned(),
+            mount_path: "/mnt/etcd-main-a"
+                .try_into()
+                .expect("setting up the node's root"),
+            filesystem: "ext4".to_owned(),
+            planned: false,
+        },
+    );
+    let state_dir = agent.path("/var/lib/nodewright");
+    AppliedSpec {
+        spec_url: "s3://nodewright-state/prod.example.com/nodes/control-plane.yaml".to_owned(),
+        spec_sha256: nodewright::spec::digest(text.as_bytes()),
+        saved_at: nodewright::clock::now(),
+        agent_version: nodewright::VERSION.to_owned(),
+        facts,
+        spec: text,
+    }
+    .save_if_changed(&state_dir)
+    .expect("setting up the node's root");
+    // A converged boot on record, as `status` expects of a node nodewright set up.
+    let now = nodewright::clock::now();
+    State {
+        last_run: Some(RunRecord {
+            command: "boot".to_owned(),
+            started_at: now.clone(),
+            finished_at: now,
+            result: RunResult::Converged,
+            error: None,
+            spec_url: None,
+            spec_sha256: None,
+            agent_version: nodewright::VERSION.to_owned(),
+            changes: 0,
+            timeline: Vec::new(),
+        }),
+        ..State::default()
+    }
+    .save(&state_dir)
+    .expect("setting up the node's root");
+    agent
 }

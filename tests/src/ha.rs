@@ -331,6 +331,33 @@ impl HaControlPlane {
         self.registry.lock().expect("registry").bays.remove(&id);
     }
 
+    /// Every etcd volume lost (issue 19): each old one, detached, is deleted in the
+    /// emulator and a blank one with the same member's tags and a fresh loop device
+    /// takes its place, as an operator would create them for the new instances.
+    pub fn replace_volumes_with_blank_ones(&mut self) {
+        let mut replaced = Vec::new();
+        for (old, member) in std::mem::take(&mut self.volumes) {
+            assert_eq!(
+                self.fidelity.attached_to(&old),
+                None,
+                "{old} is still attached"
+            );
+            block_on(self.fleet.ec2.delete_volume().volume_id(&old).send())
+                .unwrap_or_else(|e| panic!("DeleteVolume {old}: {e:?}"));
+            // Room for a restore beside the new cluster's data directory: etcd
+            // preallocates 64 MB WAL files, and the old directory is kept.
+            let disk = LoopDisk::new(1024);
+            let id = create_etcd_volume(&self.fleet.ec2, ZONE, CLUSTER, "main", &member, "a,b,c");
+            let mut registry = self.registry.lock().expect("registry");
+            registry.disks.remove(&old);
+            registry.disks.insert(id.clone(), disk.device().to_owned());
+            drop(registry);
+            self._disks.push(disk);
+            replaced.push((id, member));
+        }
+        self.volumes = replaced;
+    }
+
     /// The volume attached to `instance`, as EC2 (the fidelity layer) says.
     pub fn volume_of(&self, instance: &str) -> Option<(String, String)> {
         self.volumes

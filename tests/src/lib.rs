@@ -27,6 +27,7 @@ pub mod fidelity;
 pub mod fleet;
 pub mod front;
 pub mod ha;
+pub mod ha_backup;
 pub mod image;
 pub mod imds;
 pub mod janitor;

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use nodewright::model::{kubelet, pki_paths as pki};
 use nodewright_e2e::ha::{self, HaControlPlane, etcdctl_ok, peer_name, wait_cluster_healthy};
+use nodewright_e2e::ha_backup;
 use nodewright_e2e::node::{Node, sh};
 
 fn text(output: &Output) -> String {
@@ -266,6 +267,8 @@ fn control_plane_forms_etcd_keeps_its_data_through_a_replacement_and_bootstraps_
         "{api:?}"
     );
     nodes.push(new);
+    // Issue 19: keys written after the replacement, for the backup to carry.
+    let keys_revision = ha_backup::put_keys(&nodes[2], BULK, BULK_KEYS, 1024);
 
     // --- Test 4: a worker bootstraps through controller-shim on the control plane.
     for node in &nodes {
@@ -348,5 +351,256 @@ fn control_plane_forms_etcd_keeps_its_data_through_a_replacement_and_bootstraps_
         record["nodeName"],
         instance.hostname().as_str(),
         "{record:#}"
+    );
+
+    // --- Test 5 (issue 19): the timers' backups, every member lost, the restore.
+    every_member_lost_the_cluster_is_restored_from_the_timers_backup(&mut cp, nodes, keys_revision);
+}
+
+/// The keys written for the backup: 100 of 1 KiB (one transaction's worth).
+const BULK: &str = "/registry/bulk/";
+const BULK_KEYS: usize = 100;
+
+/// Issue 19 in the booted control plane. The members' timers (real systemd, a
+/// one-minute interval from the spec) have backed etcd up since the first boot; the
+/// harness waits for a backup holding the keys written after the replacement, checks
+/// one backup per interval across the three members and its sha256, then powers every
+/// member off, replaces the volumes with blank ones, boots three new instances (they
+/// form an empty cluster), runs `nodewright etcd restore` on each, and reads the keys
+/// back through every member.
+fn every_member_lost_the_cluster_is_restored_from_the_timers_backup(
+    cp: &mut HaControlPlane,
+    nodes: Vec<Node>,
+    keys_revision: i64,
+) {
+    let started = Instant::now();
+    let moto = &cp.fleet.moto;
+    let name = ha_backup::wait_for_backup(moto, keys_revision, Duration::from_secs(150));
+    eprintln!(
+        "a backup at revision {keys_revision} or later was in the store {:?} after the worker phase",
+        started.elapsed()
+    );
+    // Every member's timer runs; all rounds are the timers' (the test starts none).
+    for node in &nodes {
+        assert_eq!(
+            sh(
+                node,
+                "systemctl is-active nodewright-etcd-backup-main.timer"
+            ),
+            "active"
+        );
+    }
+    // One backup per interval slot, whichever member led.
+    let complete = ha_backup::complete_backups(moto);
+    let mut slots = BTreeMap::new();
+    for backup in &complete {
+        if let Some(earlier) = slots.insert(ha_backup::minute_of(backup), backup) {
+            panic!("two backups in one interval: {earlier} and {backup} (all: {complete:?})");
+        }
+    }
+    // That slot's round ran on every member (each timer fires within 20 s of the
+    // minute): exactly one took the backup, the others found nothing to do.
+    let slot = ha_backup::minute_of(&name).to_owned();
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let in_slot = loop {
+        let in_slot: Vec<Vec<String>> = nodes
+            .iter()
+            .map(|n| {
+                ha_backup::backup_rounds(n)
+                    .remove(&slot)
+                    .unwrap_or_default()
+            })
+            .collect();
+        if in_slot.iter().all(|rounds| !rounds.is_empty()) {
+            break in_slot;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every member ran the round of {slot}: {in_slot:?}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let all: Vec<&String> = in_slot.iter().flatten().collect();
+    assert_eq!(all.len(), 3, "one round per member in {slot}: {all:?}");
+    let takers: Vec<&&String> = all.iter().filter(|m| m.contains(" taken (")).collect();
+    assert_eq!(takers.len(), 1, "one member took the backup: {all:?}");
+    assert!(takers[0].contains(&format!("/{name}/ taken")), "{all:?}");
+    assert_eq!(
+        all.iter().filter(|m| m.contains("nothing to do")).count(),
+        2,
+        "{all:?}"
+    );
+    // Over the whole run, every backup any member says it took is in the store, one
+    // per slot.
+    let mut taken = Vec::new();
+    for node in &nodes {
+        for round in ha_backup::backup_rounds(node).into_values().flatten() {
+            if let Some(backup) = round
+                .split_whitespace()
+                .nth(4)
+                .filter(|_| round.contains(" taken ("))
+            {
+                let backup = backup.trim_end_matches('/').rsplit('/').next().unwrap();
+                assert!(
+                    complete.iter().any(|c| c == backup),
+                    "{round}: {complete:?}"
+                );
+                taken.push(ha_backup::minute_of(backup).to_owned());
+            }
+        }
+    }
+    let distinct: BTreeSet<&String> = taken.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        taken.len(),
+        "two members backed up one slot: {taken:?}"
+    );
+
+    // Its sha256, record and metadata agree, and the snapshot inside holds the keys.
+    let (data, metadata) = ha_backup::backup_object(moto, &name, ha_backup::DATA_FILE);
+    let (record, _) = ha_backup::backup_object(moto, &name, ha_backup::RECORD_FILE);
+    let record: serde_json::Value = serde_json::from_slice(&record).unwrap();
+    assert_eq!(
+        record["sha256"],
+        nodewright_e2e::assetkit::sha256(&data).as_str(),
+        "{record:#}"
+    );
+    assert_eq!(record["size"], data.len() as u64);
+    assert_eq!(record["cluster"], ha::CLUSTER);
+    assert_eq!(record["etcdCluster"], "main");
+    assert_eq!(record["members"], serde_json::json!(["a", "b", "c"]));
+    assert_eq!(
+        metadata.get("revision"),
+        Some(&ha_backup::revision_of(&name).to_string())
+    );
+    let snapshot = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(snapshot.path(), ha_backup::gunzip(&data)).unwrap();
+    let status = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["snapshot", "status", "-w", "json"])
+        .arg(snapshot.path())
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout)
+        .unwrap_or_else(|e| panic!("snapshot status: {e}: {status:?}"));
+    assert!(
+        status["revision"].as_i64().unwrap() >= keys_revision,
+        "{status}"
+    );
+    assert!(
+        status["totalKey"].as_u64().unwrap() > BULK_KEYS as u64,
+        "{status}"
+    );
+    // While the cluster has quorum and data, the restore is refused (exit 2, until
+    // --force) and changes nothing: etcd still runs on its data.
+    let refused = ha_backup::operator_nodewright(
+        &nodes[0],
+        &format!("etcd restore --cluster main --backup {name}"),
+    );
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("has quorum") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(
+        sh(&nodes[0], "systemctl is-active etcd-main.service"),
+        "active"
+    );
+    assert_eq!(ha_backup::count_keys(&nodes[0], BULK), BULK_KEYS as i64);
+    // A write after the backup: lost by the restore, as the runbook says.
+    assert_eq!(
+        etcdctl_ok(&nodes[0], &["put", "/nodewright/after-backup", "lost"]),
+        "OK"
+    );
+
+    // Every member lost: powered off, its volume replaced by a blank one.
+    let lost = Instant::now();
+    for node in nodes {
+        cp.terminate(node);
+    }
+    cp.replace_volumes_with_blank_ones();
+    let nodes: Vec<Node> = (0..3).map(|_| cp.launch()).collect();
+    for node in &nodes {
+        ha::wait_converged(node);
+        assert_eq!(
+            formats(node),
+            1,
+            "{} formatted its blank volume",
+            node.name()
+        );
+    }
+    wait_cluster_healthy(&nodes[0]);
+    assert_eq!(
+        ha_backup::count_keys(&nodes[0], "/"),
+        0,
+        "the new cluster is empty"
+    );
+    eprintln!(
+        "three new members of an empty cluster in {:?}",
+        lost.elapsed()
+    );
+
+    // The restore, on each node in turn, of the backup chosen by name.
+    let restoring = Instant::now();
+    for node in &nodes {
+        let output = ha_backup::operator_nodewright(
+            node,
+            &format!("etcd restore --cluster main --backup {name} --json"),
+        );
+        assert!(
+            output.status.success(),
+            "restore on {}: {output:?}
+--- etcd
+{}",
+            node.name(),
+            node.journal_text("etcd-main.service")
+        );
+        let done: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(done["sha256"], record["sha256"], "{done:#}");
+        let aside = done["movedAside"].as_str().unwrap();
+        assert!(aside.contains("data.before-restore-"), "{done:#}");
+        // The empty cluster's data directory is kept on the volume, not removed.
+        sh(node, &format!("test -d {aside}/member"));
+        assert!(done["notes"].as_array().unwrap().is_empty(), "{done:#}");
+    }
+    eprintln!("three members restored in {:?}", restoring.elapsed());
+
+    // The keys back through every member, etcd healthy on three, the later write gone.
+    for node in &nodes {
+        let health = wait_cluster_healthy(node);
+        assert_eq!(health.len(), 3);
+        assert_eq!(sh(node, "systemctl is-active etcd-main.service"), "active");
+        assert_eq!(
+            ha_backup::count_keys(node, BULK),
+            BULK_KEYS as i64,
+            "on {}",
+            node.name()
+        );
+        assert_eq!(
+            etcdctl_ok(node, &["get", "/nodewright/proof", "--print-value-only"]),
+            "written-via-node-1"
+        );
+        assert_eq!(ha_backup::count_keys(node, "/nodewright/after-backup"), 0);
+    }
+    // The restore run again on a member that is back: refused (exit 2), nothing done.
+    let again = ha_backup::operator_nodewright(
+        &nodes[1],
+        &format!("etcd restore --cluster main --backup {name}"),
+    );
+    assert_eq!(again.status.code(), Some(2), "{again:?}");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already runs the cluster restored"),
+        "{again:?}"
+    );
+    assert_eq!(ha_backup::count_keys(&nodes[1], BULK), BULK_KEYS as i64);
+    let listed = members(&nodes[0]);
+    assert_eq!(
+        listed.keys().map(String::as_str).collect::<Vec<_>>(),
+        ha::MEMBERS.to_vec()
+    );
+    eprintln!(
+        "issue 19's phase took {:?} (backup wait, loss, restore, checks)",
+        started.elapsed()
     );
 }

@@ -35,8 +35,6 @@ use nodewright::controlplane::etcd::restore::{
 };
 use nodewright::controlplane::etcd::retention::Retention;
 use nodewright::controlplane::etcd::store::{BackupStore, MIN_PART};
-use nodewright::engine::applied::AppliedSpec;
-use nodewright::engine::{RunRecord, RunResult, State};
 use nodewright_e2e::agent::{Agent, json_of};
 use nodewright_e2e::etcd::{ETCDCTL, EtcdCluster, ProcessMember, installed};
 use nodewright_e2e::front::{AwsFront, Canned, Seen};
@@ -803,6 +801,103 @@ fn every_member_lost_the_cluster_comes_back_from_the_latest_backup() {
     let names: BTreeSet<String> = members.iter().map(|m| m.name.clone()).collect();
     assert_eq!(names, ["a", "b", "c"].map(String::from).into());
     assert_eq!(count.keys, 1000);
+    // The step run again on a member that is back: refused, the member untouched.
+    let again = world
+        .restore(
+            1,
+            &Which::Latest,
+            &world.restore_settings(1, false),
+            now + Duration::from_secs(120),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(again, RestoreError::AlreadyRestored { .. }),
+        "{again}"
+    );
+    assert!(again.to_string().contains("Nothing was done"), "{again}");
+    assert!(etcd.is_running(1));
+    assert!(
+        !std::fs::read_dir(etcd.members[1].volume.clone())
+            .unwrap()
+            .any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("restored-")),
+        "no restore left behind"
+    );
+}
+
+#[test]
+fn a_cluster_formed_anew_on_blank_volumes_is_not_backed_up_over_the_store() {
+    let Some(world) = World::start(1) else {
+        return;
+    };
+    let etcd = &world.etcd;
+    etcd.put_keys(0, "/registry/secrets/", 50, 100);
+    let slot = first_slot();
+    let older = taken(&world.round(0, Trigger::Interval, slot))
+        .unwrap()
+        .clone();
+    etcd.put_keys(0, "/registry/pods/", 50, 100);
+    let newest = taken(&world.round(0, Trigger::Interval, slot + INTERVAL))
+        .unwrap()
+        .clone();
+    assert!(newest.revision > older.revision);
+
+    // Every member lost: the blank volume forms a new cluster (same token and peer
+    // names as the lost one, so the same cluster id), empty, at revision 1. The timer's
+    // round refuses it, and nothing is written: `latest` stays the real cluster's.
+    etcd.stop_member(0);
+    etcd.wipe_member(0);
+    etcd.start_member(0);
+    etcd.wait_healthy();
+    let before = world.objects();
+    let refused = block_on(backup::run(
+        &etcd.client(0),
+        &world.store(),
+        &world.settings(0),
+        Trigger::Interval,
+        slot + INTERVAL * 2,
+    ))
+    .unwrap_err();
+    let text = refused.to_string();
+    assert!(
+        text.contains(&format!("behind the store's newest backup {}", newest.name))
+            && text.contains("nodewright runbook etcd-restore")
+            && text.contains("--now"),
+        "{text}"
+    );
+    assert!(matches!(refused, backup::BackupError::NewCluster { .. }));
+    assert_eq!(
+        nodewright::error::Classified::topic(&refused),
+        Some(nodewright::runbook::Topic::EtcdBackupFailed)
+    );
+    assert_eq!(world.objects(), before, "the refused round wrote nothing");
+    assert_eq!(world.uploads(), 0);
+
+    // Rolled back on purpose to the older backup: a cluster behind the newest backup
+    // again, but restored from the store's, so the timer backs it up.
+    let which = Which::Named(BackupName::parse(&older.name).unwrap());
+    world
+        .restore(
+            0,
+            &which,
+            &world.restore_settings(0, false),
+            slot + INTERVAL * 2,
+        )
+        .unwrap_or_else(|e| panic!("restoring: {e}\n{}", etcd.log(0)));
+    etcd.wait_healthy();
+    let count = block_on(etcd.client(0).count_keys()).unwrap();
+    assert!(count.revision < newest.revision, "{count:?}");
+    let round = world.round(0, Trigger::Interval, slot + INTERVAL * 3);
+    let record = taken(&round).expect("the restored cluster is backed up");
+    assert_eq!(record.revision, count.revision);
+    assert_eq!(
+        etcd.get(0, "/registry/pods/0"),
+        None,
+        "the roll-back's state"
+    );
 }
 
 #[test]
@@ -855,100 +950,15 @@ fn a_majority_lost_restores_from_an_etcd_manager_backup_and_later_writes_are_gon
     }
 }
 
-/// A control-plane node as the commands see it: a root whose kept spec (the last run's,
-/// with its facts) names member `a` of etcd cluster `main` at this world's etcd, its
-/// volume at `/mnt/etcd-main-a` (a link to the member's volume), the etcd client
-/// certificate where the PKI step writes it, etcdctl where the etcd asset installs it.
+/// The node the commands run on: member `a` of this world's etcd, its kept spec
+/// backing up to the store through the front (tests/src/etcd.rs).
 fn node_for(world: &World, interval_minutes: u32) -> Agent {
-    let member = &world.etcd.members[0];
-    let mut agent = Agent::new("http://127.0.0.1:9", &world.front.url());
-    for (key, value) in [
-        ("AWS_ACCESS_KEY_ID", "AKIAHARNESS"),
-        ("AWS_SECRET_ACCESS_KEY", "harness-secret"),
-    ] {
-        agent.set_env(key, value);
-    }
-    let pki = agent.path("/etc/kubernetes/pki/etcd");
-    std::fs::create_dir_all(&pki).unwrap();
-    for (from, to) in [
-        ("ca.crt", "ca.crt"),
-        ("client.crt", "client.crt"),
-        ("client.key", "client.key"),
-    ] {
-        std::fs::copy(world.etcd.path(from), pki.join(to)).unwrap();
-    }
-    let bin = agent.path("/usr/local/bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::os::unix::fs::symlink(ETCDCTL, bin.join("etcdctl")).unwrap();
-    std::fs::create_dir_all(agent.path("/mnt")).unwrap();
-    std::os::unix::fs::symlink(&member.volume, agent.path("/mnt/etcd-main-a")).unwrap();
-
-    let case =
-        nodewright_e2e::workspace().join("agent/tests/cases/control-plane-etcd-systemd.yaml");
-    let text = std::fs::read_to_string(case).unwrap();
-    let ports = "clientPort: 4001\n        peerPort: 2380";
-    assert!(
-        text.contains(ports) && text.contains(STORE),
-        "the case changed"
-    );
-    let text = text
-        .replace(
-            ports,
-            &format!(
-                "clientPort: {}\n        peerPort: {}",
-                member.client_port, member.peer_port
-            ),
-        )
-        .replace(
-            &format!("store: {STORE}"),
-            &format!("store: {STORE}\n          intervalMinutes: {interval_minutes}"),
-        );
-    let mut facts = nodewright::model::Facts::example();
-    facts.control_plane.etcd_members.insert(
-        "main".to_owned(),
-        nodewright::model::EtcdMember {
-            member: "a".to_owned(),
-            members: vec!["a".to_owned()],
-            peer_names: [("a".to_owned(), "127.0.0.1".to_owned())].into(),
-            volume_id: "vol-0aaaa1111bbbb2222".to_owned(),
-            device: "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol0aaaa1111bbbb2222"
-                .to_owned(),
-            mount_path: "/mnt/etcd-main-a".try_into().unwrap(),
-            filesystem: "ext4".to_owned(),
-            planned: false,
-        },
-    );
-    let state_dir = agent.path("/var/lib/nodewright");
-    AppliedSpec {
-        spec_url: "s3://nodewright-state/prod.example.com/nodes/control-plane.yaml".to_owned(),
-        spec_sha256: nodewright::spec::digest(text.as_bytes()),
-        saved_at: nodewright::clock::now(),
-        agent_version: nodewright::VERSION.to_owned(),
-        facts,
-        spec: text,
-    }
-    .save_if_changed(&state_dir)
-    .unwrap();
-    // A converged boot on record, as `status` expects of a node nodewright set up.
-    let now = nodewright::clock::now();
-    State {
-        last_run: Some(RunRecord {
-            command: "boot".to_owned(),
-            started_at: now.clone(),
-            finished_at: now,
-            result: RunResult::Converged,
-            error: None,
-            spec_url: None,
-            spec_sha256: None,
-            agent_version: nodewright::VERSION.to_owned(),
-            changes: 0,
-            timeline: Vec::new(),
-        }),
-        ..State::default()
-    }
-    .save(&state_dir)
-    .unwrap();
-    agent
+    nodewright_e2e::etcd::node_with_kept_spec(
+        &world.etcd,
+        &world.front.url(),
+        STORE,
+        interval_minutes,
+    )
 }
 
 /// `status --json`'s problems.

@@ -49,6 +49,14 @@ pub enum BackupError {
     Store(#[from] StoreError),
     #[error("compressing the snapshot: {0}")]
     Compress(String),
+    #[error(
+        "etcd is at revision {revision}, behind the store's newest backup {newest} (revision {newest_revision}), and is no cluster restored from a backup in the store: a cluster formed anew (every member lost, blank volumes?). Not backing it up: its backup would become the latest, the one a restore picks. Restore the cluster (nodewright runbook etcd-restore), or, to keep this one as it is, take a backup by hand with --now"
+    )]
+    NewCluster {
+        revision: i64,
+        newest: String,
+        newest_revision: i64,
+    },
 }
 
 /// Exit codes from the causes (the store or etcd unreachable: 4, else 5); the runbook
@@ -58,7 +66,10 @@ impl Classified for BackupError {
         match self {
             Self::Etcd(e) => e.kind(),
             Self::Store(e) if e.kind == StoreErrorKind::Unreachable => ErrorKind::Unreachable,
-            Self::Store(_) | Self::Snapshot { .. } | Self::Compress(_) => ErrorKind::ChangeFailed,
+            Self::Store(_)
+            | Self::Snapshot { .. }
+            | Self::Compress(_)
+            | Self::NewCluster { .. } => ErrorKind::ChangeFailed,
         }
     }
     fn topic(&self) -> Option<Topic> {
@@ -130,7 +141,9 @@ pub async fn run(
         }));
     }
     // A linearizable read: this member is in a quorum now, and the revision is current.
-    let revision = etcd.count_keys().await?.revision;
+    let count = etcd.count_keys().await?;
+    let revision = count.revision;
+    let members = etcd.members().await?;
     if trigger == Trigger::Interval {
         let slot = slot_start(now, settings.interval);
         let listing = store.list(Some(&utc_seconds(slot))).await?;
@@ -141,13 +154,13 @@ pub async fn run(
         {
             return Ok(Round::of(Outcome::AlreadyTaken(taken.clone())));
         }
+        check_lineage(store, settings, &count, &members).await?;
     }
     let mut round = Round::of(Outcome::NotLeader { leader: 0 });
     match store.abort_stale_uploads(now - KEEP_ALL).await {
         Ok(n) => round.stale_uploads_aborted = n,
         Err(e) => round.warnings.push(e.to_string()),
     }
-    let members = etcd.members().await?;
     let name = BackupName::new(now, revision);
     let mut record = BackupRecord {
         api_version: RECORD_API_VERSION.to_owned(),
@@ -224,6 +237,60 @@ pub async fn run(
     round.outcome = Outcome::Taken(Box::new(record));
     prune(store, settings.retention, now, &mut round).await;
     Ok(round)
+}
+
+/// Refuses the timer's backup of a cluster that went backwards: its revision is below
+/// that of the store's newest backup (etcd's revision only grows, a restore keeps the
+/// snapshot's), unless it is a cluster restored from one of the store's backups (an
+/// operator's roll-back), which its id tells: the one a restore of that backup with
+/// these members makes. What is left is a cluster formed anew on blank volumes (with
+/// the same token and peer names, so the same id as the lost one), whose backup would
+/// become the `latest` a restore picks. A backup etcd-manager wrote has no revision on
+/// record: nothing to compare.
+async fn check_lineage(
+    store: &BackupStore,
+    settings: &BackupSettings,
+    count: &super::client::KeyCount,
+    members: &[super::client::Member],
+) -> Result<(), BackupError> {
+    let listing = store.list(None).await?;
+    let Some(newest) = listing.newest() else {
+        return Ok(());
+    };
+    let Some(bytes) = store.read_document(newest, RECORD_FILE).await? else {
+        return Ok(());
+    };
+    let Ok(record) = serde_json::from_slice::<BackupRecord>(&bytes) else {
+        return Ok(());
+    };
+    if count.revision >= record.revision {
+        return Ok(());
+    }
+    let peers: Vec<(String, String)> = members
+        .iter()
+        .map(|m| {
+            (
+                m.name.clone(),
+                m.peer_urls.first().cloned().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let restored_from_store = listing.complete.iter().any(|name| {
+        let token = super::restore::cluster_token(
+            &settings.etcd_cluster,
+            &settings.cluster,
+            &store.object_url(name, ""),
+        );
+        super::restore::restored_cluster_id(&token, &peers) == count.cluster_id
+    });
+    if restored_from_store {
+        return Ok(());
+    }
+    Err(BackupError::NewCluster {
+        revision: count.revision,
+        newest: newest.to_string(),
+        newest_revision: record.revision,
+    })
 }
 
 impl Round {

@@ -67,6 +67,16 @@ pub enum RestoreError {
         keys: u64,
         revision: i64,
     },
+    #[error(
+        "member {member} already runs the cluster restored from {url} ({endpoint} answers for it with {keys} keys at revision {revision}): restoring it again would put it behind the others. Nothing was done"
+    )]
+    AlreadyRestored {
+        member: String,
+        url: String,
+        endpoint: String,
+        keys: u64,
+        revision: i64,
+    },
     #[error("{path}: {detail}")]
     Disk { path: String, detail: String },
     #[error("{tool} snapshot restore: {detail}")]
@@ -89,7 +99,7 @@ impl Classified for RestoreError {
             | Self::BadRecord { .. }
             | Self::Digest { .. }
             | Self::Snapshot { .. } => ErrorKind::InvalidInput,
-            Self::QuorumHealthy { .. } => ErrorKind::Usage,
+            Self::QuorumHealthy { .. } | Self::AlreadyRestored { .. } => ErrorKind::Usage,
             Self::Disk { .. } | Self::Tool { .. } | Self::Service(_) => ErrorKind::ChangeFailed,
         }
     }
@@ -251,15 +261,9 @@ pub async fn restore(
     };
     let url = store.object_url(&name, "");
     let record = checked_record(store, &name, settings).await?;
-    // The same on every member that restores this backup, and new to etcd.
-    let cluster_token = format!(
-        "etcd-cluster-{}-{}-restore-{}",
-        settings.etcd_cluster,
-        settings.cluster,
-        &digest_hex(url.as_bytes())[..12]
-    );
+    let cluster_token = cluster_token(&settings.etcd_cluster, &settings.cluster, &url);
     let cluster_id = restored_cluster_id(&cluster_token, &settings.initial_cluster);
-    let quorum = quorum_check(peers, settings, cluster_id).await?;
+    let quorum = quorum_check(peers, settings, cluster_id, &url).await?;
 
     // Download and unpack beside the data directory: on the member's volume, never
     // the root disk, and on one filesystem with it so the renames below are atomic.
@@ -339,13 +343,30 @@ async fn quorum_check(
     peers: &[EtcdClient],
     settings: &RestoreSettings,
     restored: u64,
+    url: &str,
 ) -> Result<String, RestoreError> {
     if settings.force {
         return Ok("not checked (--force)".to_owned());
     }
+    // `peers` are in the members' order, this member's among them.
+    let own = settings
+        .initial_cluster
+        .iter()
+        .position(|(name, _)| *name == settings.member);
     let mut found = Vec::new();
-    for peer in peers {
+    for (index, peer) in peers.iter().enumerate() {
         match peer.count_keys().await {
+            // Run again where it already succeeded (a runbook step repeated): this
+            // member serves the restored cluster, maybe with writes since.
+            Ok(count) if count.cluster_id == restored && Some(index) == own => {
+                return Err(RestoreError::AlreadyRestored {
+                    member: settings.member.clone(),
+                    url: url.to_owned(),
+                    endpoint: peer.endpoint().to_owned(),
+                    keys: count.keys,
+                    revision: count.revision,
+                });
+            }
             Ok(count) if count.cluster_id == restored => found.push(format!(
                 "{} answers for the cluster restored from this backup ({} keys at revision {})",
                 peer.endpoint(),
@@ -372,6 +393,15 @@ async fn quorum_check(
         return Ok("no member has quorum".to_owned());
     }
     Ok(found.join("; "))
+}
+
+/// The cluster token a restore of the backup at `url` uses: the same on every member
+/// that restores it, and new to etcd.
+pub fn cluster_token(etcd_cluster: &str, cluster: &str, url: &str) -> String {
+    format!(
+        "etcd-cluster-{etcd_cluster}-{cluster}-restore-{}",
+        &digest_hex(url.as_bytes())[..12]
+    )
 }
 
 /// The id etcd gives the cluster a restore with `token` and `members` makes: each
