@@ -2,8 +2,16 @@
 //! (which see only the typed values) can still point the reader at the place.
 //!
 //! Paths look like `files[2].path`, `cluster.dnsIp` or `sysctls["net.ipv4.ip_forward"]`.
+//!
+//! The document is walked with yaml_serde, the parser the spec is read with (one YAML
+//! parser in the binary, not two): a seed follows the path down the mappings and
+//! sequences and, at the wanted node, stops the walk with an error, to which yaml_serde
+//! attaches the line of the node it was reading.
 
-use saphyr_parser::{Event, Parser, Span};
+use std::cell::Cell;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
@@ -34,77 +42,216 @@ fn parse_path(path: &str) -> Option<Vec<Segment>> {
 }
 
 /// The 1-based line where the node at `path` starts, if the path exists.
-/// An empty path gives the line of the document's first node.
+/// An empty path gives the line of the document's first node. A field's own line is
+/// the line of its key.
 pub fn line_of(text: &str, path: &str) -> Option<usize> {
     let wanted = parse_path(path)?;
-    // Stop at the first syntax error: the parser would keep repeating it.
-    let mut events = Parser::new_from_str(text).map_while(Result::ok);
-    // Skip to the document's root node.
-    loop {
-        match events.next()? {
-            (Event::StreamStart | Event::DocumentStart(_), _) => continue,
-            (event, span) => return find(&mut events, event, span, &wanted),
+    let found = Cell::new(false);
+    let walker = Walker {
+        wanted: &wanted,
+        found: &found,
+    };
+    // The walk only ends early, with the error that carries the line; a syntax error,
+    // the end of the document or a path that is not there end it without `found`.
+    let error = walker
+        .deserialize(yaml_serde::Deserializer::from_str(text))
+        .err()?;
+    if !found.get() {
+        return None;
+    }
+    error.location().map(|location| location.line())
+}
+
+/// Walks one node: into the entry or item the next segment names, or, when no segment
+/// is left, stops at this node.
+#[derive(Clone, Copy)]
+struct Walker<'p> {
+    wanted: &'p [Segment],
+    found: &'p Cell<bool>,
+}
+
+impl Walker<'_> {
+    fn stop<E: de::Error>(self) -> Result<(), E> {
+        self.found.set(true);
+        Err(E::custom("found"))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Walker<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        if self.wanted.is_empty() {
+            // Any visit ends here, marked with this node's line.
+            deserializer.deserialize_any(Stop(self))
+        } else {
+            deserializer.deserialize_any(self)
         }
     }
 }
 
-/// Walks the node that begins with `event`; returns the line of `wanted` inside it.
-/// Always consumes the whole node so the caller's stream stays aligned.
-fn find<'a>(
-    events: &mut impl Iterator<Item = (Event<'a>, Span)>,
-    event: Event<'a>,
-    span: Span,
-    wanted: &[Segment],
-) -> Option<usize> {
-    let here = span.start.line();
-    let mut found = if wanted.is_empty() { Some(here) } else { None };
-    match event {
-        Event::MappingStart(..) => loop {
-            let (key_event, key_span) = events.next()?;
-            if matches!(key_event, Event::MappingEnd) {
-                break;
+impl<'de> Visitor<'de> for Walker<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any YAML node")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let Some((Segment::Key(wanted), rest)) = self.wanted.split_first() else {
+            return Err(de::Error::custom("not a sequence"));
+        };
+        let key_seed = Key {
+            wanted,
+            stop_here: rest.is_empty(),
+            found: self.found,
+        };
+        while let Some(hit) = map.next_key_seed(key_seed)? {
+            if hit {
+                return map.next_value_seed(Walker {
+                    wanted: rest,
+                    found: self.found,
+                });
             }
-            let key = match &key_event {
-                Event::Scalar(value, ..) => Some(value.to_string()),
-                _ => None,
-            };
-            let key_line = key_span.start.line();
-            // Consume the key node (it may be complex).
-            find(events, key_event, key_span, &[]);
-            let (value_event, value_span) = events.next()?;
-            let hit = matches!((wanted.first(), &key), (Some(Segment::Key(w)), Some(k)) if w == k);
-            if hit && found.is_none() {
-                let rest = &wanted[1..];
-                let inner = find(events, value_event, value_span, rest);
-                // A field's own line is the line of its key.
-                found = if rest.is_empty() {
-                    Some(key_line)
-                } else {
-                    inner
-                };
-            } else {
-                find(events, value_event, value_span, &[]);
-            }
-        },
-        Event::SequenceStart(..) => {
-            let mut index = 0;
-            loop {
-                let (item, item_span) = events.next()?;
-                if matches!(item, Event::SequenceEnd) {
-                    break;
-                }
-                let hit = matches!(wanted.first(), Some(Segment::Index(i)) if *i == index);
-                if hit && found.is_none() {
-                    found = find(events, item, item_span, &wanted[1..]);
-                } else {
-                    find(events, item, item_span, &[]);
-                }
-                index += 1;
+            map.next_value::<IgnoredAny>()?;
+        }
+        Err(de::Error::custom("no such key"))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let Some((Segment::Index(wanted), rest)) = self.wanted.split_first() else {
+            return Err(de::Error::custom("not a mapping"));
+        };
+        for _ in 0..*wanted {
+            if seq.next_element::<IgnoredAny>()?.is_none() {
+                return Err(de::Error::custom("no such item"));
             }
         }
-        _ => {}
+        let item = Walker {
+            wanted: rest,
+            found: self.found,
+        };
+        match seq.next_element_seed(item)? {
+            Some(()) => Err(de::Error::custom("the walk went past the item")),
+            None => Err(de::Error::custom("no such item")),
+        }
     }
-    found
+}
+
+/// Stops at whatever node it is given.
+struct Stop<'p>(Walker<'p>);
+
+impl<'de> Visitor<'de> for Stop<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any YAML node")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        self.0.stop()
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        self.0.stop()
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        self.0.stop()
+    }
+    fn visit_i128<E: de::Error>(self, _: i128) -> Result<(), E> {
+        self.0.stop()
+    }
+    fn visit_u128<E: de::Error>(self, _: u128) -> Result<(), E> {
+        self.0.stop()
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        self.0.stop()
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        self.0.stop()
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.0.stop()
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        self.0.stop()
+    }
+    fn visit_some<D: Deserializer<'de>>(self, _: D) -> Result<(), D::Error> {
+        self.0.stop()
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        self.0.stop()
+    }
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        self.0.stop()
+    }
+    fn visit_enum<A: de::EnumAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        self.0.stop()
+    }
+}
+
+/// A mapping's key: whether it is the wanted one. When the path ends at this entry,
+/// the wanted key stops the walk itself (a field's line is its key's).
+#[derive(Clone, Copy)]
+struct Key<'p> {
+    wanted: &'p str,
+    stop_here: bool,
+    found: &'p Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for Key<'_> {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a mapping key")
+    }
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<bool, E> {
+        if key != self.wanted {
+            Ok(false)
+        } else if self.stop_here {
+            self.found.set(true);
+            Err(E::custom("found"))
+        } else {
+            Ok(true)
+        }
+    }
+    // Keys that are not strings (numbers, booleans, null, complex keys) are never on a
+    // path; they are skipped.
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_i128<E: de::Error>(self, _: i128) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_u128<E: de::Error>(self, _: u128) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(false)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(false)
+    }
 }
 
 #[cfg(test)]
@@ -140,6 +287,12 @@ flow: {a: 1, b: [x, y]}
         assert_eq!(line_of(DOC, "flow.b[1]"), Some(14));
         assert_eq!(line_of(DOC, "files[7].path"), None);
         assert_eq!(line_of(DOC, "nothing"), None);
+    }
+
+    #[test]
+    fn keys_that_are_not_strings_are_skipped() {
+        assert_eq!(line_of("1: a\n? [x]\n: y\nb: c\n", "b"), Some(4));
+        assert_eq!(line_of("a: &x\n  k: 1\nb: *x\n", "b"), Some(3));
     }
 
     #[test]
