@@ -129,13 +129,34 @@ impl StsSigner {
     }
 
     pub async fn sign(&self, body: &[u8]) -> Result<IdentityToken, ClientError> {
-        let credentials = self
-            .credentials
-            .provide_credentials()
-            .await
-            .map_err(|e| ClientError::Credentials(error_chain(&e)))?;
+        let credentials = self.credentials().await?;
         IdentityToken::sign(&credentials, &self.endpoint, body, SystemTime::now())
             .map_err(|e| ClientError::Sign(e.to_string()))
+    }
+
+    /// Signs with another protocol's binding header instead of this one's body hash
+    /// (kops-controller's `x-kops-request-sha`): one signer for every STS proof.
+    pub async fn sign_binding(
+        &self,
+        header: &str,
+        value: &str,
+    ) -> Result<IdentityToken, ClientError> {
+        let credentials = self.credentials().await?;
+        IdentityToken::sign_binding(
+            &credentials,
+            &self.endpoint,
+            header,
+            value,
+            SystemTime::now(),
+        )
+        .map_err(|e| ClientError::Sign(e.to_string()))
+    }
+
+    async fn credentials(&self) -> Result<aws_credential_types::Credentials, ClientError> {
+        self.credentials
+            .provide_credentials()
+            .await
+            .map_err(|e| ClientError::Credentials(error_chain(&e)))
     }
 }
 

@@ -100,11 +100,28 @@ impl IdentityToken {
         now: SystemTime,
     ) -> Result<Self, IdentityError> {
         let body_hash = hex::encode(Sha256::digest(body));
+        Self::sign_binding(credentials, endpoint, BODY_HASH_HEADER, &body_hash, now)
+    }
+
+    /// Signs `GetCallerIdentity` for `endpoint` with one extra signed header that binds
+    /// the proof to something (this protocol's body hash, or another protocol's own
+    /// binding header, such as kops-controller's `x-kops-request-sha`). The headers
+    /// are returned lowercase, `host` first.
+    pub fn sign_binding(
+        credentials: &Credentials,
+        endpoint: &StsEndpoint,
+        binding_header: &str,
+        binding_value: &str,
+        now: SystemTime,
+    ) -> Result<Self, IdentityError> {
         let host = endpoint.authority().to_owned();
         let mut headers: Vec<(String, String)> = vec![
             ("host".to_owned(), host),
             ("content-type".to_owned(), STS_CONTENT_TYPE.to_owned()),
-            (BODY_HASH_HEADER.to_owned(), body_hash),
+            (
+                binding_header.to_ascii_lowercase(),
+                binding_value.to_owned(),
+            ),
         ];
         let identity = credentials.clone().into();
         let params = v4::SigningParams::builder()

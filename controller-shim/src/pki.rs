@@ -150,6 +150,16 @@ pub struct PublicKey {
 }
 
 impl PublicKey {
+    /// A SubjectPublicKeyInfo (DER) of a key type certificates can be issued for:
+    /// protocols that send a public key alone (kops-controller's) rather than a CSR.
+    pub fn from_spki_der(what: &str, der: &[u8]) -> Result<Self, PkiError> {
+        SubjectPublicKeyInfo::from_der(der)
+            .map_err(|e| invalid(what, format!("unsupported public key: {e}")))?;
+        Ok(Self {
+            spki_der: der.to_vec(),
+        })
+    }
+
     /// sha256 of the SubjectPublicKeyInfo, lowercase hex: names a key without showing it.
     pub fn fingerprint(&self) -> String {
         hex::encode(Sha256::digest(&self.spki_der))

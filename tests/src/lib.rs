@@ -32,6 +32,7 @@ pub mod image;
 pub mod imds;
 pub mod janitor;
 pub mod kit;
+pub mod kops_controller;
 pub mod mirror;
 pub mod moto;
 pub mod netns;

@@ -680,7 +680,7 @@ const ALLOW_ALL: &str =
     r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
 
 /// Creates the admin user while moto accepts anything, then turns signature checks on.
-fn set_up_admin(moto: &Moto) -> Credentials {
+pub fn set_up_admin(moto: &Moto) -> Credentials {
     let url = moto.url();
     let iam = |params: &[(&str, &str)]| signed_query(url, "iam", params, None);
     iam(&[

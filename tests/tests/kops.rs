@@ -251,14 +251,9 @@ fn nodeup_refuses_a_tampered_nodeupconfig_writing_nothing() {
 }
 
 #[test]
-fn kops_controller_and_bad_kube_env_are_refused_by_name() {
-    // kops's user data as it is: the worker asks kops-controller.
+fn bad_kube_env_and_truncated_scripts_are_refused_by_name() {
     let script = fixture(&format!("aws_launch_template_nodes.{CLUSTER}_user_data"));
-    let world = KopsWorld::new(script.as_bytes(), b"");
-    let run = world.agent.run(&["boot", "--deadline", "10"]);
-    run.expect_code(3);
-    assert!(run.stderr.contains("ConfigServer: "), "{}", run.stderr);
-    assert!(world.agent.untouched());
+    let world = KopsWorld::new(b"", b"");
     // A kube_env field nodeup would ignore is named, with its line.
     let inputs = KopsInputs::config_base(&s3_base());
     let conf = world.write_kube_env(&inputs.kube_env.replace(
@@ -289,4 +284,386 @@ fn a_worker_without_credentials_is_refused_before_anything_is_written() {
     run.expect_code(3);
     assert!(run.stderr.contains("client certificate"), "{}", run.stderr);
     assert!(world.agent.untouched());
+}
+
+// --- kops-controller (`ConfigServer`): kops's user data as kops writes it for every AWS
+// worker, the nodeupconfig and the certificates from the fake kops-controller
+// (`nodewright_e2e::kops_controller`), whose STS proof is checked by the emulator with
+// signature checks on. Only the servers, the CA bundle (the fake's keyset) and the
+// assets (the harness mirror, so that `boot` converges offline; hence a new
+// NodeupConfigHash) differ from kops's fixture.
+
+mod controller {
+    use super::*;
+    use nodewright::source::shim::{
+        CLIENT_CERT, CLIENT_KEY, CLIENT_PEM, KUBE_PROXY_CERT, KUBE_PROXY_KEY, SERVING_CERT,
+        SERVING_KEY,
+    };
+    use nodewright_e2e::assetkit::{Entry, tar_gz};
+    use nodewright_e2e::kops_controller::{KopsWorld as ControllerWorld, NODES_ROLE};
+    use nodewright_e2e::mirror::Mirror;
+    use nodewright_e2e::shim::Node;
+
+    const KEPT_NODEUP_CONFIG: &str = "/var/lib/nodewright/kops/nodeupconfig.yaml";
+
+    /// The fixture's nodeupconfig with its amd64 assets served by `mirror` (stand-in
+    /// bytes and tarballs with the members nodewright installs), pinned by their sha256.
+    fn mirrored_nodeup_config(mirror: &Mirror) -> String {
+        let config = fixture("aws_s3_object_nodeupconfig-nodes_content");
+        let mut out = Vec::new();
+        let mut in_amd64 = false;
+        for line in config.lines() {
+            if line == "  amd64:" {
+                in_amd64 = true;
+            } else if !line.starts_with("  - ") {
+                in_amd64 = false;
+            }
+            let Some(asset) = line.strip_prefix("  - ").filter(|_| in_amd64) else {
+                out.push(line.to_owned());
+                continue;
+            };
+            let url = asset.split_once('@').unwrap().1;
+            let file = url.rsplit('/').next().unwrap();
+            let body = stand_in(file);
+            let path = format!("/kops/{file}");
+            mirror.put(&path, body.clone());
+            out.push(format!(
+                "  - {}@{}",
+                nodewright_e2e::assetkit::sha256(&body),
+                mirror.url(&path)
+            ));
+        }
+        out.join("\n") + "\n"
+    }
+
+    fn stand_in(file: &str) -> Vec<u8> {
+        let exe = |name: &str| format!("#!/bin/sh\n# stand-in for {name}\nexit 0\n").into_bytes();
+        if file.starts_with("containerd-") {
+            tar_gz(&[
+                Entry::file("bin/containerd", &exe("containerd")),
+                Entry::file("bin/containerd-shim-runc-v2", &exe("shim")),
+                Entry::file("bin/ctr", &exe("ctr")),
+            ])
+        } else if file.starts_with("cni-plugins-") {
+            // The plugins of kops's CNI release, as nodewright's table of it lists them.
+            let plugins = [
+                "bandwidth",
+                "bridge",
+                "dhcp",
+                "dummy",
+                "firewall",
+                "host-device",
+                "host-local",
+                "ipvlan",
+                "loopback",
+                "macvlan",
+                "portmap",
+                "ptp",
+                "sbr",
+                "static",
+                "tap",
+                "tuning",
+                "vlan",
+                "vrf",
+            ];
+            let mut entries: Vec<Entry> = plugins
+                .iter()
+                .map(|p| Entry::file(&format!("./{p}"), &exe(p)))
+                .collect();
+            entries.push(Entry::file("./LICENSE", b"license\n"));
+            tar_gz(&entries)
+        } else {
+            exe(file)
+        }
+    }
+
+    /// kops's worker user data with `servers`, `ca_bundle` and `nodeup_config`'s hash in
+    /// its kube_env (everything else byte for byte).
+    fn controller_user_data(servers: &[String], ca_bundle: &str, nodeup_config: &str) -> String {
+        let script = fixture(&format!("aws_launch_template_nodes.{CLUSTER}_user_data"));
+        let mut out = Vec::new();
+        let mut skipping = false;
+        for line in script.lines() {
+            if skipping && line.starts_with("    ") {
+                continue;
+            }
+            skipping = false;
+            if line == "  CACertificates: |" {
+                out.push(line.to_owned());
+                out.extend(ca_bundle.lines().map(|l| format!("    {l}")));
+                skipping = true;
+            } else if line == "  servers:" {
+                out.push(line.to_owned());
+                out.extend(servers.iter().map(|s| format!("  - {s}")));
+            } else if line.starts_with("  - https://kops-controller.internal.") {
+                continue;
+            } else if line.starts_with("NodeupConfigHash: ") {
+                out.push(format!(
+                    "NodeupConfigHash: {}",
+                    config_hash(nodeup_config.as_bytes())
+                ));
+            } else {
+                out.push(line.to_owned());
+            }
+        }
+        let user_data = out.join("\n") + "\n";
+        assert!(user_data.contains("ConfigServer:") && !user_data.contains("ConfigBase"));
+        user_data
+    }
+
+    /// A kops cluster: the fake kops-controller, the nodeupconfig in its state store, an
+    /// instance of `nodes` running under `role`, and its agent.
+    struct Case {
+        world: ControllerWorld,
+        node: Node,
+        _mirror: Mirror,
+        _imds: FakeImds,
+        agent: nodewright_e2e::agent::Agent,
+    }
+
+    impl Case {
+        fn new(role: &str, servers: impl FnOnce(&ControllerWorld) -> Vec<String>) -> Self {
+            let world = ControllerWorld::start(CLUSTER);
+            let mirror = Mirror::start();
+            let nodeup_config = mirrored_nodeup_config(&mirror);
+            world.put_nodeup_config("nodes", nodeup_config.as_bytes());
+            let node = world.launch("nodes", role);
+            let user_data =
+                controller_user_data(&servers(&world), &world.ca_bundle, &nodeup_config);
+            let imds = FakeImds::start(node.imds_instance(), user_data.as_bytes());
+            let agent = nodewright_e2e::agent::Agent::new(&imds.url(), world.moto.url());
+            Self {
+                world,
+                node,
+                _mirror: mirror,
+                _imds: imds,
+                agent,
+            }
+        }
+
+        fn read(&self, path: &str) -> String {
+            std::fs::read_to_string(self.agent.path(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+        }
+    }
+
+    fn openssl(args: &[&str]) -> String {
+        let output = Command::new("openssl").args(args).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(output.status.success(), "openssl {args:?}: {text}");
+        text
+    }
+
+    /// The certificate verifies against the CA bundle, has `subject`, and is for the key.
+    fn check_pair(case: &Case, cert: &str, key: &str, subject: &str) {
+        let ca = case.agent.path("/etc/kubernetes/pki/ca.crt");
+        let cert_path = case.agent.path(cert);
+        let verified = openssl(&[
+            "verify",
+            "-CAfile",
+            ca.to_str().unwrap(),
+            cert_path.to_str().unwrap(),
+        ]);
+        assert!(verified.contains(": OK"), "{cert}: {verified}");
+        let got = openssl(&[
+            "x509",
+            "-noout",
+            "-subject",
+            "-nameopt",
+            "RFC2253",
+            "-in",
+            cert_path.to_str().unwrap(),
+        ]);
+        assert_eq!(got.trim(), format!("subject={subject}"), "{cert}");
+        let from_cert = openssl(&[
+            "x509",
+            "-noout",
+            "-pubkey",
+            "-in",
+            cert_path.to_str().unwrap(),
+        ]);
+        let from_key = openssl(&[
+            "pkey",
+            "-pubout",
+            "-in",
+            case.agent.path(key).to_str().unwrap(),
+        ]);
+        assert_eq!(from_cert, from_key, "{cert} is not for {key}");
+    }
+
+    #[test]
+    fn a_config_server_worker_boots_through_kops_controller_and_keeps_its_credentials() {
+        let case = Case::new(NODES_ROLE, |world| vec![world.loopback_url()]);
+        let id = case.node.instance_id.clone();
+        let run = case.agent.run(&["boot", "--deadline", "60"]);
+        run.expect_code(0);
+        // The translated kops worker is on disk, with kops-controller's credentials.
+        assert!(
+            case.read("/var/lib/kubelet/config.yaml")
+                .contains("tlsCertFile")
+        );
+        check_pair(
+            &case,
+            CLIENT_CERT,
+            CLIENT_KEY,
+            &format!("CN=system:node:{id},O=system:nodes"),
+        );
+        check_pair(&case, SERVING_CERT, SERVING_KEY, &format!("CN={id}"));
+        check_pair(
+            &case,
+            KUBE_PROXY_CERT,
+            KUBE_PROXY_KEY,
+            "CN=system:kube-proxy",
+        );
+        assert!(case.read(CLIENT_PEM).contains(&case.read(CLIENT_CERT)));
+        // The kubeconfigs name the files written.
+        let kubeconfig = case.read("/var/lib/kubelet/kubeconfig");
+        assert!(
+            kubeconfig.contains(CLIENT_CERT) && kubeconfig.contains(CLIENT_KEY),
+            "{kubeconfig}"
+        );
+        for key in [CLIENT_KEY, SERVING_KEY, KUBE_PROXY_KEY, CLIENT_PEM] {
+            let mode = std::fs::metadata(case.agent.path(key))
+                .unwrap()
+                .permissions();
+            assert_eq!(
+                std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+                0o600,
+                "{key}"
+            );
+        }
+        // The CA the node trusts is kube_env's bundle (two CAs, as during a rotation).
+        let ca = case.read("/etc/kubernetes/pki/ca.crt");
+        assert_eq!(ca.matches("BEGIN CERTIFICATE").count(), 2, "{ca}");
+        // The nodeupconfig is kept for the boots after this one.
+        assert!(case.read(KEPT_NODEUP_CONFIG).contains("KeypairIDs"));
+        assert!(case.world.controller.issued().contains(&id));
+        assert!(
+            case.world.controller.refusals().is_empty(),
+            "{:?}",
+            case.world.controller.refusals()
+        );
+
+        // The kubelet registered; kops-controller now answers this node 409. The next
+        // boot keeps its credentials and uses the nodeupconfig it kept.
+        case.world.controller.mark_ready(&id);
+        let before: Vec<String> = [
+            CLIENT_PEM,
+            CLIENT_CERT,
+            SERVING_CERT,
+            KUBE_PROXY_CERT,
+            KUBE_PROXY_KEY,
+        ]
+        .iter()
+        .map(|p| case.read(p))
+        .collect();
+        let requests = case.world.controller.requests();
+        let run = case.agent.run(&["boot", "--deadline", "60"]);
+        run.expect_code(0);
+        assert!(case.world.controller.requests() > requests);
+        assert!(
+            case.world
+                .controller
+                .refusals()
+                .iter()
+                .any(|r| r.contains("registered already")),
+            "{:?}",
+            case.world.controller.refusals()
+        );
+        let after: Vec<String> = [
+            CLIENT_PEM,
+            CLIENT_CERT,
+            SERVING_CERT,
+            KUBE_PROXY_CERT,
+            KUBE_PROXY_KEY,
+        ]
+        .iter()
+        .map(|p| case.read(p))
+        .collect();
+        assert_eq!(before, after, "the credentials changed on a 409");
+        assert!(run.stderr.contains("409"), "{}", run.stderr);
+    }
+
+    #[test]
+    fn a_registered_node_without_its_nodeup_config_is_refused_writing_nothing() {
+        let case = Case::new(NODES_ROLE, |world| vec![world.loopback_url()]);
+        case.world.controller.mark_ready(&case.node.instance_id);
+        let run = case.agent.run(&["boot", "--deadline", "20"]);
+        run.expect_code(3);
+        assert!(
+            run.stderr.contains("409") && run.stderr.contains(KEPT_NODEUP_CONFIG),
+            "{}",
+            run.stderr
+        );
+        assert!(case.agent.untouched());
+    }
+
+    #[test]
+    fn kops_controller_down_is_reported_naming_the_server_writing_nothing() {
+        let port = nodewright_e2e::moto::free_port();
+        let down = format!("https://127.0.0.1:{port}/");
+        let server = down.clone();
+        let case = Case::new(NODES_ROLE, move |_| vec![server]);
+        let run = case.agent.run(&["boot", "--deadline", "4"]);
+        run.expect_code(4);
+        assert!(
+            run.stderr.contains(&down) && run.stderr.contains("gave up"),
+            "{}",
+            run.stderr
+        );
+        assert!(case.agent.untouched());
+    }
+
+    #[test]
+    fn a_refused_identity_is_a_clear_403_refusal_writing_nothing() {
+        // An instance whose role is not one of kops-controller's node roles.
+        let case = Case::new("someone-else", |world| vec![world.loopback_url()]);
+        let run = case.agent.run(&["boot", "--deadline", "4"]);
+        run.expect_code(3);
+        assert!(
+            run.stderr.contains("403") && run.stderr.contains(&case.world.loopback_url()),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            case.world
+                .controller
+                .refusals()
+                .iter()
+                .any(|r| r.contains("does not contain acceptable node role")),
+            "{:?}",
+            case.world.controller.refusals()
+        );
+        assert!(case.agent.untouched());
+    }
+
+    #[test]
+    fn the_placeholder_address_is_skipped_for_the_next_server() {
+        // kops's placeholder (dns-controller has not published kops-controller yet) first:
+        // never contacted, the next server answers.
+        let case = Case::new(NODES_ROLE, |world| {
+            vec![
+                "https://203.0.113.123:3988/".to_owned(),
+                world.loopback_url(),
+            ]
+        });
+        let run = case.agent.run(&["plan", "--deadline", "30"]);
+        run.expect_code(0);
+        assert!(
+            run.stdout.contains("/var/lib/kubelet/config.yaml"),
+            "{}",
+            run.stdout
+        );
+        assert!(
+            run.stderr.contains("203.0.113.123") && run.stderr.contains("placeholder"),
+            "{}",
+            run.stderr
+        );
+        // plan asked for the configuration only, and wrote nothing.
+        assert!(case.world.controller.issued().is_empty());
+        assert!(case.agent.untouched());
+    }
 }

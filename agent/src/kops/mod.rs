@@ -11,6 +11,7 @@
 //!   when run as `nodeup`).
 
 pub mod boot_config;
+pub mod controller;
 pub mod kubelet_config;
 pub mod nodeup_config;
 pub mod refusals;

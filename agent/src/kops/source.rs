@@ -5,21 +5,40 @@
 //! the flow knows about kops.
 //!
 //! The nodeupconfig is read from the state store kube_env names (`ConfigBase`: `s3://`
-//! or `file://`). A kube_env that names kops-controller (`ConfigServer`, what kops
-//! writes for every AWS worker today) is refused by that field: the kops-controller
-//! client is not built yet (docs/kops.md).
+//! or `file://`), or from kops-controller (`ConfigServer`, what kops writes for every
+//! AWS worker today), which also issues the worker's certificates ([`controller`]).
 
+use std::path::Path;
+
+use nodewright_shim::client::StsSigner;
 use serde_json::{Value, json};
 
-use super::boot_config::KubeEnv;
+use super::boot_config::{ConfigServer, KubeEnv};
+use super::controller::{
+    self, BootstrapError, ControllerClient, ControllerError, ControllerSettings, Credentials,
+    protocol,
+};
 use super::nodeup_config::NodeupConfig;
 use super::{KopsError, translate, userdata};
 use crate::cloud::{NetworkSettings, aws};
+use crate::source::shim::{CLIENT_CERT, runs_kube_proxy};
 use crate::source::{self, BoxFuture, Context, Fetched, Source, SourceError, VerifiedSpec};
 use crate::spec::{NodeSpec, ProxySettings, SpecLocation};
 
 impl From<KopsError> for SourceError {
     fn from(error: KopsError) -> Self {
+        SourceError::new(error)
+    }
+}
+
+impl From<BootstrapError> for SourceError {
+    fn from(error: BootstrapError) -> Self {
+        SourceError::new(error)
+    }
+}
+
+impl From<ControllerError> for SourceError {
+    fn from(error: ControllerError) -> Self {
         SourceError::new(error)
     }
 }
@@ -146,56 +165,155 @@ impl Source for KopsSource {
         self.network.clone()
     }
 
+    /// kops-controller issues the worker's certificates.
+    fn issues_credentials(&self) -> bool {
+        self.env.config_server.is_some()
+    }
+
     fn fetch<'a>(
         &'a self,
         context: &'a Context<'a>,
     ) -> BoxFuture<'a, Result<Fetched, SourceError>> {
         Box::pin(async move {
-            let location = nodeup_config_location(&self.env)?;
-            let sdk = match location {
-                SpecLocation::S3 { .. } => {
-                    Some(aws::sdk_config(&context.facts.instance.region, context.network).await?)
-                }
-                SpecLocation::File { .. } => None,
-            };
-            let name = location.to_string();
-            let bytes = source::fetch(&location, sdk.as_ref(), context.deadline).await?;
-            let config = NodeupConfig::parse_checked(&name, &bytes, &self.env.nodeup_config_hash)?;
-            let translation = translate(&self.env, &config, context.facts)?;
-            for note in &translation.notes {
-                tracing::info!(field = %note.field, "kops setting not carried over: {}", note.note);
+            match &self.env.config_server {
+                Some(server) => self.fetch_from_controller(server, context).await,
+                None => self.fetch_from_store(context).await,
             }
-            let text = match &self.boot_unit {
-                Some(unit) => with_boot_unit(&self.env, &translation.spec, unit)?,
-                None => translation.yaml,
-            };
-            let spec = NodeSpec::parse(&name, &text).map_err(KopsError::Spec)?;
-            Ok(Fetched {
-                spec: VerifiedSpec {
-                    spec,
-                    url: name,
-                    sha256: crate::spec::digest(text.as_bytes()),
-                    text,
-                },
-                credentials: Vec::new(),
-            })
         })
     }
 }
 
+impl KopsSource {
+    /// `ConfigBase`: the nodeupconfig from the state store; no credentials come with it.
+    async fn fetch_from_store(&self, context: &Context<'_>) -> Result<Fetched, SourceError> {
+        let location = nodeup_config_location(&self.env)?;
+        let sdk = match location {
+            SpecLocation::S3 { .. } => {
+                Some(aws::sdk_config(&context.facts.instance.region, context.network).await?)
+            }
+            SpecLocation::File { .. } => None,
+        };
+        let name = location.to_string();
+        let bytes = source::fetch(&location, sdk.as_ref(), context.deadline).await?;
+        let (_, spec) = self.translated(&name, &bytes, context)?;
+        Ok(Fetched {
+            spec,
+            credentials: Vec::new(),
+        })
+    }
+
+    /// `ConfigServer`: the nodeupconfig and the worker's certificates from
+    /// kops-controller (`controller`).
+    async fn fetch_from_controller(
+        &self,
+        server: &ConfigServer,
+        context: &Context<'_>,
+    ) -> Result<Fetched, SourceError> {
+        let sdk = aws::sdk_config(&context.facts.instance.region, context.network).await?;
+        let signer = StsSigner::from_sdk_config(&sdk).map_err(ControllerError::Sign)?;
+        let mut settings = ControllerSettings::new(
+            server.servers.clone(),
+            server.ca_certificates.clone(),
+            context.deadline,
+        );
+        settings.tls_server_name =
+            Some(server.tls_server_name.clone()).filter(|name| !name.is_empty());
+        settings.proxies = context.network.reqwest_proxies()?;
+        let client = ControllerClient::new(settings)?;
+        let name = format!(
+            "the nodeupconfig from kops-controller ({})",
+            server.servers.join(", ")
+        );
+        let fetched = controller::nodeup_config(&client, &signer, context.root).await?;
+        let name = match &fetched.registered {
+            Some(_) => format!("{name}, kept at {}", controller::KEPT_NODEUP_CONFIG),
+            None => name,
+        };
+        let (config, spec) = self.translated(&name, &fetched.bytes, context)?;
+        let mut credentials = vec![controller::kept_nodeup_config(&fetched)];
+        if context.credentials {
+            let registered = match &fetched.registered {
+                Some(server) => Some(server.clone()),
+                None => {
+                    let keypair_id = config
+                        .keypair_ids
+                        .as_ref()
+                        .and_then(|ids| ids.get(protocol::CLUSTER_CA))
+                        .filter(|id| !id.is_empty())
+                        .ok_or_else(|| KopsError::Invalid {
+                            source_name: name.clone(),
+                            detail: format!(
+                                "KeypairIDs.{}: missing; kops-controller issues the node's                                  certificates only for the keypair the node names (nodeup:                                  \"no keypairID\")",
+                                protocol::CLUSTER_CA
+                            ),
+                        })?;
+                    let wanted = controller::Wanted {
+                        root: context.root,
+                        keypair_id,
+                        ca_bundle: &server.ca_certificates,
+                        kube_proxy: runs_kube_proxy(&spec.spec),
+                    };
+                    match controller::credentials(&client, &signer, &wanted).await? {
+                        Credentials::Issued(new) => {
+                            credentials.extend(new.files_from(&spec.spec, controller::ISSUER));
+                            None
+                        }
+                        Credentials::Held => None,
+                        Credentials::Registered { server } => Some(server),
+                    }
+                }
+            };
+            if let Some(server) = registered {
+                holds_kubelet_certificate(context.root, &server)?;
+            }
+        }
+        Ok(Fetched { spec, credentials })
+    }
+
+    /// The nodeupconfig's bytes checked against `NodeupConfigHash`, parsed, translated.
+    fn translated(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        context: &Context<'_>,
+    ) -> Result<(NodeupConfig, VerifiedSpec), KopsError> {
+        let config = NodeupConfig::parse_checked(name, bytes, &self.env.nodeup_config_hash)?;
+        let translation = translate(&self.env, &config, context.facts)?;
+        for note in &translation.notes {
+            tracing::info!(field = %note.field, "kops setting not carried over: {}", note.note);
+        }
+        let text = match &self.boot_unit {
+            Some(unit) => with_boot_unit(&self.env, &translation.spec, unit)?,
+            None => translation.yaml,
+        };
+        let spec = NodeSpec::parse(name, &text).map_err(KopsError::Spec)?;
+        Ok((
+            config,
+            VerifiedSpec {
+                spec,
+                url: name.to_owned(),
+                sha256: crate::spec::digest(text.as_bytes()),
+                text,
+            },
+        ))
+    }
+}
+
+/// After a 409 the node must already hold the kubelet's certificate: nothing else will
+/// issue it.
+fn holds_kubelet_certificate(root: &Path, server: &str) -> Result<(), BootstrapError> {
+    let path = root.join(CLIENT_CERT.trim_start_matches('/'));
+    if path.exists() {
+        return Ok(());
+    }
+    Err(BootstrapError::Registered {
+        server: server.to_owned(),
+        detail: format!("this node holds no kubelet certificate ({CLIENT_CERT})"),
+    })
+}
+
 /// Where the nodeupconfig is: `<ConfigBase>/igconfig/<role>/<ig>/nodeupconfig.yaml`.
 fn nodeup_config_location(env: &KubeEnv) -> Result<SpecLocation, KopsError> {
-    if let Some(server) = &env.config_server {
-        return Err(KopsError::Unsupported {
-            field: "ConfigServer".to_owned(),
-            detail: format!(
-                "the nodeupconfig and the node's certificates come from kops-controller ({}); \
-                 nodewright's kops-controller client is not built yet. Review the translation \
-                 offline with `nodewright kops translate --user-data FILE --nodeup-config FILE`",
-                server.servers.join(", ")
-            ),
-        });
-    }
     let base = env.config_base.as_deref().unwrap_or_default();
     let url = format!("{}/{}", base.trim_end_matches('/'), env.nodeup_config_key());
     SpecLocation::parse(&url).map_err(|e| KopsError::Unsupported {
@@ -258,20 +376,6 @@ mod tests {
             error
                 .to_string()
                 .starts_with("ConfigBase: \"memfs://state/a\""),
-            "{error}"
-        );
-    }
-
-    #[test]
-    fn kops_controller_is_refused_by_its_field() {
-        let error = nodeup_config_location(&env(
-            "ConfigServer:\n  servers: [https://kops-controller.internal.a.example.com:3988/]\n  \
-             CACertificates: \"-----BEGIN CERTIFICATE-----\\nAA==\\n-----END CERTIFICATE-----\\n\"\n",
-        ))
-        .unwrap_err();
-        assert!(error.to_string().starts_with("ConfigServer: "), "{error}");
-        assert!(
-            error.to_string().contains("kops-controller.internal"),
             "{error}"
         );
     }

@@ -127,10 +127,15 @@ impl NewCredentials {
     /// The files to write. The CA bundle only when the spec does not carry the cluster
     /// CA itself (then the model writes the spec's, which must be the same).
     pub fn files(&self, spec: &NodeSpec) -> Vec<CredentialFile> {
+        self.files_from(spec, "controller-shim")
+    }
+
+    /// The same files, issued by `issuer` (kops-controller issues the same set).
+    pub fn files_from(&self, spec: &NodeSpec, issuer: &str) -> Vec<CredentialFile> {
         let issued = || Origin::Issued {
-            by: "controller-shim".to_owned(),
+            by: issuer.to_owned(),
         };
-        let why = || Some("issued by controller-shim".to_owned());
+        let why = || Some(format!("issued by {issuer}"));
         let mut files = Vec::new();
         if spec.cluster.ca_certificate.is_none() {
             files.push(CredentialFile::new(
@@ -425,7 +430,7 @@ fn current_identity(root: &Path) -> Option<String> {
 
 /// The kubelet's client certificate is valid beyond [`RENEW_WITHIN`], and so is
 /// kube-proxy's where the node runs kube-proxy.
-fn holds_good_credentials(root: &Path) -> bool {
+pub fn holds_good_credentials(root: &Path) -> bool {
     let Ok(text) = std::fs::read_to_string(under(root, CLIENT_PEM)) else {
         return false;
     };
@@ -462,7 +467,7 @@ fn lasts(info: &CertificateInfo) -> bool {
     info.not_before <= now && info.not_after - now > margin
 }
 
-fn load_or_generate(root: &Path, node_path: &str) -> Result<PrivateKey, ShimSourceError> {
+pub fn load_or_generate(root: &Path, node_path: &str) -> Result<PrivateKey, ShimSourceError> {
     let path = under(root, node_path);
     if let Ok(pem) = std::fs::read_to_string(&path) {
         match PrivateKey::from_pem(node_path, &pem) {
@@ -476,7 +481,7 @@ fn load_or_generate(root: &Path, node_path: &str) -> Result<PrivateKey, ShimSour
 }
 
 /// A new key for `node_path`, in memory.
-fn generate(node_path: &str) -> Result<PrivateKey, ShimSourceError> {
+pub fn generate(node_path: &str) -> Result<PrivateKey, ShimSourceError> {
     PrivateKey::generate(KeyAlgorithm::EcdsaP256).map_err(|e| ShimSourceError::File {
         path: node_path.to_owned(),
         detail: e.to_string(),
