@@ -4,6 +4,8 @@
 //!
 //! `NODEWRIGHT_UPDATE_GOLDEN=1` rewrites docs/spec-reference.md from the schemas.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::process::Command;
@@ -258,10 +260,10 @@ fn refs(value: &Value) -> Vec<String> {
 fn collect_refs(value: &Value, found: &mut Vec<String>) {
     match value {
         Value::Object(map) => {
-            if let Some(Value::String(target)) = map.get("$ref") {
-                if let Some(name) = target.strip_prefix("#/$defs/") {
-                    found.push(name.to_string());
-                }
+            if let Some(Value::String(target)) = map.get("$ref")
+                && let Some(name) = target.strip_prefix("#/$defs/")
+            {
+                found.push(name.to_string());
             }
             for (key, inner) in map {
                 if key != "$defs" {
