@@ -95,7 +95,8 @@ fn the_docs_link_only_to_files_of_this_repository() {
 #[test]
 fn a_broken_link_and_a_tracker_number_are_found() {
     let page = workspace().join("docs/example.md");
-    let text = "See [x](missing.md), [y](../../outside.md), [z](pki.md#keep), as in issue 7.";
+    let text = "See [x](missing.md), [y](../../outside.md), [z](pki.md#keep), as in issue 7.\n\
+                `code [a](b)` is not a link\n```\n[c](d)\n```\n";
     let problems = link_problems(&page, text);
     assert_eq!(problems.len(), 3, "{problems:?}");
     assert!(problems[0].contains("missing.md"));
@@ -113,7 +114,8 @@ fn link_problems(page: &Path, text: &str) -> Vec<String> {
         .display()
         .to_string();
     let mut problems = Vec::new();
-    let mut rest = text;
+    let prose = without_code(text);
+    let mut rest = prose.as_str();
     while let Some(at) = rest.find("](") {
         rest = &rest[at + 2..];
         let target = &rest[..rest.find(')').unwrap_or(rest.len())];
@@ -141,6 +143,25 @@ fn link_problems(page: &Path, text: &str) -> Vec<String> {
         }
     }
     problems
+}
+
+/// The text without fenced blocks and inline code spans, where `](` is not a link.
+fn without_code(text: &str) -> String {
+    let mut prose = String::new();
+    let mut fenced = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if !fenced {
+            // Every other backtick-delimited piece is code.
+            let pieces = line.split('`').step_by(2);
+            prose.extend(pieces);
+            prose.push('\n');
+        }
+    }
+    prose
 }
 
 fn normalise(path: &Path) -> std::path::PathBuf {
