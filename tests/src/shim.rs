@@ -970,6 +970,10 @@ pub struct FloodCount {
     pub statuses: BTreeMap<u16, u64>,
 }
 
+/// What a flood sends, made afresh for each request (a signed proof is single use):
+/// the body and the Authorization header, if any.
+pub type FloodRequest = std::sync::Arc<dyn Fn() -> (Vec<u8>, Option<String>) + Send + Sync>;
+
 /// Credential-less bootstrap requests as fast as `per_source` keep-alive clients per
 /// source address can send them, until `stop` is set. Returns what they got.
 pub async fn flood(
@@ -978,6 +982,22 @@ pub async fn flood(
     sources: Vec<IpAddr>,
     per_source: usize,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> FloodCount {
+    // A well-formed request without a proof: what anyone can send.
+    let body = br#"{"apiVersion":"shim.nodewright.io/v1","nodeGroup":"nodes-us-east-1a","nodeSpecSha256":"0000000000000000000000000000000000000000000000000000000000000000"}"#;
+    let request: FloodRequest = std::sync::Arc::new(|| (body.to_vec(), None));
+    flood_with(url, ca_pem, sources, per_source, stop, request).await
+}
+
+/// Bootstrap requests made by `request`, as fast as `per_source` keep-alive clients per
+/// source address can send them, until `stop` is set. Returns what they got.
+pub async fn flood_with(
+    url: String,
+    ca_pem: String,
+    sources: Vec<IpAddr>,
+    per_source: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    request: FloodRequest,
 ) -> FloodCount {
     let mut tasks = Vec::new();
     for source in sources {
@@ -991,13 +1011,17 @@ pub async fn flood(
             .build()
             .expect("a client");
         for _ in 0..per_source {
-            let (client, url, stop) = (client.clone(), url.clone(), stop.clone());
+            let (client, url, stop, request) =
+                (client.clone(), url.clone(), stop.clone(), request.clone());
             tasks.push(tokio::spawn(async move {
                 let mut count = FloodCount::default();
-                // A well-formed request without a proof: what anyone can send.
-                let body = br#"{"apiVersion":"shim.nodewright.io/v1","nodeGroup":"nodes-us-east-1a","nodeSpecSha256":"0000000000000000000000000000000000000000000000000000000000000000"}"#;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let status = match client.post(&url).body(&body[..]).send().await {
+                    let (body, authorization) = request();
+                    let mut post = client.post(&url).body(body);
+                    if let Some(authorization) = authorization {
+                        post = post.header("authorization", authorization);
+                    }
+                    let status = match post.send().await {
                         Ok(response) => {
                             let status = response.status().as_u16();
                             let _ = response.bytes().await;

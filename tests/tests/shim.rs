@@ -192,24 +192,27 @@ fn log_line(world: &ShimWorld, request_id: &str) -> String {
     }
 }
 
-/// The GetCallerIdentity calls the shim made (through the front).
-fn sts_calls(world: &ShimWorld) -> usize {
+/// The shim's calls through the front with `action` (S3's have none: it is not a
+/// query-protocol service).
+fn calls(world: &ShimWorld, action: Option<&str>) -> usize {
     world
         .sts_front()
         .log()
         .iter()
-        .filter(|l| l.action.as_deref() == Some("GetCallerIdentity"))
+        .filter(|l| l.action.as_deref() == action)
         .count()
 }
 
-/// S3 calls the shim made (through the front): no query-protocol action.
+fn sts_calls(world: &ShimWorld) -> usize {
+    calls(world, Some("GetCallerIdentity"))
+}
+
+fn ec2_calls(world: &ShimWorld) -> usize {
+    calls(world, Some("DescribeInstances"))
+}
+
 fn s3_calls(world: &ShimWorld) -> usize {
-    world
-        .sts_front()
-        .log()
-        .iter()
-        .filter(|l| l.action.is_none())
-        .count()
+    calls(world, None)
 }
 
 #[test]
@@ -1035,6 +1038,22 @@ fn sources(first: u8, count: u8) -> Vec<IpAddr> {
         .collect()
 }
 
+/// Each node's own bootstrap, freshly signed, one at a time with `pause` after each:
+/// the statuses they got.
+fn bootstrap_each(world: &ShimWorld, nodes: &[Node], pause: Duration) -> Vec<u16> {
+    let client = world.https_client();
+    nodes
+        .iter()
+        .map(|node| {
+            let (body, _) = own_body(world, node);
+            let auth = sign(world, &node.aws_credentials(), &body, SystemTime::now());
+            let status = send(&client, world, body, &auth).status;
+            std::thread::sleep(pause);
+            status
+        })
+        .collect()
+}
+
 #[test]
 fn bodies_that_never_arrive_get_408_and_do_not_starve_a_node() {
     // The red team's set-up: 128 open files, 118 requests whose body never finishes
@@ -1309,14 +1328,7 @@ fn a_credential_less_flood_costs_nothing_upstream_and_genuine_bootstraps_get_in(
     ));
     std::thread::sleep(Duration::from_secs(1));
     // Genuine bootstraps interleaved with the flood, one at a time, each counted.
-    let client = world.https_client();
-    let mut statuses = Vec::new();
-    for node in &nodes {
-        let (body, _) = own_body(&world, node);
-        let auth = sign(&world, &node.aws_credentials(), &body, SystemTime::now());
-        statuses.push(send(&client, &world, body, &auth).status);
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let statuses = bootstrap_each(&world, &nodes, Duration::from_millis(200));
     stop.store(true, Ordering::Relaxed);
     let flood = block_on(flood).unwrap();
     eprintln!("flood: {flood:?}; genuine: {statuses:?}");
@@ -1333,6 +1345,103 @@ fn a_credential_less_flood_costs_nothing_upstream_and_genuine_bootstraps_get_in(
     assert!(refused * 100 >= flood.requests * 99, "{flood:?}");
     assert!(flood.statuses.contains_key(&429), "{flood:?}");
     assert_eq!(sts_calls(&world) - before, 8, "only the nodes reached STS");
+}
+
+#[test]
+fn a_flood_with_a_node_s_role_after_its_claim_costs_no_ec2_or_s3_and_starves_no_node() {
+    // A pod holding the first node's instance role, on its own address, floods with
+    // valid proofs (signed afresh, so none is a replay): spec-only requests and
+    // bootstraps with keys of its own. Its source's limit caps what reaches STS; the
+    // global budget has room for the other nodes.
+    let (rate, burst) = (4, 8);
+    let world = ShimWorld::start_with_options(Options {
+        top_level: format!(
+            "limits:\n  requestsPerSecond: 20\n  burst: 40\n  perSourceRequestsPerSecond: {rate}\n  perSourceBurst: {burst}\n"
+        ),
+        front: true,
+        ..Options::default()
+    });
+    let claimed = world.launch(Some(CLUSTER), Some(NODE_GROUP), NODE_ROLE);
+    let request = request_of(&own_body(&world, &claimed).0);
+    block_on(world.client().bootstrap(&world.signer(&claimed), &request)).unwrap();
+    let others: Vec<Node> = (0..3)
+        .map(|_| world.launch(Some(CLUSTER), Some(NODE_GROUP), NODE_ROLE))
+        .collect();
+
+    let (sts_before, ec2_before, s3_before) =
+        (sts_calls(&world), ec2_calls(&world), s3_calls(&world));
+    let role = claimed.aws_credentials();
+    let (endpoint, digest, cn) = (
+        world.sts_endpoint(),
+        digest(&world),
+        format!("system:node:{}", claimed.private_dns_name),
+    );
+    let turn = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let pod: nodewright_e2e::shim::FloodRequest = Arc::new(move || {
+        let body = if turn.fetch_add(1, Ordering::Relaxed) % 2 == 0 {
+            serde_json::to_vec(&BootstrapRequest {
+                api_version: PROTOCOL_VERSION.to_owned(),
+                node_group: NODE_GROUP.to_owned(),
+                node_spec_sha256: digest.clone(),
+                nonce: nodewright_shim::protocol::nonce(),
+                credentials: None,
+            })
+            .unwrap()
+        } else {
+            request_body(&digest, &cn, &["system:nodes"]).0
+        };
+        let proof = IdentityToken::sign(&role, &endpoint, &body, SystemTime::now()).unwrap();
+        (body, Some(proof.to_header()))
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let flood = runtime().spawn(nodewright_e2e::shim::flood_with(
+        format!("{}/v1/bootstrap", world.url()),
+        world.ca.cert_pem().to_owned(),
+        sources(2, 1),
+        8,
+        stop.clone(),
+        pod,
+    ));
+    // The flood alone: what it costs upstream is STS's word on who signed, nothing else.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(ec2_calls(&world), ec2_before, "EC2 calls for the flood");
+    assert_eq!(s3_calls(&world), s3_before, "S3 calls for the flood");
+    // The other nodes bootstrap in the middle of it, one at a time, each counted.
+    let statuses = bootstrap_each(&world, &others, Duration::ZERO);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let flood = block_on(flood).unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    let genuine = others.len();
+    eprintln!("flood over {seconds:.1}s: {flood:?}; genuine: {statuses:?}");
+    assert_eq!(
+        statuses,
+        vec![200; genuine],
+        "the other nodes during the flood"
+    );
+    assert_eq!(world.record(&claimed.instance_id).unwrap()["bootstraps"], 1);
+
+    // Every flood request was refused: over its source's rate (429), or identified and
+    // refused as not the node (403 spec-only, 409 with another key). Both of the last
+    // happened: the proofs were valid and reached STS.
+    assert!(flood.requests > 100, "the flood was a flood: {flood:?}");
+    let statuses_seen: Vec<u16> = flood.statuses.keys().copied().collect();
+    assert_eq!(statuses_seen, [403, 409, 429], "{flood:?}");
+    // The source's limit, not the global budget, capped what reached STS.
+    let sts_flood = sts_calls(&world) - sts_before - genuine;
+    let allowed = burst as f64 + rate as f64 * seconds;
+    assert!(
+        sts_flood as f64 <= allowed + 1.0,
+        "{sts_flood} flood requests reached STS; the source may send {allowed:.0}"
+    );
+    assert_eq!(
+        sts_flood as u64,
+        flood.statuses[&403] + flood.statuses[&409],
+        "every identified request was one STS call"
+    );
+    // The other nodes' bootstraps are the only EC2 calls since the flood began.
+    assert_eq!(ec2_calls(&world) - ec2_before, genuine);
 }
 
 #[test]

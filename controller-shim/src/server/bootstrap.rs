@@ -10,7 +10,8 @@
 //! 4. Before the instance's record exists, the spec (and, with CSRs, credentials) are
 //!    served as the node group's policy says. After it, only the recorded node's client
 //!    certificate (in the TLS handshake) gets anything; the same key may ask again for a
-//!    short while (an answer lost on the way).
+//!    short while (an answer lost on the way). What the record in memory settles is
+//!    refused right after STS, before EC2 and S3 (`known`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -25,6 +26,7 @@ use super::app::{Shim, rfc3339};
 use super::checks::{self, NODES_GROUP};
 use super::ec2::Ec2Error;
 use super::groups::Lookup;
+use super::known;
 use super::listener::Peer;
 use super::metrics::Metrics;
 use super::refusal::{self, Refusal, refuse};
@@ -311,6 +313,18 @@ async fn handle(
     // --- 3. Who, which group, which instance, which spec.
     let session = checks::check_session(&shim.config, &identity.arn, &identity.account)?;
     context.instance = Some(session.session.clone());
+    // An instance that has bootstrapped, asked for by a holder of its role without a
+    // client certificate (a pod): settled from memory, at no EC2 or S3 cost.
+    if peer_certificate.is_none()
+        && let Some(record) = shim.store.remembered(&session.session)
+    {
+        let allowed = match shim.groups.lookup(&request.node_group) {
+            Lookup::Found(group) => Some(group.rebootstrap == Rebootstrap::Allowed),
+            _ => None,
+        };
+        let window = Duration::from_secs(limits.same_key_retry_seconds);
+        known::refuse_from_memory(&request, &record, allowed, window, SystemTime::now())?;
+    }
     let group = match shim.groups.get(&request.node_group).await {
         Lookup::Found(group) => group,
         Lookup::Unknown => {

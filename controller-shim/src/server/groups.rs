@@ -101,7 +101,8 @@ impl GroupRegistry {
         }
     }
 
-    fn lookup(&self, name: &str) -> Lookup {
+    /// The group `name` as last read, without reading the store.
+    pub fn lookup(&self, name: &str) -> Lookup {
         let current = self.current.read().unwrap_or_else(|e| e.into_inner());
         match current.as_ref() {
             None => Lookup::NotLoaded,

@@ -5,6 +5,7 @@ pub mod bootstrap;
 pub mod checks;
 pub mod ec2;
 pub mod groups;
+pub mod known;
 pub mod listener;
 pub mod metrics;
 pub mod refusal;

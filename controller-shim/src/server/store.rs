@@ -166,6 +166,15 @@ impl NodeStore {
         fleet.records.insert(key, (etag, record));
     }
 
+    /// The record of `instance_id` as last seen, if any. No S3 call.
+    pub fn remembered(&self, instance_id: &str) -> Option<NodeRecord> {
+        let fleet = self.fleet.read().unwrap_or_else(|e| e.into_inner());
+        fleet
+            .records
+            .get(&self.key(instance_id))
+            .map(|(_, record)| record.clone())
+    }
+
     /// Every record as last seen, oldest bootstrap first, and when the view was last
     /// brought up to date (None: never yet). No S3 call.
     pub fn fleet(&self) -> (Vec<NodeRecord>, Option<SystemTime>) {
