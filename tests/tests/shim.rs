@@ -1378,7 +1378,7 @@ fn a_flood_with_a_node_s_role_after_its_claim_costs_no_ec2_or_s3_and_starves_no_
     );
     let turn = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let pod: nodewright_e2e::shim::FloodRequest = Arc::new(move || {
-        let body = if turn.fetch_add(1, Ordering::Relaxed) % 2 == 0 {
+        let body = if turn.fetch_add(1, Ordering::Relaxed).is_multiple_of(2) {
             serde_json::to_vec(&BootstrapRequest {
                 api_version: PROTOCOL_VERSION.to_owned(),
                 node_group: NODE_GROUP.to_owned(),
