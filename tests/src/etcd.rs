@@ -22,7 +22,7 @@ use nodewright_shim::pki::{
 use futures_util::StreamExt;
 
 use crate::agent::Agent;
-use crate::moto::free_port;
+use crate::moto::free_ports;
 use crate::runtime::block_on;
 
 pub const ETCD: &str = "/usr/bin/etcd";
@@ -79,6 +79,7 @@ impl EtcdCluster {
     pub fn start(n: usize) -> Self {
         let dir = tempfile::tempdir().expect("a temp dir");
         issue_certificates(dir.path());
+        let mut ports = free_ports(2 * n).into_iter();
         let members = NAMES[..n]
             .iter()
             .map(|name| {
@@ -86,8 +87,8 @@ impl EtcdCluster {
                 std::fs::create_dir_all(&volume).expect("the member's volume");
                 Member {
                     name: (*name).to_owned(),
-                    client_port: free_port(),
-                    peer_port: free_port(),
+                    client_port: ports.next().expect("a client port"),
+                    peer_port: ports.next().expect("a peer port"),
                     volume,
                     process: Mutex::new(None),
                 }

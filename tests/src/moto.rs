@@ -127,6 +127,19 @@ pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
     )
 }
 
+/// `n` distinct free ports: every listener is held until all are picked, so the kernel
+/// cannot hand one port out twice (a cluster whose client and peer ports collided
+/// answered etcd's client API from a peer listener: 404).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("a bound address").port())
+        .collect()
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
