@@ -221,11 +221,7 @@ impl ShimClient {
                 "the pinned CA holds no certificate".to_owned(),
             ));
         }
-        let mut builder = reqwest::Client::builder()
-            .tls_certs_only(certs)
-            .timeout(settings.attempt_timeout)
-            .connect_timeout(settings.attempt_timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("nodewright/", env!("CARGO_PKG_VERSION")));
+        let mut builder = pinned_builder(certs, settings.attempt_timeout, &settings.proxies);
         if let Some(pem) = &settings.identity_pem {
             let identity = reqwest::Identity::from_pem(pem.as_bytes()).map_err(|e| {
                 ClientError::Config(format!(
@@ -234,12 +230,6 @@ impl ShimClient {
                 ))
             })?;
             builder = builder.identity(identity);
-        }
-        if settings.proxies.is_empty() {
-            builder = builder.no_proxy();
-        }
-        for proxy in &settings.proxies {
-            builder = builder.proxy(proxy.clone());
         }
         let http = builder
             .build()
@@ -382,7 +372,29 @@ fn check_not_placeholder(server: &str, addresses: &[IpAddr]) -> Result<(), Clien
     Ok(())
 }
 
-fn host_port(url: &str) -> Option<(String, u16)> {
+/// An HTTPS client that trusts only `certs` (never the OS store), with one attempt's
+/// limits, through `proxies` (none: directly).
+pub fn pinned_builder(
+    certs: Vec<reqwest::Certificate>,
+    attempt_timeout: Duration,
+    proxies: &[reqwest::Proxy],
+) -> reqwest::ClientBuilder {
+    let mut builder = reqwest::Client::builder()
+        .tls_certs_only(certs)
+        .timeout(attempt_timeout)
+        .connect_timeout(attempt_timeout.min(Duration::from_secs(10)))
+        .user_agent(concat!("nodewright/", env!("CARGO_PKG_VERSION")));
+    if proxies.is_empty() {
+        builder = builder.no_proxy();
+    }
+    for proxy in proxies {
+        builder = builder.proxy(proxy.clone());
+    }
+    builder
+}
+
+/// `scheme://host[:port]/...` -> host and port (443 by default); `None` without a host.
+pub fn host_port(url: &str) -> Option<(String, u16)> {
     let rest = url.split("://").nth(1)?;
     let authority = rest.split('/').next()?;
     if let Some(v6) = authority.strip_prefix('[') {
@@ -393,19 +405,15 @@ fn host_port(url: &str) -> Option<(String, u16)> {
             .unwrap_or(443);
         return Some((host.to_owned(), port));
     }
-    match authority.rsplit_once(':') {
-        Some((host, port)) => Some((host.to_owned(), port.parse().ok()?)),
-        None => Some((authority.to_owned(), 443)),
-    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse().ok()?),
+        None => (authority, 443),
+    };
+    (!host.is_empty()).then(|| (host.to_owned(), port))
 }
 
 fn backoff(settings: &ClientSettings, attempt: u32) -> Duration {
-    let exp = settings
-        .initial_delay
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-    let capped = exp.min(settings.max_delay);
-    let half = capped / 2;
-    half + half.mul_f64(fastrand::f64())
+    crate::support::backoff(settings.initial_delay, settings.max_delay, attempt)
 }
 
 fn transport(server: &str, error: &reqwest::Error) -> ClientError {

@@ -14,12 +14,13 @@
 //!   instance may not be visible to EC2's API yet), then reported as a refusal.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nodewright_shim::client::{ClientError, StsSigner};
+use nodewright_shim::client::{ClientError, StsSigner, host_port, pinned_builder};
 
 use super::protocol::{self, BootstrapRequest, BootstrapResponse};
 use crate::error::{Classified, ErrorKind, chain};
+use crate::retry::{RetryError, RetryPolicy, Verdict, retry};
 use crate::runbook::Topic;
 
 /// kops's placeholder DNS answers (`dns.PlaceholderIP`, `dns.PlaceholderIPv6`).
@@ -53,7 +54,7 @@ pub enum ControllerError {
     Sign(#[from] ClientError),
     #[error("{server}: {detail}")]
     Answer { server: String, detail: String },
-    #[error("kops-controller: gave up after {attempts} attempts in {:.0}s: {last}", elapsed.as_secs_f64())]
+    #[error("kops-controller: gave up after {attempts} rounds over its servers in {:.0}s: {last}", elapsed.as_secs_f64())]
     Deadline {
         attempts: u32,
         elapsed: Duration,
@@ -159,7 +160,7 @@ impl ControllerClient {
             ));
         }
         for server in &settings.servers {
-            if host_port(server).is_none() {
+            if !server.starts_with("https://") || host_port(server).is_none() {
                 return Err(ControllerError::Config(format!(
                     "server {server:?} must be an https:// URL with a host"
                 )));
@@ -176,6 +177,8 @@ impl ControllerClient {
     }
 
     /// Sends one bootstrap request, with retries, and returns the first useful answer.
+    /// The rounds, their backoff, the deadline and what `status` shows while it waits are
+    /// the agent's one retry loop ([`crate::retry`]); a round tries every server once.
     pub async fn bootstrap(
         &self,
         signer: &StsSigner,
@@ -184,38 +187,59 @@ impl ControllerClient {
         let body = serde_json::to_vec(request)
             .map_err(|e| ControllerError::Config(format!("encoding the request: {e}")))?;
         let hash = protocol::body_hash(&body);
-        let started = Instant::now();
-        let servers = &self.settings.servers;
-        let mut attempts = 0u32;
-        loop {
-            let server = servers[attempts as usize % servers.len()].clone();
-            attempts += 1;
-            let error = match self.attempt(&server, signer, &body, &hash).await {
-                Ok(answer) => return Ok(answer),
-                Err(error) => error,
-            };
-            if !error.transient() {
-                return Err(error);
-            }
-            // One pass over every server before waiting: a placeholder or a dead
-            // replica must not hold up a good one.
-            let delay = if (attempts as usize).is_multiple_of(servers.len()) {
-                backoff(&self.settings, attempts / servers.len() as u32)
+        let policy = RetryPolicy {
+            deadline: self.settings.deadline,
+            initial_delay: self.settings.initial_delay,
+            max_delay: self.settings.max_delay,
+        };
+        let verdict = |e: &ControllerError| {
+            if e.transient() {
+                Verdict::Retry
             } else {
-                Duration::ZERO
-            };
-            let elapsed = started.elapsed();
-            if elapsed + delay >= self.settings.deadline {
-                return Err(ControllerError::Deadline {
-                    attempts,
-                    elapsed,
-                    last: Box::new(error),
-                });
+                Verdict::Fail
             }
-            tracing::warn!(server, attempt = attempts, error = %error,
-                retry_in_ms = delay.as_millis() as u64, "kops-controller attempt failed; retrying");
-            tokio::time::sleep(delay).await;
+        };
+        retry("kops-controller", policy, verdict, || {
+            self.round(signer, &body, &hash)
+        })
+        .await
+        .map_err(|error| match error {
+            RetryError::Permanent(error) => error,
+            // Kept as the controller's own error: a 403 until the deadline is still a
+            // refusal (exit 3), not an unreachable source.
+            RetryError::Deadline {
+                last,
+                attempts,
+                elapsed,
+            } => ControllerError::Deadline {
+                attempts,
+                elapsed,
+                last: Box::new(last),
+            },
+        })
+    }
+
+    /// Every server once, in turn: the first answer, a refusal that retrying cannot fix,
+    /// or the last transient failure. A placeholder or a dead replica never holds up a
+    /// good one for a backoff.
+    async fn round(
+        &self,
+        signer: &StsSigner,
+        body: &[u8],
+        hash: &str,
+    ) -> Result<Answer, ControllerError> {
+        let mut last = None;
+        for server in &self.settings.servers {
+            match self.attempt(server, signer, body, hash).await {
+                Err(error) if error.transient() => {
+                    tracing::warn!(server, error = %error, "kops-controller attempt failed");
+                    last = Some(error);
+                }
+                done => return done,
+            }
         }
+        Err(last
+            .unwrap_or_else(|| ControllerError::Config("no kops-controller servers".to_owned())))
     }
 
     async fn attempt(
@@ -235,11 +259,11 @@ impl ControllerClient {
             .clone()
             .unwrap_or(host.clone());
         let url = format!("https://{}:{port}/{}", bracketed(&name), protocol::PATH);
-        let mut builder = reqwest::Client::builder()
-            .tls_certs_only(self.certs.clone())
-            .timeout(self.settings.attempt_timeout)
-            .connect_timeout(self.settings.attempt_timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("nodewright/", env!("CARGO_PKG_VERSION")));
+        let mut builder = pinned_builder(
+            self.certs.clone(),
+            self.settings.attempt_timeout,
+            &self.settings.proxies,
+        );
         if name.parse::<IpAddr>().is_err() && !addresses.is_empty() {
             // Connect to the addresses checked above, never to a fresh lookup's.
             let sockets: Vec<SocketAddr> = addresses
@@ -247,12 +271,6 @@ impl ControllerClient {
                 .map(|ip| SocketAddr::new(*ip, port))
                 .collect();
             builder = builder.resolve_to_addrs(&name, &sockets);
-        }
-        if self.settings.proxies.is_empty() {
-            builder = builder.no_proxy();
-        }
-        for proxy in &self.settings.proxies {
-            builder = builder.proxy(proxy.clone());
         }
         let http = builder
             .build()
@@ -373,40 +391,12 @@ async fn read_answer(server: &str, response: reqwest::Response) -> Result<Answer
     }
 }
 
-/// `https://host[:port]/...` -> host and port (443 by default).
-fn host_port(url: &str) -> Option<(String, u16)> {
-    let rest = url.strip_prefix("https://")?;
-    let authority = rest.split('/').next()?;
-    if let Some(v6) = authority.strip_prefix('[') {
-        let (host, tail) = v6.split_once(']')?;
-        let port = match tail.strip_prefix(':') {
-            Some(p) => p.parse().ok()?,
-            None => 443,
-        };
-        return Some((host.to_owned(), port));
-    }
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((host, port)) => (host, port.parse().ok()?),
-        None => (authority, 443),
-    };
-    (!host.is_empty()).then(|| (host.to_owned(), port))
-}
-
 fn bracketed(host: &str) -> String {
     if host.parse::<Ipv6Addr>().is_ok() {
         format!("[{host}]")
     } else {
         host.to_owned()
     }
-}
-
-fn backoff(settings: &ControllerSettings, round: u32) -> Duration {
-    let exp = settings
-        .initial_delay
-        .saturating_mul(1u32 << round.saturating_sub(1).min(16));
-    let capped = exp.min(settings.max_delay);
-    let half = capped / 2;
-    half + half.mul_f64(fastrand::f64())
 }
 
 #[cfg(test)]
@@ -427,7 +417,6 @@ mod tests {
             host_port("https://10.0.0.1/"),
             Some(("10.0.0.1".into(), 443))
         );
-        assert_eq!(host_port("http://a:1/"), None);
         assert_eq!(host_port("https://:1/"), None);
         assert_eq!(bracketed("fd00::1"), "[fd00::1]");
         let error = ControllerClient::new(ControllerSettings::new(
