@@ -46,7 +46,7 @@ use tempfile::TempDir;
 
 use crate::moto::{Moto, REGION};
 use crate::runtime::{block_on, runtime};
-use crate::shim::{Node, between, set_up_admin, signed_query};
+use crate::shim::{Node, assume_role, between, create_role, node_of, set_up_admin};
 
 pub const ACCOUNT: &str = "123456789012";
 pub const BUCKET: &str = "kops-state";
@@ -113,8 +113,8 @@ impl KopsWorld {
             dir,
             controller,
         };
-        world.create_role(NODES_ROLE);
-        world.create_role("someone-else");
+        create_role(world.moto.url(), &world.admin, NODES_ROLE);
+        create_role(world.moto.url(), &world.admin, "someone-else");
         world
     }
 
@@ -163,62 +163,11 @@ impl KopsWorld {
                 .unwrap_or_else(|e| panic!("RunInstances: {e:?}"))
         });
         let instance = &output.instances()[0];
-        let instance_id = instance.instance_id().expect("an id").to_owned();
-        Node {
-            credentials: self.assume_role(role, &instance_id),
-            private_ip: instance
-                .private_ip_address()
-                .expect("a private IP")
-                .parse()
-                .expect("an IPv4"),
-            private_dns_name: instance.private_dns_name().unwrap_or("").to_owned(),
-            instance_id,
-        }
-    }
-
-    fn assume_role(&self, role: &str, session: &str) -> crate::imds::RoleCredentials {
-        let arn = format!("arn:aws:iam::{ACCOUNT}:role/{role}");
-        let xml = signed_query(
-            self.moto.url(),
-            "sts",
-            &[
-                ("Action", "AssumeRole"),
-                ("RoleArn", &arn),
-                ("RoleSessionName", session),
-                ("Version", "2011-06-15"),
-            ],
-            Some(&self.admin),
-        );
-        crate::imds::RoleCredentials {
-            role_name: role.to_owned(),
-            access_key_id: between(&xml, "AccessKeyId"),
-            secret_access_key: between(&xml, "SecretAccessKey"),
-            session_token: between(&xml, "SessionToken"),
-        }
-    }
-
-    fn create_role(&self, name: &str) {
-        let trust = format!(
-            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"Service":"ec2.amazonaws.com","AWS":"arn:aws:iam::{ACCOUNT}:user/admin"}},"Action":"sts:AssumeRole"}}]}}"#
-        );
-        let allow = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
-        for params in [
-            vec![
-                ("Action", "CreateRole"),
-                ("RoleName", name),
-                ("AssumeRolePolicyDocument", trust.as_str()),
-                ("Version", "2010-05-08"),
-            ],
-            vec![
-                ("Action", "PutRolePolicy"),
-                ("RoleName", name),
-                ("PolicyName", "all"),
-                ("PolicyDocument", allow),
-                ("Version", "2010-05-08"),
-            ],
-        ] {
-            signed_query(self.moto.url(), "iam", &params, Some(&self.admin));
-        }
+        let session = instance.instance_id().expect("an id");
+        node_of(
+            instance,
+            assume_role(self.moto.url(), &self.admin, role, ACCOUNT, session),
+        )
     }
 
     /// A signer with a node's role credentials, for STS where the controller replays.

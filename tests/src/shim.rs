@@ -406,28 +406,7 @@ state:
     /// Creates an IAM role that EC2 (and the harness's admin, standing in for EC2) may
     /// assume, with allow-all.
     pub fn create_role(&self, name: &str) {
-        let trust = format!(
-            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"Service":"ec2.amazonaws.com","AWS":"arn:aws:iam::{ACCOUNT}:user/admin"}},"Action":"sts:AssumeRole"}}]}}"#
-        );
-        self.query(
-            "iam",
-            &[
-                ("Action", "CreateRole"),
-                ("RoleName", name),
-                ("AssumeRolePolicyDocument", &trust),
-                ("Version", "2010-05-08"),
-            ],
-        );
-        self.query(
-            "iam",
-            &[
-                ("Action", "PutRolePolicy"),
-                ("RoleName", name),
-                ("PolicyName", "all"),
-                ("PolicyDocument", ALLOW_ALL),
-                ("Version", "2010-05-08"),
-            ],
-        );
+        create_role(self.moto.url(), &self.admin, name);
     }
 
     pub fn put_object(&self, bucket: &str, key: &str, body: &[u8]) {
@@ -481,17 +460,8 @@ state:
             .instances()
             .iter()
             .map(|instance| {
-                let instance_id = instance.instance_id().expect("an id").to_owned();
-                Node {
-                    credentials: self.assume_role(NODE_ROLE, ACCOUNT, &instance_id),
-                    private_ip: instance
-                        .private_ip_address()
-                        .expect("a private IP")
-                        .parse()
-                        .expect("an IPv4"),
-                    private_dns_name: instance.private_dns_name().unwrap_or("").to_owned(),
-                    instance_id,
-                }
+                let session = instance.instance_id().expect("an id");
+                node_of(instance, self.assume_role(NODE_ROLE, ACCOUNT, session))
             })
             .collect()
     }
@@ -540,41 +510,14 @@ state:
                 .unwrap_or_else(|e| panic!("RunInstances: {e:?}"))
         });
         let instance = &instance.instances()[0];
-        let instance_id = instance.instance_id().expect("an id").to_owned();
-        let private_ip = instance
-            .private_ip_address()
-            .expect("a private IP")
-            .parse()
-            .expect("an IPv4");
-        let private_dns_name = instance.private_dns_name().unwrap_or("").to_owned();
-        let credentials = self.assume_role(role, account, &instance_id);
-        Node {
-            instance_id,
-            private_ip,
-            private_dns_name,
-            credentials,
-        }
+        let session = instance.instance_id().expect("an id");
+        node_of(instance, self.assume_role(role, account, session))
     }
 
     /// AssumeRole with the instance id as the session name: what EC2 does for an
     /// instance profile.
     pub fn assume_role(&self, role: &str, account: &str, session: &str) -> RoleCredentials {
-        let arn = format!("arn:aws:iam::{account}:role/{role}");
-        let xml = self.query(
-            "sts",
-            &[
-                ("Action", "AssumeRole"),
-                ("RoleArn", &arn),
-                ("RoleSessionName", session),
-                ("Version", "2011-06-15"),
-            ],
-        );
-        RoleCredentials {
-            role_name: role.to_owned(),
-            access_key_id: between(&xml, "AccessKeyId"),
-            secret_access_key: between(&xml, "SecretAccessKey"),
-            session_token: between(&xml, "SessionToken"),
-        }
+        assume_role(self.moto.url(), &self.admin, role, account, session)
     }
 
     pub fn terminate(&self, instance_id: &str) {
@@ -721,6 +664,74 @@ pub fn set_up_admin(moto: &Moto) -> Credentials {
 
 /// POSTs a query-protocol form, signed with `credentials` (or with throwaway ones while
 /// moto does not check); panics unless it answers 200.
+/// Creates an IAM role that EC2 (and the harness's admin, standing in for EC2) may
+/// assume, with allow-all.
+pub fn create_role(moto: &str, admin: &Credentials, name: &str) {
+    let trust = format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"Service":"ec2.amazonaws.com","AWS":"arn:aws:iam::{ACCOUNT}:user/admin"}},"Action":"sts:AssumeRole"}}]}}"#
+    );
+    for params in [
+        vec![
+            ("Action", "CreateRole"),
+            ("RoleName", name),
+            ("AssumeRolePolicyDocument", trust.as_str()),
+            ("Version", "2010-05-08"),
+        ],
+        vec![
+            ("Action", "PutRolePolicy"),
+            ("RoleName", name),
+            ("PolicyName", "all"),
+            ("PolicyDocument", ALLOW_ALL),
+            ("Version", "2010-05-08"),
+        ],
+    ] {
+        signed_query(moto, "iam", &params, Some(admin));
+    }
+}
+
+/// AssumeRole with the instance id as the session name: what EC2 does for an instance
+/// profile.
+pub fn assume_role(
+    moto: &str,
+    admin: &Credentials,
+    role: &str,
+    account: &str,
+    session: &str,
+) -> RoleCredentials {
+    let arn = format!("arn:aws:iam::{account}:role/{role}");
+    let xml = signed_query(
+        moto,
+        "sts",
+        &[
+            ("Action", "AssumeRole"),
+            ("RoleArn", &arn),
+            ("RoleSessionName", session),
+            ("Version", "2011-06-15"),
+        ],
+        Some(admin),
+    );
+    RoleCredentials {
+        role_name: role.to_owned(),
+        access_key_id: between(&xml, "AccessKeyId"),
+        secret_access_key: between(&xml, "SecretAccessKey"),
+        session_token: between(&xml, "SessionToken"),
+    }
+}
+
+/// A launched instance as a node, with the role session EC2 would give it.
+pub fn node_of(instance: &aws_sdk_ec2::types::Instance, credentials: RoleCredentials) -> Node {
+    Node {
+        credentials,
+        private_ip: instance
+            .private_ip_address()
+            .expect("a private IP")
+            .parse()
+            .expect("an IPv4"),
+        private_dns_name: instance.private_dns_name().unwrap_or("").to_owned(),
+        instance_id: instance.instance_id().expect("an id").to_owned(),
+    }
+}
+
 pub fn signed_query(
     url: &str,
     service: &str,
