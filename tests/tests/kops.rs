@@ -346,26 +346,7 @@ mod controller {
             ])
         } else if file.starts_with("cni-plugins-") {
             // The plugins of kops's CNI release, as nodewright's table of it lists them.
-            let plugins = [
-                "bandwidth",
-                "bridge",
-                "dhcp",
-                "dummy",
-                "firewall",
-                "host-device",
-                "host-local",
-                "ipvlan",
-                "loopback",
-                "macvlan",
-                "portmap",
-                "ptp",
-                "sbr",
-                "static",
-                "tap",
-                "tuning",
-                "vlan",
-                "vrf",
-            ];
+            let plugins = nodewright::spec::CNI_PLUGINS;
             let mut entries: Vec<Entry> = plugins
                 .iter()
                 .map(|p| Entry::file(&format!("./{p}"), &exe(p)))
